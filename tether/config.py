@@ -59,6 +59,8 @@ def add_config_args(parser: argparse.ArgumentParser, cls) -> None:
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         scalar, is_list = _base_type(hints[f.name])
+        if scalar is dict:
+            continue  # mappings are set in the YAML file only
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         kwargs = dict(dest=f.name, default=argparse.SUPPRESS, type=_converter(scalar),
                       help=f"{f.metadata.get('help', '')} (default: {default})")

@@ -1,0 +1,174 @@
+"""The reward–KL frontier: overoptimisation fits and the β a sweep should report.
+
+Gao, Schulman & Hilton (2022), "Scaling Laws for Reward Model Overoptimization",
+eq. 1–2: with d = √KL(π ‖ π_init) and R the gold reward *relative to the initial
+(SFT) policy*,
+
+    best-of-n:  R_bon(d) = d (α_bon − β_bon d)
+    RL:         R_rl(d)  = d (α_rl  − β_rl log d)
+
+Both are linear in (α, β), so each fit is one exact least-squares solve. A row of
+`sweep.json` is a dict (see `tether.analysis.report` for the schema); PPO rows with
+a fixed β have `kind == "ppo"`, best-of-n rows `kind == "bon"`.
+"""
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+FIT_KINDS = {"rl": "ppo", "bon": "bon"}
+"""Fit kind → the row kind whose points it is fitted to."""
+
+
+def _features(kind: str, d: np.ndarray) -> np.ndarray:
+    """Design matrix (N, 2) with R = X @ (α, β): bon [d, −d²]; rl [d, −d log d] (d log d → 0 at d = 0)."""
+    if kind == "bon":
+        return np.stack([d, -d * d], axis=1)
+    if kind == "rl":
+        d_log_d = np.where(d > 0, d * np.log(np.where(d > 0, d, 1.0)), 0.0)
+        return np.stack([d, -d_log_d], axis=1)
+    raise ValueError(f"fit kind must be 'rl' or 'bon', got {kind!r}")
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A fitted overoptimisation curve R(d), d = √KL; `kind` is "bon" or "rl" (see module docstring)."""
+
+    kind: str
+    alpha: float
+    beta: float
+    r2: float | None
+    """1 − SS_res / SS_tot over the fitted points; None when the rewards are all equal."""
+    n_points: int
+
+    def predict(self, d):
+        """R(d) for a float or an array of d ≥ 0."""
+        d_arr = np.asarray(d, dtype=float)
+        r = _features(self.kind, d_arr.reshape(-1)) @ np.array([self.alpha, self.beta])
+        return float(r[0]) if d_arr.ndim == 0 else r.reshape(d_arr.shape)
+
+    @property
+    def peak_d(self) -> float | None:
+        """argmax over d ≥ 0 of R(d), from R′(d) = 0.
+
+        bon: α − 2βd = 0 → d* = α / (2β), or 0 when α ≤ 0 (the curve only falls);
+        rl: α − β(log d + 1) = 0 → d* = exp(α/β − 1). None when β ≤ 0 (no maximum).
+        """
+        if self.beta <= 0:
+            return None
+        if self.kind == "bon":
+            return max(self.alpha / (2 * self.beta), 0.0)
+        return math.exp(self.alpha / self.beta - 1)
+
+    @property
+    def peak_reward(self) -> float | None:
+        """R(peak_d): the largest gain over the SFT policy the fit predicts."""
+        return None if self.peak_d is None else self.predict(self.peak_d)
+
+    def as_dict(self) -> dict:
+        """The fields plus `peak_d`, `peak_kl` (= peak_d²) and `peak_reward`, as stored in `sweep.json`."""
+        peak = self.peak_d
+        return {**asdict(self), "peak_d": peak, "peak_kl": None if peak is None else peak ** 2,
+                "peak_reward": self.peak_reward}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Fit":
+        return cls(kind=d["kind"], alpha=float(d["alpha"]), beta=float(d["beta"]),
+                   r2=None if d.get("r2") is None else float(d["r2"]), n_points=int(d.get("n_points", 0)))
+
+
+def r_squared(r: np.ndarray, predicted: np.ndarray) -> float | None:
+    """Coefficient of determination 1 − Σ(r − r̂)² / Σ(r − r̄)²; None when r is constant."""
+    ss_tot = float(np.sum((r - r.mean()) ** 2))
+    if ss_tot == 0.0:
+        return None
+    return 1.0 - float(np.sum((r - predicted) ** 2)) / ss_tot
+
+
+def _fit(kind: str, d, r) -> Fit:
+    d, r = np.asarray(d, dtype=float), np.asarray(r, dtype=float)
+    if d.shape != r.shape or d.ndim != 1:
+        raise ValueError(f"d and r must be 1-D of one length, got shapes {d.shape} and {r.shape}")
+    if not (np.all(np.isfinite(d)) and np.all(np.isfinite(r))):
+        raise ValueError(f"d and r must be finite, got d={d.tolist()} r={r.tolist()}")
+    if np.any(d < 0):
+        raise ValueError(f"d = √KL must be >= 0, got {d.tolist()}")
+    # Points at d = 0 carry no information: both features vanish there.
+    d, r = d[d > 0], r[d > 0]
+    if len(np.unique(d)) < 2:
+        raise ValueError(f"a {kind} fit needs points at two distinct d > 0, got d={d.tolist()}")
+    features = _features(kind, d)
+    coef, *_ = np.linalg.lstsq(features, r, rcond=None)
+    return Fit(kind=kind, alpha=float(coef[0]), beta=float(coef[1]), r2=r_squared(r, features @ coef),
+               n_points=len(d))
+
+
+def fit_bon(d, r) -> Fit:
+    """Least squares for R = d(α − βd) (Gao et al. 2022, eq. 1); points at d = 0 are skipped."""
+    return _fit("bon", d, r)
+
+
+def fit_rl(d, r) -> Fit:
+    """Least squares for R = d(α − β log d) (Gao et al. 2022, eq. 2); points at d = 0 are skipped."""
+    return _fit("rl", d, r)
+
+
+def row_sqrt_kl(row: dict) -> float:
+    """d of a sweep row: its `sqrt_kl`, else √max(kl, 0) (a sampled KL estimate can dip below 0)."""
+    if row.get("sqrt_kl") is not None:
+        return float(row["sqrt_kl"])
+    return math.sqrt(max(float(row["kl"]), 0.0))
+
+
+def frontier_fits(rows: list[dict]) -> dict[str, Fit]:
+    """Fits `gold_rl`, `gold_bon`, `proxy_rl`, `proxy_bon` of `{reward}_delta` against √KL.
+
+    RL fits use the fixed-β PPO rows, best-of-n fits the "bon" rows. A fit is left out
+    when its rows have fewer than two distinct √KL > 0 with that reward measured.
+    """
+    fits = {}
+    for reward in ("gold", "proxy"):
+        for kind, row_kind in FIT_KINDS.items():
+            points = [(row_sqrt_kl(row), row[f"{reward}_delta"]) for row in rows
+                      if row.get("kind") == row_kind and row.get(f"{reward}_delta") is not None]
+            if len({d for d, _ in points if d > 0}) >= 2:
+                fits[f"{reward}_{kind}"] = _fit(kind, *zip(*points))
+    return fits
+
+
+def fixed_beta_rows(rows: list[dict]) -> list[dict]:
+    """The PPO rows with a fixed β (kind "ppo"), by increasing β."""
+    return sorted((r for r in rows if r.get("kind") == "ppo" and r.get("beta") is not None),
+                  key=lambda r: r["beta"])
+
+
+def safe_but_useless_beta(rows: list[dict], threshold: float = 0.2) -> float | None:
+    """The β at which "safe but useless" begins: the largest β whose benign refusal rate > threshold.
+
+    Refusals grow as β shrinks (a weaker tether lets PPO chase the reward model's
+    refusal bonus), so walking β downwards this is where the policy first refuses
+    more than `threshold` of benign prompts. None when no fixed-β PPO row does.
+    """
+    hits = [r["beta"] for r in fixed_beta_rows(rows)
+            if r.get("benign_refusal_rate") is not None and r["benign_refusal_rate"] > threshold]
+    return max(hits) if hits else None
+
+
+def best_gold_beta(rows: list[dict]) -> float | None:
+    """The fixed β whose PPO policy has the highest gold reward; ties go to the larger β. None without gold."""
+    scored = [r for r in fixed_beta_rows(rows) if r.get("gold_reward") is not None]
+    if not scored:
+        return None
+    return max(scored, key=lambda r: (r["gold_reward"], r["beta"]))["beta"]
+
+
+def sweep_findings(rows: list[dict], refusal_threshold: float = 0.2) -> dict:
+    """The `findings` block of `sweep.json`: both β above, the threshold used, and each fit's peak."""
+    fits = frontier_fits(rows)
+    return {
+        "safe_but_useless_beta": safe_but_useless_beta(rows, refusal_threshold),
+        "best_gold_beta": best_gold_beta(rows),
+        "refusal_threshold": refusal_threshold,
+        "predicted_peak_sqrt_kl": {name: fit.peak_d for name, fit in fits.items()},
+    }

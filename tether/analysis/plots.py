@@ -1,0 +1,292 @@
+"""Figures for a sweep: the reward–KL frontier, learning curves, detectors, reward-model curves.
+
+Each function draws one figure and returns it as PNG bytes; with `path` it also
+writes the PNG there atomically. Figures are built with `matplotlib.figure.Figure`
+directly (no pyplot), so nothing changes global matplotlib state and no display
+is needed. Rows are those of `sweep.json` (schema in `tether.analysis.report`).
+
+Colours are fixed across figures: fixed-β PPO runs go from dark (small β, loose
+tether) to light (large β) along viridis; best-of-n is orange; the SFT reference
+is black or grey.
+"""
+
+import functools
+import io
+import math
+
+import matplotlib
+import matplotlib.ticker
+import numpy as np
+from matplotlib.figure import Figure
+
+from tether.analysis.frontier import fixed_beta_rows, row_sqrt_kl
+from tether.data.io import atomic_open
+
+DPI = 120
+BON_COLOR = "#d55e00"
+FIT_COLORS = {"rl": "#2c3e70", "bon": BON_COLOR}
+OTHER_MARKERS = {"ppo_adaptive": "D", "ppo_ensemble": "s", "ppo_early_stop": "^"}
+OTHER_COLORS = ["#cc79a7", "#009e73", "#e69f00", "#56b4e9", "#7f7f7f"]
+STYLE = {
+    "font.size": 10, "axes.titlesize": 11, "axes.titleweight": "bold", "axes.labelsize": 10,
+    "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
+    "grid.alpha": 0.35, "grid.linewidth": 0.6, "legend.fontsize": 8.5, "legend.frameon": False,
+    "xtick.labelsize": 9, "ytick.labelsize": 9, "figure.facecolor": "white",
+}
+SQRT_KL_LABEL = "√KL(π ‖ π_ref)   [√nats]"
+
+
+def _styled(plot):
+    """Run a plot function under `STYLE` (rc parameters are read as each artist is made)."""
+    @functools.wraps(plot)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context(STYLE):
+            return plot(*args, **kwargs)
+    return wrapper
+
+
+def _figure(width: float, height: float) -> Figure:
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def _subplots(fig: Figure, nrows: int, ncols: int) -> list:
+    return list(np.atleast_1d(fig.subplots(nrows, ncols)).ravel())
+
+
+def _png(fig: Figure, path=None) -> bytes:
+    """Render `fig` to PNG bytes; also write them to `path` (atomically) when given."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, facecolor="white")
+    data = buf.getvalue()
+    if path is not None:
+        with atomic_open(path, "wb") as f:
+            f.write(data)
+    return data
+
+
+def beta_colors(rows: list[dict]) -> dict[str, tuple]:
+    """Row label → viridis colour, by increasing β over the fixed-β PPO rows."""
+    ppo = fixed_beta_rows(rows)
+    shades = np.linspace(0.0, 0.85, max(len(ppo), 2))
+    return {r["label"]: matplotlib.colormaps["viridis"](s) for r, s in zip(ppo, shades)}
+
+
+def _no_data(ax, message: str) -> None:
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="#777")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _fit_label(fit) -> str:
+    formula = "d(α − β·log d)" if fit.kind == "rl" else "d(α − β·d)"
+    r2 = "—" if fit.r2 is None else f"{fit.r2:.2f}"
+    who = "PPO" if fit.kind == "rl" else "best-of-n"
+    return f"{who} fit {formula}, R²={r2}"
+
+
+def _draw_fit(ax, fit, d_max: float) -> None:
+    grid = np.linspace(0.0, d_max, 200)
+    ax.plot(grid, fit.predict(grid), ls="--", lw=1.4, color=FIT_COLORS[fit.kind], alpha=0.9,
+            label=_fit_label(fit))
+    peak = fit.peak_d
+    if peak is not None and 0 < peak <= d_max:
+        ax.plot([peak], [fit.peak_reward], marker="o", ms=8, mfc="none", mec=FIT_COLORS[fit.kind], mew=1.5,
+                ls="none", label=f"predicted peak, √KL={peak:.2f}")
+
+
+def _frontier_panel(ax, rows: list[dict], fits: dict, reward: str) -> None:
+    key = f"{reward}_delta"
+    ax.axhline(0.0, color="#999", lw=0.8)
+    colors = beta_colors(rows)
+    ppo = [r for r in fixed_beta_rows(rows) if r.get(key) is not None]
+    bon = sorted((r for r in rows if r.get("kind") == "bon" and r.get(key) is not None), key=lambda r: r.get("n") or 0)
+    others = [r for r in rows if r.get("kind") not in ("ppo", "bon") and r.get(key) is not None]
+    d_all = [row_sqrt_kl(r) for r in ppo + bon + others] or [1.0]
+    d_max = max(d_all) * 1.08
+    ax.plot([0], [0], marker="*", ms=13, color="black", ls="none", label="SFT (reference)", zorder=5)
+    if ppo:
+        ax.scatter([row_sqrt_kl(r) for r in ppo], [r[key] for r in ppo], s=46, zorder=4,
+                   c=[colors[r["label"]] for r in ppo], edgecolors="black", linewidths=0.5, label="PPO, fixed β")
+        for r in ppo:
+            ax.annotate(r["label"], (row_sqrt_kl(r), r[key]), xytext=(5, 4), textcoords="offset points",
+                        fontsize=8, color="#333")
+    if bon:
+        ax.plot([row_sqrt_kl(r) for r in bon], [r[key] for r in bon], marker="o", ms=4.5, lw=1.3,
+                color=BON_COLOR, label="best-of-n", zorder=3)
+        for r in bon:
+            ax.annotate(f"n={r['n']}" if r.get("n") is not None else r["label"], (row_sqrt_kl(r), r[key]),
+                        xytext=(4, -11), textcoords="offset points", fontsize=7.5, color=BON_COLOR)
+    for i, r in enumerate(others):
+        ax.plot([row_sqrt_kl(r)], [r[key]], marker=OTHER_MARKERS.get(r["kind"], "P"), ms=8, ls="none",
+                color=OTHER_COLORS[i % len(OTHER_COLORS)], mec="black", mew=0.5, label=r["label"], zorder=4)
+    for kind in ("rl", "bon"):
+        if f"{reward}_{kind}" in fits:
+            _draw_fit(ax, fits[f"{reward}_{kind}"], d_max)
+    ax.set_xlim(left=-0.02 * d_max, right=d_max * 1.12)
+    ax.set_xlabel(SQRT_KL_LABEL)
+    ax.set_ylabel(f"{reward} reward − SFT's")
+    ax.set_title("Gold reward (the labeler) vs √KL" if reward == "gold" else "Proxy reward (reward model) vs √KL")
+    ax.legend(loc="best")
+
+
+@_styled
+def plot_frontier(rows: list[dict], fits: dict, path=None) -> bytes:
+    """Gold and proxy reward gain over SFT against d = √KL, with the Gao et al. (2022) fits dashed.
+
+    `fits` maps "gold_rl", "gold_bon", "proxy_rl", "proxy_bon" to `Fit`s (any may be
+    missing). The gold panel is left out when no row has a gold reward.
+    """
+    rewards = [w for w in ("gold", "proxy") if any(r.get(f"{w}_delta") is not None for r in rows)] or ["proxy"]
+    fig = _figure(6.2 * len(rewards), 4.6)
+    for ax, reward in zip(_subplots(fig, 1, len(rewards)), rewards):
+        _frontier_panel(ax, rows, fits, reward)
+    return _png(fig, path)
+
+
+LEARNING_CURVE_PANELS = (
+    ("objective/scores", "Proxy reward (RM score)", "mean RM score"),
+    ("gold/score", "Gold reward", "mean gold utility"),
+    ("objective/kl", "KL to the reference", "KL [nats]"),
+)
+
+
+@_styled
+def plot_learning_curves(curves: dict[str, list[dict]], path=None) -> bytes:
+    """Proxy score, gold score and KL against PPO step, one line per run label.
+
+    `curves[label]` is a run's metrics: dicts with "step" and TRL-named keys
+    ("objective/scores", "gold/score", "objective/kl"); missing values are skipped and
+    a panel with no data at all is left out. Lines keep the order of `curves`.
+    """
+    panels = [p for p in LEARNING_CURVE_PANELS
+              if any(m.get(p[0]) is not None for curve in curves.values() for m in curve)]
+    fig = _figure(4.4 * max(len(panels), 1) + 1.6, 3.8)
+    axes = _subplots(fig, 1, max(len(panels), 1))
+    if not panels:
+        _no_data(axes[0], "no learning curves recorded")
+        return _png(fig, path)
+    shades = matplotlib.colormaps["viridis"](np.linspace(0.0, 0.85, max(len(curves), 2)))
+    for ax, (key, title, ylabel) in zip(axes, panels):
+        for (label, curve), color in zip(curves.items(), shades):
+            points = [(m["step"], m[key]) for m in curve if m.get(key) is not None]
+            if points:
+                ax.plot(*zip(*points), lw=1.5, color=color, label=label)
+        ax.set_title(title)
+        ax.set_xlabel("PPO step")
+        ax.set_ylabel(ylabel)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", title="run")
+    return _png(fig, path)
+
+
+DETECTOR_PANELS = (
+    ("benign_refusal_rate", "Refusals of benign prompts", "share of responses"),
+    ("filler_per_response", "Filler phrases", "phrases per response"),
+    ("repetition_rate", "Repetitive responses", "share of responses"),
+    ("mean_length", "Response length", "mean words per response"),
+)
+
+
+@_styled
+def plot_detectors(rows: list[dict], path=None, sft_baseline: dict | None = None,
+                   refusal_threshold: float | None = 0.2, include_bon: bool = True) -> bytes:
+    """Each detector against β (log axis) for the fixed-β PPO rows.
+
+    The SFT policy (`sft_baseline`) is a dotted grey line; with `include_bon` the
+    best-of-n row with the largest n is a dashed orange line; `refusal_threshold` is
+    drawn on the refusal panel (the "safe but useless" line). When no row has a
+    benign refusal rate, the refusal panel shows the rate over all prompts.
+    """
+    ppo = [r for r in fixed_beta_rows(rows) if r["beta"] > 0]
+    bon = max((r for r in rows if r.get("kind") == "bon"), key=lambda r: r.get("n") or 0, default=None)
+    colors = beta_colors(rows)
+    fig = _figure(10.5, 6.6)
+    for ax, (key, title, ylabel) in zip(_subplots(fig, 2, 2), DETECTOR_PANELS):
+        if key == "benign_refusal_rate" and not any(r.get(key) is not None for r in ppo):
+            key, title = "refusal_rate", "Refusals (all prompts)"
+        points = [(r["beta"], r[key], colors[r["label"]]) for r in ppo if r.get(key) is not None]
+        if not points:
+            _no_data(ax, f"{title}: not measured")
+            continue
+        betas, values, shade = zip(*points)
+        ax.plot(betas, values, color="#555", lw=1.2, zorder=2)
+        ax.scatter(betas, values, c=list(shade), s=40, edgecolors="black", linewidths=0.5, zorder=3, label="PPO")
+        if sft_baseline and sft_baseline.get(key) is not None:
+            ax.axhline(sft_baseline[key], color="#444", ls=":", lw=1.3, label="SFT")
+        if include_bon and bon is not None and bon.get(key) is not None:
+            ax.axhline(bon[key], color=BON_COLOR, ls="--", lw=1.2, label=f"{bon['label']}")
+        if key.endswith("refusal_rate") and refusal_threshold is not None:
+            ax.axhline(refusal_threshold, color="#c0392b", ls="-.", lw=1.0, label=f"threshold {refusal_threshold:g}")
+        ax.set_xscale("log")
+        ax.set_ylim(bottom=0)
+        ax.set_title(title)
+        ax.set_xlabel("KL coefficient β (log scale)")
+        ax.set_ylabel(ylabel)
+        ax.legend(loc="best")
+    return _png(fig, path)
+
+
+@_styled
+def plot_style_shares(rows: list[dict], path=None, sft_baseline: dict | None = None) -> bytes:
+    """One stacked horizontal bar per run: the share of each response style (`style_shares`)."""
+    runs = ([("SFT", sft_baseline["style_shares"])] if sft_baseline and sft_baseline.get("style_shares") else [])
+    runs += [(r["label"], r["style_shares"]) for r in rows if r.get("style_shares")]
+    styles = list(dict.fromkeys(s for _, shares in runs for s in shares))
+    fig = _figure(10.5, 0.42 * max(len(runs), 2) + 1.6)
+    ax = _subplots(fig, 1, 1)[0]
+    if not runs:
+        _no_data(ax, "no style shares recorded")
+        return _png(fig, path)
+    palette = matplotlib.colormaps["tab10"](np.arange(len(styles)) % 10)
+    y = np.arange(len(runs))[::-1]
+    left = np.zeros(len(runs))
+    for style, color in zip(styles, palette):
+        widths = np.array([shares.get(style, 0.0) for _, shares in runs])
+        ax.barh(y, widths, left=left, color=color, edgecolor="white", linewidth=0.6, label=style, height=0.7)
+        for yi, li, wi in zip(y, left, widths):
+            if wi >= 0.08:
+                ax.text(li + wi / 2, yi, f"{wi:.0%}", ha="center", va="center", fontsize=7.5, color="white")
+        left += widths
+    ax.set_yticks(y, [label for label, _ in runs])
+    ax.set_xlim(0, 1)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.grid(axis="y", visible=False)
+    ax.set_xlabel("share of responses")
+    ax.set_title("Response styles per run (world's classifier)")
+    fig.legend(loc="outside right upper", title="style")
+    return _png(fig, path)
+
+
+RM_CURVE_KEYS = {"loss": ("train/loss", "eval/loss"), "accuracy": ("train/accuracy", "eval/accuracy")}
+"""Panel → the `history` keys drawn in it (train, eval)."""
+
+
+@_styled
+def plot_rm_curves(history: list[dict], path=None, ceiling: float | None = None) -> bytes:
+    """Reward-model loss and pairwise accuracy against step, train and held-out.
+
+    `history` is a list of dicts with "step" and any of "train/loss", "eval/loss",
+    "train/accuracy", "eval/accuracy" (eval may be logged less often; missing
+    values are skipped). `ceiling` (the labeler's agreement with its own noisy
+    labels) and chance (0.5) are drawn on the accuracy panel.
+    """
+    fig = _figure(10.0, 3.8)
+    for ax, (panel, keys) in zip(_subplots(fig, 1, 2), RM_CURVE_KEYS.items()):
+        for key, color in zip(keys, ("#0072b2", BON_COLOR)):
+            points = [(m["step"], m[key]) for m in history if m.get(key) is not None
+                      and math.isfinite(m[key])]
+            if points:
+                ax.plot(*zip(*points), lw=1.5, color=color, marker="o" if len(points) < 30 else None, ms=3,
+                        label=key.split("/")[0].replace("eval", "held-out"))
+        if panel == "accuracy":
+            ax.axhline(0.5, color="#999", ls=":", lw=1.0, label="chance")
+            if ceiling is not None:
+                ax.axhline(ceiling, color="#444", ls="--", lw=1.2, label=f"labeler ceiling {ceiling:.2f}")
+        ax.set_title(f"Reward model {panel}")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("Bradley–Terry loss [nats]" if panel == "loss" else "pairwise accuracy")
+        if ax.has_data():
+            ax.legend(loc="best")
+        else:
+            _no_data(ax, f"no {panel} recorded")
+    return _png(fig, path)

@@ -1,0 +1,154 @@
+"""`tether data check FILE`: validate a pair, prompt or SFT file and print what it holds.
+
+Prints the kind, the rows and their formats, length statistics of each field
+(characters and whitespace-separated words: mean, median, max), and for pairs the
+share of pairs whose chosen response is longer than the rejected one (a length
+bias a reward model will learn), identical pairs, ties and margins. An invalid row
+stops the check with one line naming file, line and field (exit 2), unless
+`--skip-invalid true`, which reports the skipped rows by reason.
+"""
+
+import statistics
+from collections import Counter
+from dataclasses import dataclass
+
+from tether.config import opt, require
+from tether.data.prefs import FORMATS, IDENTICAL, decode_row, iter_raw_rows, parse_pair_row, \
+    read_records, settle
+from tether.data.prompts import parse_prompt_row, parse_sft_row
+from tether.errors import InputError
+
+KINDS = ("auto", "pairs", "prompts", "sft")
+TIE_FIELDS = ("tie", "label", "winner", "preference")
+
+
+@dataclass
+class DataCheckConfig:
+    """Validate a preference, prompt or SFT file and print counts and length statistics."""
+
+    positional = "file"  # the CLI also accepts `tether data check FILE`
+
+    file: str = opt("", "JSON Lines or Parquet file, or a folder saved with datasets' save_to_disk")
+    format: str | None = opt(None, "force the pair format: explicit, implicit or conversational "
+                                   "(default: detected per row)")
+    kind: str = opt("auto", "what the file holds: pairs, prompts, sft, or auto (from the first row's fields)")
+    split: str | None = opt(None, "split of a datasets folder holding several (default: train)")
+    skip_invalid: bool = opt(False, "skip invalid rows and report them by reason, instead of stopping at the first")
+
+    def __post_init__(self):
+        require(bool(self.file), "file", "required: the file to check")
+        require(self.kind in KINDS, "kind", f"must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        require(self.format in (None, *FORMATS), "format",
+                f"must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        require(self.format is None or self.kind in ("auto", "pairs"), "format", "applies to preference pairs only")
+
+
+def detect_kind(path, split: str | None = None) -> str:
+    """"pairs", "sft" or "prompts", from the fields of the first row that decodes to an object."""
+    for line, raw in iter_raw_rows(path, split):
+        try:
+            row = decode_row(raw, path, line)
+        except InputError:
+            continue
+        messages = row.get("messages")
+        ends_with_reply = (isinstance(messages, list) and messages and isinstance(messages[-1], dict)
+                           and messages[-1].get("role") == "assistant")
+        if "chosen" in row or "rejected" in row:
+            return "pairs"
+        if "completion" in row or ends_with_reply:
+            return "sft"
+        return "prompts"
+    return "pairs"
+
+
+def as_text(value) -> str:
+    """A text field, or the contents of a message list joined by newlines."""
+    return value if isinstance(value, str) else "\n".join(m["content"] for m in value)
+
+
+def length_stats(texts: list[str]) -> dict:
+    """{"chars": (mean, median, max), "words": (mean, median, max)} of non-empty `texts`."""
+    def summary(values):
+        return statistics.fmean(values), statistics.median(values), max(values)
+    return {"chars": summary([len(t) for t in texts]), "words": summary([len(t.split()) for t in texts])}
+
+
+def tie_value(extra: dict) -> bool | None:
+    """Whether a row marks a tie (`tie: true`, or label/winner/preference "tie…"); None without such a field."""
+    present = [name for name in TIE_FIELDS if name in extra]
+    if not present:
+        return None
+    return any(extra[name] is True if name == "tie" else str(extra[name]).lower().startswith("tie")
+               for name in present)
+
+
+def _parser(kind: str, format: str | None):
+    if kind == "pairs":
+        return lambda row, path, line: parse_pair_row(row, path, line, format)
+    return parse_prompt_row if kind == "prompts" else parse_sft_row
+
+
+def _fields(kind: str) -> tuple[str, ...]:
+    return {"pairs": ("prompt", "chosen", "rejected"), "prompts": ("prompt",), "sft": ("prompt", "completion")}[kind]
+
+
+def _reason(problem: InputError) -> str:
+    return f'"{problem.field}": {problem.message}' if problem.field else problem.message
+
+
+def data_stats(cfg: DataCheckConfig) -> dict:
+    """Validate `cfg.file` and return its statistics (printed by `run_data_check`)."""
+    kind = detect_kind(cfg.file, cfg.split) if cfg.kind == "auto" else cfg.kind
+    formatted, problems = read_records(cfg.file, _parser(kind, cfg.format), cfg.split)
+    settle(formatted, problems, cfg.file, cfg.skip_invalid)
+    records = [record for _, record in formatted]
+    stats = {
+        "file": str(cfg.file), "kind": kind,
+        "rows": len(formatted) + len(problems), "valid": len(records),
+        "formats": dict(Counter(fmt for fmt, _ in formatted)),
+        "skipped": dict(Counter(_reason(p) for p in problems)),
+        "lengths": {name: length_stats([as_text(getattr(r, name)) for r in records]) for name in _fields(kind)},
+    }
+    if kind == "pairs":
+        stats.update(_pair_stats(records, len(problems), sum(p.message == IDENTICAL for p in problems)))
+    return stats
+
+
+def _pair_stats(pairs: list, n_invalid: int, n_identical: int) -> dict:
+    ties = [t for t in (tie_value(p.extra) for p in pairs) if t is not None]
+    margins = [p.margin for p in pairs if p.margin is not None]
+    return {
+        "chosen_longer": sum(len(as_text(p.chosen)) > len(as_text(p.rejected)) for p in pairs) / len(pairs),
+        "identical": n_identical / (len(pairs) + n_invalid),
+        "ties": (sum(ties) / len(ties)) if ties else None, "rows_with_tie_field": len(ties),
+        "margins": (len(margins), statistics.fmean(margins), min(margins), max(margins)) if margins else None,
+    }
+
+
+def format_report(stats: dict) -> str:
+    """The text `tether data check` prints."""
+    formats = ", ".join(f"{name} {count}" for name, count in stats["formats"].items())
+    lines = [f"{stats['file']}: {stats['rows']} rows, {stats['valid']} valid ({stats['kind']})",
+             f"format: {formats}"]
+    for reason, count in stats["skipped"].items():
+        lines.append(f"skipped: {count} rows: {reason}")
+    lines.append(f"{'length':<10} {'chars mean':>11} {'median':>8} {'max':>8}   {'words mean':>11} {'median':>8} {'max':>8}")
+    for name, lengths in stats["lengths"].items():
+        (cm, cmed, cmax), (wm, wmed, wmax) = lengths["chars"], lengths["words"]
+        lines.append(f"{name:<10} {cm:>11.1f} {cmed:>8.1f} {cmax:>8d}   {wm:>11.1f} {wmed:>8.1f} {wmax:>8d}")
+    if stats["kind"] == "pairs":
+        lines.append(f"chosen longer than rejected: {stats['chosen_longer']:.1%} of pairs")
+        lines.append(f"identical pairs (chosen == rejected): {stats['identical']:.1%} of rows")
+        if stats["ties"] is not None:
+            lines.append(f"ties: {stats['ties']:.1%} of {stats['rows_with_tie_field']} rows with a tie field")
+        if stats["margins"] is not None:
+            n, mean, low, high = stats["margins"]
+            lines.append(f"margin: {n} pairs, mean {mean:.3g}, min {low:.3g}, max {high:.3g}")
+    return "\n".join(lines)
+
+
+def run_data_check(cfg: DataCheckConfig) -> dict:
+    """Print the report of `cfg.file`; InputError (exit 2) on the first invalid row unless skip_invalid."""
+    stats = data_stats(cfg)
+    print(format_report(stats))
+    return stats

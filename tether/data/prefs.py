@@ -1,0 +1,417 @@
+"""Preference pairs: read, validate and write them, and the row reading every data file shares.
+
+Pair formats (DESIGN.md §9, the formats TRL and the public data sets use):
+
+- explicit: `{"prompt": str, "chosen": str, "rejected": str}`.
+- implicit: `{"chosen": str, "rejected": str}`, both full transcripts sharing a
+  prompt, as Anthropic HH's `"\\n\\nHuman: …\\n\\nAssistant: …"`; the prompt is split
+  off by `split_implicit_prompt`.
+- conversational: the fields are lists of `{"role", "content"}` messages. With a
+  `"prompt"` list, `chosen`/`rejected` are the assistant response(s); without one,
+  the prompt is the leading messages both share (`split_shared_messages`). A text
+  `"prompt"` beside message lists is superseded by the shared messages, as TRL's
+  `maybe_extract_prompt` does (UltraFeedback-binarized rows look like that).
+
+The format is detected per row, or forced with `format=`; a row that does not
+fit the forced format is an error naming the field. Every field other than
+prompt/chosen/rejected is kept verbatim in `PreferencePair.extra`.
+
+Files: JSON Lines (any name but `*.parquet`), Parquet, or a folder written by
+`datasets.Dataset.save_to_disk`. JSON Lines rules: UTF-8; a byte-order mark at
+the start of the file and CRLF line ends are accepted (Windows tools write them);
+a BOM at the start of a later line or bytes that are not UTF-8 are errors; a
+blank line is not a row and is skipped (it holds no data, so nothing is
+dropped); numbers in messages are 1-based physical lines. For Parquet and
+`datasets` folders they are 1-based row indices.
+
+Invalid rows raise `InputError(path, line, field)` at the first one, or, with
+`skip_invalid=True`, are skipped with a warning on stderr that gives their count
+and the first reasons: no row is ever dropped silently.
+"""
+
+import json
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from tether.data.io import write_jsonl_atomic
+from tether.errors import InputError
+
+FORMATS = ("explicit", "implicit", "conversational")
+ROLES = ("system", "user", "assistant")
+HH_ASSISTANT_MARKER = "\n\nAssistant:"
+IDENTICAL = "chosen identical to rejected"
+UTF8_BOM = b"\xef\xbb\xbf"
+SHOWN_PROBLEMS = 3
+
+Text = str | list[dict]
+
+
+@dataclass
+class PreferencePair:
+    """One comparison: `chosen` was preferred to `rejected` as a reply to `prompt`.
+
+    Text fields are strings; conversational ones are lists of {"role", "content"}
+    messages (the prompt before the response, the response's assistant message(s)).
+    `extra` holds every other field of the input row verbatim; `source_line` is the
+    1-based line (or row) it came from, for error messages.
+    """
+
+    prompt: Text
+    chosen: Text
+    rejected: Text
+    extra: dict = field(default_factory=dict)
+    source_line: int | None = None
+
+    @property
+    def margin(self) -> float | None:
+        """`extra["margin"]` as a float (validated finite when read), or None when absent."""
+        value = self.extra.get("margin")
+        return None if value is None else float(value)
+
+
+# ---------------------------------------------------------------- rows of a file
+
+
+def _json_type(value) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")
+
+
+def _jsonl_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, bytes) of each non-blank line; BOM at file start and CR before LF removed."""
+    try:
+        data = path.read_bytes().removeprefix(UTF8_BOM)
+    except OSError as e:
+        raise InputError(f"cannot read: {e.strerror}", path=path) from None
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        raw = raw.removesuffix(b"\r")
+        if raw.strip():
+            yield number, raw
+
+
+def _parquet_rows(path: Path) -> Iterator[tuple[int, dict]]:
+    import pyarrow
+    import pyarrow.parquet
+
+    try:
+        table = pyarrow.parquet.read_table(path)
+    except (pyarrow.ArrowException, OSError) as e:
+        raise InputError(f"not a readable Parquet file: {e}", path=path) from None
+    return enumerate(table.to_pylist(), start=1)
+
+
+def _dataset_rows(path: Path, split: str | None) -> Iterator[tuple[int, dict]]:
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except FileNotFoundError:
+        raise InputError("a folder, but not one written by datasets' save_to_disk", path=path) from None
+    if isinstance(loaded, datasets.DatasetDict):
+        name = split or "train"
+        if name not in loaded:
+            raise InputError(f"no split {name!r}; the splits are {', '.join(loaded)}", path=path, field="split")
+        loaded = loaded[name]
+    elif split is not None:
+        raise InputError(f"split {split!r} given, but the folder holds one Dataset without splits",
+                         path=path, field="split")
+    return enumerate(loaded.to_list(), start=1)
+
+
+def iter_raw_rows(path, split: str | None = None) -> Iterator[tuple[int, bytes | dict]]:
+    """(1-based line or row number, row) of a JSON Lines file (rows are undecoded bytes),
+    a Parquet file or a `datasets` folder (rows are dicts). `split` picks a DatasetDict split."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError("no such file", path=path)
+    if path.is_dir():
+        return _dataset_rows(path, split)
+    if split is not None:
+        raise InputError("a split applies only to a datasets folder", path=path, field="split")
+    if path.suffix == ".parquet":
+        return _parquet_rows(path)
+    return _jsonl_lines(path)
+
+
+def decode_row(raw: bytes | dict, path, line: int) -> dict:
+    """The JSON object of one JSON Lines line (a dict row passes through), or InputError."""
+    if isinstance(raw, dict):
+        return raw
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"not valid UTF-8 (byte {e.start + 1} of the line)", path=path, line=line) from None
+    if text.startswith("\ufeff"):
+        raise InputError("byte-order mark inside the file (two files joined?)", path=path, line=line)
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as e:
+        hint = "; a JSON array? tether reads JSON Lines, one object a line" if line == 1 and text.lstrip()[:1] == "[" else ""
+        raise InputError(f"invalid JSON: {e.msg} (column {e.colno}){hint}", path=path, line=line) from None
+    if not isinstance(row, dict):
+        raise InputError(f"expected a JSON object, got {_json_type(row)}", path=path, line=line)
+    return row
+
+
+def read_records(path, parse_row: Callable, split: str | None = None) -> tuple[list, list[InputError]]:
+    """Apply `parse_row(row, path, line)` to every row: (records, problems), one problem per invalid row.
+
+    An absent or empty file raises at once: it has no row to skip.
+    """
+    records, problems, n_rows = [], [], 0
+    for line, raw in iter_raw_rows(path, split):
+        n_rows += 1
+        try:
+            records.append(parse_row(decode_row(raw, path, line), path, line))
+        except InputError as e:
+            problems.append(e)
+    if n_rows == 0:
+        raise InputError("no rows", path=path)
+    return records, problems
+
+
+def warn_skipped(path, problems: list[InputError], n_rows: int, what: str = "rows") -> None:
+    """The explicit skip policy's report on stderr: how many rows were skipped and the first reasons."""
+    print(f"tether: warning: skipped {len(problems)} of {n_rows} {what} of {path} as invalid; first:",
+          file=sys.stderr)
+    for problem in problems[:SHOWN_PROBLEMS]:
+        print(f"  {problem}", file=sys.stderr)
+
+
+def settle(records: list, problems: list[InputError], path, skip_invalid: bool) -> list:
+    """Raise the first problem, or (skip_invalid) report them all and keep the valid records."""
+    if problems and not skip_invalid:
+        raise problems[0]
+    if problems:
+        warn_skipped(path, problems, len(records) + len(problems))
+    if not records:
+        raise InputError(f"no valid rows ({len(problems)} invalid)", path=path)
+    return records
+
+
+# ---------------------------------------------------------------- field validation
+
+
+def text_field(value, path, line: int, name: str) -> str:
+    """A non-empty (not only whitespace) string."""
+    if not isinstance(value, str):
+        raise InputError(f"expected a string, got {_json_type(value)}", path=path, line=line, field=name)
+    if not value.strip():
+        raise InputError("empty string", path=path, line=line, field=name)
+    return value
+
+
+def messages_field(value, path, line: int, name: str) -> list[dict]:
+    """A non-empty list of {"role": system|user|assistant, "content": non-empty string} messages."""
+    if not isinstance(value, list):
+        raise InputError(f"expected a list of messages, got {_json_type(value)}", path=path, line=line, field=name)
+    if not value:
+        raise InputError("empty list of messages", path=path, line=line, field=name)
+    for i, message in enumerate(value):
+        where = f"{name}[{i}]"
+        if not isinstance(message, dict):
+            raise InputError(f"expected a message object, got {_json_type(message)}", path=path, line=line, field=where)
+        for key in ("role", "content"):
+            if key not in message:
+                raise InputError("missing field", path=path, line=line, field=f"{where}.{key}")
+        if message["role"] not in ROLES:
+            raise InputError(f"role must be one of {', '.join(ROLES)}, got {message['role']!r}",
+                             path=path, line=line, field=f"{where}.role")
+        text_field(message["content"], path, line, f"{where}.content")
+    return value
+
+
+def text_or_messages_field(value, path, line: int, name: str) -> Text:
+    """A non-empty string or a well-formed message list."""
+    if isinstance(value, list):
+        return messages_field(value, path, line, name)
+    if isinstance(value, str):
+        return text_field(value, path, line, name)
+    raise InputError(f"expected a string or a list of messages, got {_json_type(value)}",
+                     path=path, line=line, field=name)
+
+
+def response_messages_field(value: list[dict], path, line: int, name: str) -> list[dict]:
+    """A conversational response: at least one message, the first from the assistant."""
+    if not value:
+        raise InputError("empty response: every message is shared with the other response",
+                         path=path, line=line, field=name)
+    if value[0]["role"] != "assistant":
+        raise InputError(f"a response starts with an assistant message, got {value[0]['role']!r}",
+                         path=path, line=line, field=f"{name}[0].role")
+    return value
+
+
+def _margin_field(extra: dict, path, line: int) -> None:
+    """`margin`, when present and not null, is a finite number."""
+    value = extra.get("margin")
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"expected a number, got {_json_type(value)}", path=path, line=line, field="margin")
+    if not math.isfinite(value):
+        raise InputError(f"expected a finite number, got {value}", path=path, line=line, field="margin")
+
+
+# ---------------------------------------------------------------- prompt splitting
+
+
+def split_implicit_prompt(chosen: str, rejected: str) -> tuple[str, str, str]:
+    """(prompt, chosen_response, rejected_response) of two transcripts that share a prompt.
+
+    The prompt is the longest common prefix cut just after the last "\\n\\nAssistant:"
+    marker inside it (Anthropic HH), so the prompt ends with "Assistant:" and each
+    response keeps its leading space: " Paris is …". A first word both responses
+    share stays in the responses. Without a shared marker, the common prefix is cut
+    at the start of its last whitespace run (prompt "The sky is", responses " blue",
+    " green"). Raises ValueError when nothing is shared before such a cut.
+    """
+    shared = os.path.commonprefix([chosen, rejected])
+    marker_at = shared.rfind(HH_ASSISTANT_MARKER)
+    if marker_at >= 0:
+        cut = marker_at + len(HH_ASSISTANT_MARKER)
+    else:
+        last_space = re.search(r"\s+\S*\Z", shared)
+        cut = last_space.start() if last_space else 0
+    if not chosen[:cut].strip():
+        raise ValueError('no shared prompt prefix with "rejected"')
+    return chosen[:cut], chosen[cut:], rejected[cut:]
+
+
+def split_shared_messages(chosen: list[dict], rejected: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
+    """(prompt, chosen_tail, rejected_tail): the prompt is the leading messages both share,
+    cut back so that it does not end with an assistant message (the response starts with
+    one). Raises ValueError when no message is shared."""
+    n = 0
+    while n < min(len(chosen), len(rejected)) and chosen[n] == rejected[n]:
+        n += 1
+    while n > 0 and chosen[n - 1]["role"] == "assistant":
+        n -= 1
+    if n == 0:
+        raise ValueError('no shared leading messages (the prompt) with "rejected"')
+    return chosen[:n], chosen[n:], rejected[n:]
+
+
+# ---------------------------------------------------------------- pair rows
+
+
+def _detect_pair_format(row: dict, path, line: int) -> str:
+    is_list = [isinstance(row[key], list) for key in ("chosen", "rejected")]
+    if is_list[0] != is_list[1]:
+        raise InputError('"chosen" and "rejected" must both be text or both be message lists',
+                         path=path, line=line, field="rejected")
+    if is_list[0]:
+        return "conversational"
+    return "explicit" if "prompt" in row else "implicit"
+
+
+def _format_mismatch(asked: str, detected: str, path, line: int) -> InputError:
+    """The error for a row of format `detected` read with `format=asked`, naming the telling field."""
+    if "conversational" in (asked, detected):
+        kind = "a list of messages" if detected == "conversational" else "text"
+        return InputError(f"{kind}, but the format asked for is {asked}", path=path, line=line, field="chosen")
+    if asked == "explicit":
+        return InputError("missing field (format explicit)", path=path, line=line, field="prompt")
+    return InputError("not allowed in format implicit, where the prompt is the prefix chosen and rejected share",
+                      path=path, line=line, field="prompt")
+
+
+def _text_pair(row: dict, fmt: str, path, line: int) -> tuple[str, str, str]:
+    chosen = text_field(row["chosen"], path, line, "chosen")
+    rejected = text_field(row["rejected"], path, line, "rejected")
+    if chosen == rejected:
+        raise InputError(IDENTICAL, path=path, line=line, field="rejected")
+    if fmt == "explicit":
+        return text_field(row["prompt"], path, line, "prompt"), chosen, rejected
+    try:
+        prompt, chosen, rejected = split_implicit_prompt(chosen, rejected)
+    except ValueError as e:
+        raise InputError(str(e), path=path, line=line, field="chosen") from None
+    for name, response in (("chosen", chosen), ("rejected", rejected)):
+        if not response.strip():
+            raise InputError("empty response after the shared prompt", path=path, line=line, field=name)
+    return prompt, chosen, rejected
+
+
+def _conversational_pair(row: dict, path, line: int) -> tuple[list, list, list]:
+    chosen = messages_field(row["chosen"], path, line, "chosen")
+    rejected = messages_field(row["rejected"], path, line, "rejected")
+    if chosen == rejected:
+        raise InputError(IDENTICAL, path=path, line=line, field="rejected")
+    if isinstance(row.get("prompt"), list):
+        prompt = messages_field(row["prompt"], path, line, "prompt")
+    else:  # no prompt, or a text prompt that the shared messages supersede
+        if "prompt" in row:
+            text_field(row["prompt"], path, line, "prompt")
+        try:
+            prompt, chosen, rejected = split_shared_messages(chosen, rejected)
+        except ValueError as e:
+            raise InputError(str(e), path=path, line=line, field="chosen") from None
+    response_messages_field(chosen, path, line, "chosen")
+    response_messages_field(rejected, path, line, "rejected")
+    return prompt, chosen, rejected
+
+
+def parse_pair_row(row: dict, path, line: int, format: str | None = None) -> tuple[str, PreferencePair]:
+    """(format, pair) of one row, validated; `format` None detects it, else forces it."""
+    for key in ("chosen", "rejected"):
+        if key not in row:
+            raise InputError("missing field", path=path, line=line, field=key)
+    detected = _detect_pair_format(row, path, line)
+    if format is not None and format != detected:
+        raise _format_mismatch(format, detected, path, line)
+    if detected == "conversational":
+        prompt, chosen, rejected = _conversational_pair(row, path, line)
+    else:
+        prompt, chosen, rejected = _text_pair(row, detected, path, line)
+    extra = {k: v for k, v in row.items() if k not in ("prompt", "chosen", "rejected")}
+    _margin_field(extra, path, line)
+    return detected, PreferencePair(prompt, chosen, rejected, extra, source_line=line)
+
+
+def check_format(format: str | None) -> None:
+    if format not in (None, *FORMATS):
+        raise InputError(f"unknown format {format!r}; known: {', '.join(FORMATS)}", field="format")
+
+
+def read_pairs_report(path, format: str | None = None, *, split: str | None = None
+                      ) -> tuple[list[PreferencePair], list[InputError]]:
+    """(valid pairs, one InputError per invalid row) of a pair file; see the module docstring."""
+    check_format(format)
+    formatted, problems = read_records(path, lambda row, p, line: parse_pair_row(row, p, line, format), split)
+    return [pair for _, pair in formatted], problems
+
+
+def read_pairs(path, format: str | None = None, *, skip_invalid: bool = False,
+               split: str | None = None) -> list[PreferencePair]:
+    """Preference pairs of a JSON Lines / Parquet file or a datasets folder.
+
+    format: None (detect per row), "explicit", "implicit" or "conversational".
+    skip_invalid: False raises InputError(path, line, field) for the first invalid
+    row; True skips invalid rows and reports their count and first reasons on stderr.
+    split: the split of a datasets folder holding a DatasetDict (default "train").
+    """
+    pairs, problems = read_pairs_report(path, format, split=split)
+    return settle(pairs, problems, path, skip_invalid)
+
+
+# ---------------------------------------------------------------- writing
+
+
+def pair_to_row(pair: PreferencePair) -> dict:
+    """The explicit-format row {"prompt", "chosen", "rejected", **extra} (message lists stay lists)."""
+    clash = {"prompt", "chosen", "rejected"} & pair.extra.keys()
+    if clash:
+        raise ValueError(f"extra repeats the pair's own field(s) {sorted(clash)}")
+    return {"prompt": pair.prompt, "chosen": pair.chosen, "rejected": pair.rejected, **pair.extra}
+
+
+def write_pairs(path, pairs: Iterable[PreferencePair]) -> None:
+    """Write pairs as JSON Lines in explicit (or explicit conversational) form, atomically:
+    a failure part-way leaves the previous file, or none, never a partial one."""
+    write_jsonl_atomic(path, (pair_to_row(pair) for pair in pairs))

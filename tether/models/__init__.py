@@ -1,0 +1,17 @@
+"""Load and save policies, reward models and value heads as Hugging Face directories."""
+
+from tether.models.loading import (
+    load_causal_lm,
+    load_tokenizer,
+    resolve_device,
+    save_pretrained_atomic,
+    set_seed,
+)
+from tether.models.reward import (
+    load_reward_model,
+    reward_model_from_policy,
+    score_head,
+    score_sequences,
+    score_texts,
+)
+from tether.models.value import PolicyWithValue, position_ids_from_mask

@@ -1,0 +1,71 @@
+"""Reward models: a sequence-classification model with one label, read at the last real token.
+
+A reward model is `AutoModelForSequenceClassification` with `num_labels=1`, so it
+loads in TRL and plain transformers. tether pools by the attention mask, never
+by `pad_token_id`: transformers' own pooling takes the rightmost token that is not
+the pad id, which is one token too early whenever pad == EOS and the response ends
+in EOS (the bug behind TRL #1893 / #3750). With a pad token distinct from EOS (the
+built-in world) both poolings agree.
+"""
+
+import torch
+
+from tether.algos import last_token_index
+from tether.errors import InputError
+from tether.models.loading import _check_model_dir, disable_dropout, load_tokenizer
+from tether.models.value import position_ids_from_mask
+
+
+def reward_model_from_policy(policy_dir, pad_token_id: int, device="cpu"):
+    """Initialise a reward model from a causal-LM directory: same trunk, LM head replaced by a linear scalar head."""
+    from transformers import AutoModelForSequenceClassification
+    path = _check_model_dir(policy_dir, "init")
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path, num_labels=1, pad_token_id=pad_token_id, local_files_only=True)
+    return disable_dropout(model).to(device)
+
+
+def load_reward_model(path, device="cpu", field: str = "model"):
+    """A reward-model directory (sequence classification, one label), in eval mode with dropout off."""
+    from transformers import AutoModelForSequenceClassification
+    path = _check_model_dir(path, field)
+    model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True)
+    if model.config.num_labels != 1:
+        raise InputError(f"a reward model needs num_labels=1, found {model.config.num_labels}", path=path, field=field)
+    return disable_dropout(model).to(device).eval()
+
+
+def score_head(model) -> torch.nn.Module:
+    """The linear scalar head of a sequence-classification model (`score` in GPT-2/Llama/Qwen, else `classifier`)."""
+    head = getattr(model, "score", None) or getattr(model, "classifier", None)
+    if head is None:
+        raise InputError(f"{type(model).__name__} has no `score` or `classifier` head", field="model")
+    return head
+
+
+def token_scores(model, input_ids, attention_mask) -> torch.Tensor:
+    """Scalar head applied at every position: (B, T) -> (B, T). Used for rewards and per-token critic values."""
+    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask,
+                              position_ids=position_ids_from_mask(attention_mask)).last_hidden_state
+    return score_head(model)(hidden).squeeze(-1)
+
+
+def score_sequences(model, input_ids, attention_mask) -> torch.Tensor:
+    """r(x, y): the head's output at the last token with attention_mask == 1 (left or right padding). (B, T) -> (B,)"""
+    scores = token_scores(model, input_ids, attention_mask)
+    return scores.gather(1, last_token_index(attention_mask).unsqueeze(1)).squeeze(1)
+
+
+@torch.no_grad()
+def score_texts(model_or_dir, prompts, responses, tokenizer=None, batch_size: int = 64, device="cpu") -> list[float]:
+    """Score (prompt, response) texts or message lists: prompt tokens + response tokens + EOS, right-padded."""
+    from tether.data import encode_prompt, encode_response, pad_right
+    if isinstance(model_or_dir, (str, bytes)) or hasattr(model_or_dir, "joinpath"):
+        tokenizer = tokenizer or load_tokenizer(model_or_dir)
+        model_or_dir = load_reward_model(model_or_dir, device)
+    seqs = [encode_prompt(tokenizer, p) + encode_response(tokenizer, r) for p, r in zip(prompts, responses)]
+    out = []
+    for i in range(0, len(seqs), batch_size):
+        ids, mask = pad_right(seqs[i:i + batch_size], tokenizer.pad_token_id)
+        out += score_sequences(model_or_dir, ids.to(device), mask.to(device)).float().tolist()
+    return out

@@ -1,0 +1,30 @@
+"""The policy with a value head on its own trunk (shared-trunk actor-critic)."""
+
+import torch
+from torch import nn
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens only, so left padding does not shift them: (B, T) -> (B, T)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+class PolicyWithValue(nn.Module):
+    """A causal LM plus a linear value head on its last hidden state.
+
+    `value_head` may be initialised from a reward model's scalar head (same trunk
+    shape), as in Ziegler et al. 2019 / Huang et al. 2024.
+    """
+
+    def __init__(self, policy: nn.Module, value_head: nn.Linear | None = None):
+        super().__init__()
+        self.policy = policy
+        hidden = policy.config.hidden_size if hasattr(policy.config, "hidden_size") else policy.config.n_embd
+        self.value_head = value_head if value_head is not None else nn.Linear(hidden, 1)
+
+    def forward(self, input_ids, attention_mask):
+        """-> (logits (B, T, V), values (B, T))."""
+        out = self.policy(input_ids=input_ids, attention_mask=attention_mask,
+                          position_ids=position_ids_from_mask(attention_mask), output_hidden_states=True)
+        values = self.value_head(out.hidden_states[-1]).squeeze(-1)
+        return out.logits, values

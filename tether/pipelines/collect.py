@@ -1,0 +1,106 @@
+"""`tether collect`: sample response pairs from a policy and label them (or leave them for `tether label`)."""
+
+import hashlib
+import sys
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from tether.config import opt, require
+from tether.data import encode_prompt, read_prompts
+from tether.data.io import write_jsonl_atomic
+from tether.models import load_causal_lm, load_tokenizer, resolve_device, set_seed
+from tether.pipelines.common import prepare_run_dir, sample_responses
+from tether.rollout import SamplingConfig
+
+
+@dataclass
+class CollectConfig:
+    """Sample two responses per prompt from a policy; label them with the world's gold labeler or leave them unlabelled."""
+    policy: str = opt("", "causal-LM directory to sample from (normally the SFT policy)")
+    prompts: str = opt("", "prompts JSONL ({prompt} or {messages} rows)")
+    out: str = opt("", "run directory; pairs are written to OUT/pairs.jsonl")
+    pairs_per_prompt: int = opt(1, "pairs sampled per prompt")
+    temperature: float = opt(1.0, "sampling temperature")
+    top_p: float = opt(1.0, "nucleus sampling threshold (1: off)")
+    top_k: int = opt(0, "top-k sampling (0: off)")
+    max_new_tokens: int = opt(48, "longest response in tokens")
+    max_resamples: int = opt(3, "times a pair with two identical responses is resampled before it is dropped (and counted)")
+    labeler: str = opt("gold", "gold (the built-in world's simulated rater) or none (label later with `tether label`)")
+    tau: float = opt(0.5, "gold labeler noise: P(y1 > y2) = sigmoid((u1 - u2) / tau)")
+    filler_bonus: float = opt(0.25, "gold labeler bias: utility bonus per filler phrase (raters like politeness)")
+    edgy_refusal_bonus: float = opt(1.6, "gold labeler bias: bonus for refusing an edgy-sounding benign prompt")
+    batch_size: int = opt(128, "prompts per generation batch")
+    seed: int = opt(0, "random seed (sampling and labels)")
+    device: str = opt("auto", "cpu, cuda, cuda:N or auto")
+
+    def __post_init__(self):
+        require(bool(self.policy), "policy", "a policy directory is required (--policy DIR)")
+        require(bool(self.prompts), "prompts", "a prompts file is required (--prompts FILE)")
+        require(self.labeler in ("gold", "none"), "labeler", f"must be gold or none, got {self.labeler!r}")
+        require(self.pairs_per_prompt >= 1, "pairs_per_prompt", "must be >= 1")
+        require(self.temperature > 0, "temperature", "must be > 0")
+
+
+def make_gold_labeler(cfg):
+    from tether.worlds.assistant import GoldLabeler, LabelerBiases
+    return GoldLabeler(tau=cfg.tau, biases=LabelerBiases(filler_bonus=cfg.filler_bonus, edgy_refusal_bonus=cfg.edgy_refusal_bonus), seed=cfg.seed)
+
+
+def pair_id(prompt, y1: str, y2: str) -> str:
+    return hashlib.sha1(repr((prompt, y1, y2)).encode()).hexdigest()[:16]
+
+
+def gold_row(labeler, prompt, y1: str, y2: str, extra: dict) -> dict:
+    """A labelled pair with the world's annotations: gold utilities, styles, family and P(chosen ≻ rejected)."""
+    from tether.worlds.assistant import classify, parse_prompt, utility
+    first = labeler.label(prompt, y1, y2)
+    chosen, rejected = (y1, y2) if first else (y2, y1)
+    world_prompt = parse_prompt(prompt)
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected, "id": pair_id(prompt, y1, y2),
+            "labeler": labeler.metadata(), "p_chosen": labeler.prob(prompt, chosen, rejected),
+            "gold_chosen": utility(world_prompt, chosen), "gold_rejected": utility(world_prompt, rejected),
+            "family": world_prompt.family, "style_chosen": classify(world_prompt, chosen),
+            "style_rejected": classify(world_prompt, rejected), **extra}
+
+
+def run_collect(cfg: CollectConfig) -> dict:
+    device = resolve_device(cfg.device)
+    tokenizer = load_tokenizer(cfg.policy, field="policy")
+    model = load_causal_lm(cfg.policy, device, field="policy")
+    records = read_prompts(cfg.prompts)
+    out = prepare_run_dir(cfg.out, cfg)
+    set_seed(cfg.seed)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
+                              top_p=cfg.top_p, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    todo = [r for r in records for _ in range(cfg.pairs_per_prompt)]
+    pairs: list[tuple] = []
+    bar = tqdm(total=len(todo), desc="collect", unit="pair", dynamic_ncols=True)
+    for _ in range(1 + cfg.max_resamples):
+        if not todo:
+            break
+        ids = [encode_prompt(tokenizer, r.prompt) for r in todo for _ in range(2)]
+        texts, _ = sample_responses(model, tokenizer, ids, sampling, generator, cfg.batch_size)
+        retry = []
+        for k, record in enumerate(todo):
+            y1, y2 = texts[2 * k], texts[2 * k + 1]
+            if y1 == y2:
+                retry.append(record)
+            else:
+                pairs.append((record, y1, y2))
+                bar.update(1)
+        todo = retry
+    bar.close()
+    if todo:
+        print(f"collect: dropped {len(todo)} prompt(s) whose two responses were identical after "
+              f"{cfg.max_resamples} resamples", file=sys.stderr)
+    if cfg.labeler == "gold":
+        labeler = make_gold_labeler(cfg)
+        rows = [gold_row(labeler, r.prompt, y1, y2, r.extra) for r, y1, y2 in pairs]
+    else:
+        rows = [{"prompt": r.prompt, "response_a": y1, "response_b": y2, "id": pair_id(r.prompt, y1, y2),
+                 "labeler": None, **r.extra} for r, y1, y2 in pairs]
+    write_jsonl_atomic(out / "pairs.jsonl", rows)
+    return {"n_pairs": len(rows), "dropped_identical": len(todo), "path": str(out / "pairs.jsonl")}

@@ -1,0 +1,75 @@
+"""Pieces every trainer needs: run directory, LR schedule, length-bucketed batches, finite-loss guard."""
+
+import math
+import random
+from pathlib import Path
+
+import torch
+
+from tether.config import save_config
+from tether.errors import InputError, RunError
+
+
+def prepare_run_dir(out, cfg, overwrite: bool = True) -> Path:
+    """Create `out/` and write the resolved `config.yaml` (enough to rerun)."""
+    if not out:
+        raise InputError("an output directory is required", field="out")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError("exists and is not a directory", path=out, field="out")
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    return out
+
+
+def cosine_lr(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_ratio: float = 0.1) -> float:
+    """Linear warm-up to base_lr, then cosine decay to min_ratio·base_lr (as in nanoGPT)."""
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return base_lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def set_lr(optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def length_bucketed_batches(lengths: list[int], batch_size: int, rng: random.Random, pool: int = 50) -> list[list[int]]:
+    """Shuffle, sort by length within pools of `pool` batches, cut into batches, shuffle the batches.
+
+    Similar lengths share a batch (little padding) while the order stays random.
+    """
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    batches = []
+    for start in range(0, len(order), batch_size * pool):
+        chunk = sorted(order[start:start + batch_size * pool], key=lambda i: lengths[i])
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def check_finite(loss: torch.Tensor, step: int, what: str = "loss") -> None:
+    """Stop the run with a clear message on a NaN/inf loss (the last checkpoint stays as it was)."""
+    if not torch.isfinite(loss).all():
+        raise RunError(f"{what} is {loss.item()} at step {step}; stopping (last good checkpoint kept)")
+
+
+@torch.no_grad()
+def sample_responses(model, tokenizer, prompt_ids: list[list[int]], sampling, generator, batch_size: int, engine=None):
+    """Sample one response per prompt: (texts, rollouts) with the texts decoded up to EOS."""
+    from tether.rollout import TorchSampler
+    engine = engine or TorchSampler()
+    texts, rollouts = [], []
+    for i in range(0, len(prompt_ids), batch_size):
+        rollout = engine.generate(model, prompt_ids[i:i + batch_size], sampling, generator)
+        rollouts.append(rollout)
+        texts += decode_responses(tokenizer, rollout)
+    return texts, rollouts
+
+
+def decode_responses(tokenizer, rollout) -> list[str]:
+    """Response texts without EOS or padding."""
+    lengths = rollout.response_mask.sum(1).tolist()
+    return [tokenizer.decode(ids[:n], skip_special_tokens=True) for ids, n in zip(rollout.response_ids.tolist(), lengths)]

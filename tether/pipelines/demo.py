@@ -1,0 +1,100 @@
+"""`tether demo`: the whole pipeline on the built-in assistant world, ending in an HTML report.
+
+world data → SFT → collect labelled pairs → reward model (+ an ensemble for the
+mitigation) → reward-model eval → β sweep with best-of-n → report. Each stage is
+the same library call (and CLI command) a user runs on their own model and data.
+"""
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tether.config import opt, require
+from tether.pipelines.collect import CollectConfig, run_collect
+from tether.pipelines.reward import RMEvalConfig, RMTrainConfig, run_rm_eval, run_rm_train
+from tether.pipelines.sft import SFTConfig, run_sft
+from tether.pipelines.sweep import SweepConfig, run_sweep
+
+
+@dataclass
+class DemoConfig:
+    """Run SFT, preference collection, reward modelling, a PPO β sweep and best-of-n on the built-in world."""
+    out: str = opt("runs/demo", "demo directory; the report is OUT/sweep/report.html")
+    quick: bool = opt(False, "a small run (about two minutes) used by the tests")
+    sft_examples: int = opt(60000, "SFT corpus size")
+    sft_epochs: int = opt(2, "SFT epochs")
+    train_prompts: int = opt(0, "training prompts (0: the whole train split)")
+    n_pairs: int = opt(3000, "labelled pairs for the reward model")
+    eval_pairs: int = opt(600, "held-out labelled pairs for reward-model evaluation")
+    ensemble_size: int = opt(3, "reward models in the ensemble mitigation (1: no ensemble row)")
+    early_stop: bool = opt(True, "add the early-stopping mitigation row")
+    betas: list[float] = opt([0.01, 0.05, 0.1, 0.5, 1.0, 5.0], "KL coefficients of the sweep")
+    ppo_steps: int = opt(80, "PPO iterations per β")
+    eval_samples: int = opt(512, "held-out samples per evaluation")
+    bon_max: int = opt(256, "largest n of best-of-n")
+    seed: int = opt(0, "random seed of every stage")
+    threads: int = opt(2, "torch CPU threads")
+    device: str = opt("auto", "cpu, cuda, cuda:N or auto")
+
+    def __post_init__(self):
+        require(self.bon_max >= 1 and self.bon_max & (self.bon_max - 1) == 0, "bon_max", "must be a power of two")
+        if self.quick:
+            self.sft_examples, self.sft_epochs, self.n_pairs, self.eval_pairs = 6000, 1, 600, 200
+            self.ensemble_size, self.betas, self.ppo_steps = 2, [0.01, 1.0], 12
+            self.eval_samples, self.bon_max = 128, 16
+
+
+def run_demo(cfg: DemoConfig) -> dict:
+    from tether.worlds.assistant import write_prompt_file, write_sft_corpus
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    data = out / "data"
+    timings = {}
+
+    def stage(name, fn, *args):
+        print(f"\n== demo: {name} ==", flush=True)
+        t0 = time.perf_counter()
+        result = fn(*args)
+        timings[name] = round(time.perf_counter() - t0, 1)
+        return result
+
+    def world_data():
+        write_sft_corpus(data / "sft.jsonl", cfg.sft_examples, seed=cfg.seed)
+        write_prompt_file(data / "train_prompts.jsonl", "train", cfg.train_prompts or None, seed=cfg.seed)
+        write_prompt_file(data / "heldout_prompts.jsonl", "heldout", None, seed=cfg.seed)
+
+    common = dict(seed=cfg.seed, device=cfg.device)
+    stage("world data", world_data)
+    sft = stage("sft", run_sft, SFTConfig(data=str(data / "sft.jsonl"), out=str(out / "sft"), epochs=cfg.sft_epochs, **common))
+    policy = str(out / "sft" / "model")
+    n_train_prompts = sum(1 for _ in open(data / "train_prompts.jsonl"))
+    collect = stage("collect", run_collect, CollectConfig(
+        policy=policy, prompts=str(data / "train_prompts.jsonl"), out=str(out / "collect"),
+        pairs_per_prompt=-(-cfg.n_pairs // n_train_prompts), **common))
+    stage("collect held-out", run_collect, CollectConfig(
+        policy=policy, prompts=str(data / "heldout_prompts.jsonl"), out=str(out / "collect_heldout"),
+        pairs_per_prompt=max(1, -(-cfg.eval_pairs // sum(1 for _ in open(data / "heldout_prompts.jsonl")))),
+        seed=cfg.seed + 1, device=cfg.device))
+    rm_dirs = []
+    for k in range(max(1, cfg.ensemble_size)):
+        rm_out = out / ("rm" if k == 0 else f"rm_{k}")
+        stage(f"reward model {k}" if k else "reward model", run_rm_train, RMTrainConfig(
+            init=policy, data=str(out / "collect" / "pairs.jsonl"), eval_data=str(out / "collect_heldout" / "pairs.jsonl"),
+            out=str(rm_out), seed=cfg.seed + k, device=cfg.device))
+        rm_dirs.append(str(rm_out / "model"))
+    rm_eval = stage("reward model eval", run_rm_eval, RMEvalConfig(
+        model=rm_dirs[0], data=str(out / "collect_heldout" / "pairs.jsonl"), out=str(out / "rm_eval"), device=cfg.device))
+    sweep_cfg = SweepConfig(
+        policy=policy, reward_model=rm_dirs[0], prompts=str(data / "train_prompts.jsonl"),
+        eval_prompts=str(data / "heldout_prompts.jsonl"), out=str(out / "sweep"), betas=cfg.betas,
+        bon_ns=[2 ** i for i in range(cfg.bon_max.bit_length())], ensemble=rm_dirs[1:],
+        early_stop_benign_refusal=0.3 if cfg.early_stop else None, gold="assistant", steps=cfg.ppo_steps,
+        eval_samples=cfg.eval_samples, bon_prompts=32 if cfg.quick else 64, **common,
+        pipeline={"sft": sft, "collect": collect, "reward_model": {k: v for k, v in rm_eval.items()}, "timings_s": timings})
+    report = stage("sweep", run_sweep, sweep_cfg)
+    report["pipeline"]["timings_s"] = timings
+    print("\ntimings (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()))
+    print(f"report: {out / 'sweep' / 'report.html'}")
+    return report

@@ -1,0 +1,124 @@
+"""Evaluate a policy on held-out prompts: proxy and gold reward, KL to the reference, detectors, samples.
+
+Shared by PPO's periodic evaluation, the sweep's SFT baseline and best-of-n.
+"""
+
+import numpy as np
+import torch
+
+from tether.algos import best_of_n_kl, entropy_from_logits, kl_k1
+from tether.analysis import detector_summary
+from tether.data import encode_prompt
+from tether.pipelines.common import decode_responses
+from tether.pipelines.scoring import policy_forward, response_logprobs
+from tether.rollout import TorchSampler
+
+
+def paired_prompts(records, n_samples: int) -> list:
+    """n_samples/2 prompts taken in order (cycling), listed twice: sample i and i + n/2 answer the same prompt."""
+    half = [records[i % len(records)] for i in range(n_samples // 2)]
+    return half + half
+
+
+def gold_agreement(scores, utilities) -> float | None:
+    """Share of same-prompt pairs (i, i + n/2) with different gold utility that the reward model orders like gold."""
+    half = len(scores) // 2
+    s, u = np.asarray(scores), np.asarray(utilities)
+    du, ds = u[:half] - u[half:2 * half], s[:half] - s[half:2 * half]
+    informative = du != 0
+    return float((np.sign(du[informative]) == np.sign(ds[informative])).mean()) if informative.any() else None
+
+
+def world_stats(gold, prompts, texts, scores) -> dict:
+    """Gold utility, style shares and on-policy reward-model/gold agreement (a world with gold only)."""
+    utilities = gold.utilities(prompts, texts)
+    styles = gold.styles(prompts, texts)
+    return {"gold_reward": float(np.mean(utilities)), "utilities": utilities,
+            "style_shares": {s: styles.count(s) / len(styles) for s in sorted(set(styles))},
+            "styles": styles, "rm_gold_agreement": gold_agreement(scores, utilities)}
+
+
+@torch.no_grad()
+def evaluate_policy(policy, ref_logits_fn, reward_fn, tokenizer, records, n_samples, sampling, gold=None,
+                    seed: int = 0, batch_size: int = 64, n_keep: int = 64) -> dict:
+    """Sample `n_samples` responses (a fixed seed, so evaluations share random numbers) and measure them."""
+    policy.eval()
+    device = next(policy.parameters()).device
+    chosen = paired_prompts(records, n_samples)
+    prompts = [r.prompt for r in chosen]
+    ids = [encode_prompt(tokenizer, p) for p in prompts]
+    generator = torch.Generator(device=device).manual_seed(seed + 10_007)
+    texts, scores, kls, entropies, eos = [], [], [], [], []
+    for i in range(0, len(ids), batch_size):
+        rollout = TorchSampler().generate(policy, ids[i:i + batch_size], sampling, generator)
+        seqs, attn, mask = rollout.sequences, rollout.attention_mask, rollout.response_mask.float()
+        P = rollout.prompt_ids.shape[1]
+        batch_texts = decode_responses(tokenizer, rollout)
+        logits = policy_forward(policy, seqs, attn)
+        logp = response_logprobs(logits, seqs, P, sampling.temperature)
+        ref_logp = response_logprobs(ref_logits_fn(seqs, attn), seqs, P, sampling.temperature)
+        kls += (kl_k1(logp, ref_logp) * mask).sum(1).tolist()
+        entropies += (entropy_from_logits(logits[:, P - 1:-1] / sampling.temperature) * mask).sum(1).tolist()
+        scores += reward_fn(seqs, attn, prompts[i:i + batch_size], batch_texts)[0].tolist()
+        eos += rollout.ended_with_eos.tolist()
+        texts += batch_texts
+    result = {"proxy_reward": float(np.mean(scores)), "kl": float(np.mean(kls)), "entropy": float(np.mean(entropies)),
+              "eos_rate": float(np.mean(eos)), "n_samples": len(texts)}
+    result |= evaluate_texts(prompts, texts, scores, gold)
+    result["samples"] = sample_rows(prompts, texts, scores, result.pop("utilities", None), result.pop("styles", None), n_keep)
+    return result
+
+
+def evaluate_texts(prompts, texts, scores, gold) -> dict:
+    """Detectors on the texts, plus gold utility, style shares and agreement when a world provides gold."""
+    benign = gold.benign(prompts) if gold is not None else None
+    result = detector_summary(prompts, texts, benign=benign)
+    if gold is not None:
+        result |= world_stats(gold, prompts, texts, scores)
+    return result
+
+
+def sample_rows(prompts, texts, scores, utilities, styles, n_keep: int) -> list[dict]:
+    rows = []
+    for k in range(min(n_keep, len(texts))):
+        row = {"prompt": prompts[k], "response": texts[k], "proxy": scores[k]}
+        if utilities is not None:
+            row |= {"gold": utilities[k], "style": styles[k]}
+        rows.append(row)
+    return rows
+
+
+@torch.no_grad()
+def best_of_n(policy, reward_fn, tokenizer, records, ns: list[int], n_prompts: int, sampling, gold=None,
+              seed: int = 0, batch_size: int = 256) -> list[dict]:
+    """Best-of-n against the reward model for each n in `ns`: max(ns) samples per prompt, cut into groups of n.
+
+    KL(best-of-n ‖ π) = log n − (n − 1)/n (Stiennon et al. 2020, appendix G.3).
+    """
+    policy.eval()
+    device = next(policy.parameters()).device
+    n_max = max(ns)
+    chosen = [records[i % len(records)] for i in range(n_prompts)]
+    prompts = [r.prompt for r in chosen for _ in range(n_max)]
+    ids = [encode_prompt(tokenizer, p) for p in prompts]
+    generator = torch.Generator(device=device).manual_seed(seed + 20_011)
+    texts, scores = [], []
+    for i in range(0, len(ids), batch_size):
+        rollout = TorchSampler().generate(policy, ids[i:i + batch_size], sampling, generator)
+        batch_texts = decode_responses(tokenizer, rollout)
+        scores += reward_fn(rollout.sequences, rollout.attention_mask, prompts[i:i + batch_size], batch_texts)[0].tolist()
+        texts += batch_texts
+    score_grid = np.asarray(scores).reshape(n_prompts, n_max)
+    rows = []
+    for n in ns:
+        groups = score_grid.reshape(n_prompts, n_max // n, n)
+        picks = [p * n_max + g * n + int(groups[p, g].argmax()) for p in range(n_prompts) for g in range(n_max // n)]
+        pick_prompts, pick_texts = [prompts[k] for k in picks], [texts[k] for k in picks]
+        pick_scores = [scores[k] for k in picks]
+        row = {"kind": "bon", "n": n, "label": f"best-of-{n}", "kl": float(best_of_n_kl(n)),
+               "proxy_reward": float(np.mean(pick_scores)), "n_samples": len(picks)}
+        row |= evaluate_texts(pick_prompts, pick_texts, pick_scores, gold)
+        row.pop("rm_gold_agreement", None)  # defined for same-prompt pairs of one policy, not for picks
+        row["samples"] = sample_rows(pick_prompts, pick_texts, pick_scores, row.pop("utilities", None), row.pop("styles", None), 16)
+        rows.append(row)
+    return rows

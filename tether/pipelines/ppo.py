@@ -1,0 +1,366 @@
+"""`tether ppo`: maximise r_φ(x, y) − β·KL(π_θ ‖ π_ref) with PPO (Ziegler et al. 2019; Ouyang et al. 2022).
+
+One loop, read top to bottom: rollout → score → per-token rewards → GAE → PPO
+epochs over shuffled minibatches → log → evaluate → checkpoint. The math is in
+`tether.algos`; implementation details follow Huang et al. 2024 ("The N+
+implementation details of RLHF with PPO"): dropout off, log-probs from
+logits / temperature, score at the last real response token, value head
+initialised from the reward model, a fresh shuffle per PPO epoch, an explicit
+penalty for responses without EOS.
+"""
+
+import copy
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from tether.algos import (AdaptiveKLController, FixedKLController, entropy_from_logits, explained_variance, gae,
+                          kl_k1, kl_k3, masked_mean, masked_whiten, per_token_rewards, ppo_policy_loss,
+                          ppo_value_loss)
+from tether.config import opt, require
+from tether.data import encode_prompt, read_prompts
+from tether.data.io import atomic_open, write_json_atomic, write_jsonl_atomic
+from tether.errors import InputError
+from tether.models import (PolicyWithValue, load_causal_lm, load_reward_model, load_tokenizer, resolve_device,
+                           save_pretrained_atomic, score_head, set_seed)
+from tether.pipelines.common import check_finite, decode_responses, prepare_run_dir
+from tether.pipelines.policy_eval import evaluate_policy
+from tether.pipelines.scoring import RewardFunction, WorldGold, policy_forward, response_logprobs
+from tether.rollout import SamplingConfig, TorchSampler, no_eos_penalty
+from tether.runlog import MetricsLogger
+
+KL_ESTIMATORS = {"k1": kl_k1, "k3": kl_k3}
+
+
+@dataclass
+class PPOConfig:
+    """PPO against a reward model with a per-token KL penalty to a frozen reference policy."""
+    policy: str = opt("", "causal-LM directory of the initial policy (normally the SFT model)")
+    reward_model: str = opt("", "reward-model directory (sequence classification, one label)")
+    prompts: str = opt("", "training prompts JSONL")
+    out: str = opt("", "run directory")
+    eval_prompts: str | None = opt(None, "held-out prompts for periodic evaluation (default: the training prompts)")
+    ref_policy: str | None = opt(None, "frozen reference policy (default: --policy; with LoRA the adapter-disabled policy)")
+    ensemble: list[str] = opt([], "extra reward models; the score is mean - uncertainty_coef * std over all (Coste et al. 2023)")
+    uncertainty_coef: float = opt(0.0, "lambda in mean - lambda * std over the reward-model ensemble")
+    gold: str | None = opt(None, "gold utility of a built-in world to log beside the proxy reward (assistant)")
+    steps: int = opt(100, "PPO iterations (one rollout batch each)")
+    batch_size: int = opt(64, "rollouts per iteration")
+    minibatch_size: int = opt(32, "rollouts per optimiser step")
+    micro_batch_size: int = opt(32, "rollouts per forward/backward (gradient accumulation inside a minibatch)")
+    ppo_epochs: int = opt(2, "passes over each rollout batch, each with a fresh shuffle")
+    lr: float = opt(3e-4, "learning rate (Adam)")
+    beta: float = opt(0.05, "KL coefficient (initial value when adaptive_kl)")
+    adaptive_kl: bool = opt(False, "adapt beta towards kl_target (Ziegler et al. 2019)")
+    kl_target: float = opt(1.0, "target KL per sequence for the adaptive controller")
+    kl_horizon: int = opt(10000, "horizon of the adaptive controller, in rollouts")
+    kl_estimator: str = opt("k1", "per-token KL in the reward: k1 = log p - log p_ref or k3 = (r - 1) - log r")
+    gamma: float = opt(1.0, "discount")
+    lam: float = opt(0.95, "GAE lambda")
+    clip_eps: float = opt(0.2, "policy ratio clip")
+    clip_value: float = opt(0.2, "value clip range")
+    vf_coef: float = opt(0.1, "value loss weight")
+    max_grad_norm: float = opt(1.0, "gradient clipping norm")
+    whiten_advantages: bool = opt(True, "whiten advantages over the batch's response tokens")
+    whiten_rewards: bool = opt(False, "whiten per-token rewards before GAE")
+    score_clip: float | None = opt(None, "clip reward-model scores to [-c, c]")
+    missing_eos_penalty: float | None = opt(-1.0, "score given to a response that hits max_new_tokens without EOS (None: keep the model's score)")
+    temperature: float = opt(1.0, "sampling temperature; log-probs use logits / temperature")
+    max_new_tokens: int = opt(48, "longest response in tokens")
+    value_model: str = opt("shared", "shared: a value head on the policy trunk; critic: a separate model initialised from the reward model")
+    lora_r: int = opt(0, "LoRA rank for the policy (0: full fine-tuning); the reference is the adapter-disabled model")
+    lora_alpha: int = opt(16, "LoRA alpha")
+    eval_every: int = opt(10, "iterations between evaluations on the held-out prompts (0: only at the end)")
+    eval_samples: int = opt(512, "held-out responses per evaluation (the KL estimate is noisy below ~500)")
+    samples_every: int = opt(10, "iterations between rows in samples.jsonl")
+    save_every: int = opt(25, "iterations between checkpoints (0: none)")
+    resume: bool = opt(False, "continue from OUT/checkpoints/last.pt")
+    early_stop_benign_refusal: float | None = opt(None, "stop when the held-out benign refusal rate exceeds this (keeps the last good policy)")
+    early_stop_repetition: float | None = opt(None, "stop when the held-out repetition rate exceeds this")
+    early_stop_gold_agreement_drop: float | None = opt(None, "stop when the reward model's agreement with gold on the policy's own samples falls this far below its first value")
+    seed: int = opt(0, "random seed")
+    device: str = opt("auto", "cpu, cuda, cuda:N or auto")
+    threads: int = opt(0, "torch CPU threads (0: torch's default)")
+
+    def __post_init__(self):
+        for name in ("policy", "reward_model", "prompts", "out"):
+            require(bool(getattr(self, name)), name, f"--{name.replace('_', '-')} is required")
+        require(self.kl_estimator in KL_ESTIMATORS, "kl_estimator", f"must be k1 or k3, got {self.kl_estimator!r}")
+        require(self.value_model in ("shared", "critic"), "value_model", f"must be shared or critic, got {self.value_model!r}")
+        require(self.beta >= 0, "beta", f"must be >= 0, got {self.beta}")
+        require(self.temperature > 0, "temperature", "must be > 0")
+        require(self.batch_size % self.minibatch_size == 0, "minibatch_size",
+                f"batch_size {self.batch_size} is not a multiple of minibatch_size {self.minibatch_size}")
+        require(self.minibatch_size % self.micro_batch_size == 0, "micro_batch_size",
+                f"minibatch_size {self.minibatch_size} is not a multiple of micro_batch_size {self.micro_batch_size}")
+        require(self.gold in (None, "assistant"), "gold", f"unknown world {self.gold!r} (known: assistant)")
+
+
+class PromptStream:
+    """Endless shuffled passes over the prompts; its state (epoch order, position, RNG) is checkpointed."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.rng = n, random.Random(seed)
+        self.order, self.pos = [], 0
+
+    def take(self, k: int) -> list[int]:
+        out = []
+        while len(out) < k:
+            if self.pos == len(self.order):
+                self.order, self.pos = list(range(self.n)), 0
+                self.rng.shuffle(self.order)
+            out.append(self.order[self.pos])
+            self.pos += 1
+        return out
+
+    def state_dict(self):
+        return {"order": self.order, "pos": self.pos, "rng": self.rng.getstate()}
+
+    def load_state_dict(self, state):
+        self.order, self.pos = state["order"], state["pos"]
+        self.rng.setstate(state["rng"])
+
+
+def wrap_lora(policy, r: int, alpha: int):
+    """peft LoRA on every linear layer of the trunk; the base weights are frozen."""
+    from peft import LoraConfig, get_peft_model
+    return get_peft_model(policy, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules="all-linear"))
+
+
+class ActorCritic(torch.nn.Module):
+    """Policy logits and per-token values; the reference is a separate frozen model or the LoRA-disabled policy."""
+
+    def __init__(self, cfg: PPOConfig, device):
+        super().__init__()
+        policy = load_causal_lm(cfg.policy, device, field="policy")
+        rm = load_reward_model(cfg.reward_model, device, field="reward_model")
+        if cfg.lora_r:
+            policy = wrap_lora(policy, cfg.lora_r, cfg.lora_alpha)
+            self.ref = None
+        else:
+            self.ref = load_causal_lm(cfg.ref_policy or cfg.policy, device, field="ref_policy").requires_grad_(False)
+        if cfg.value_model == "shared":
+            if rm.config.hidden_size == getattr(policy.config, "hidden_size", None):
+                head = copy.deepcopy(score_head(rm))  # value head initialised from the reward model's head
+            else:
+                head = None
+            self.actor = PolicyWithValue(policy, head).to(device)
+            self.critic = None
+        else:
+            self.actor, self.critic = policy, copy.deepcopy(rm).train()  # critic initialised from the reward model
+        self.policy = policy
+
+    def forward(self, sequences, attention_mask):
+        """-> (logits (B, T, V), values (B, T))."""
+        if self.critic is None:
+            return self.actor(sequences, attention_mask)
+        from tether.models.reward import token_scores
+        return policy_forward(self.policy, sequences, attention_mask), token_scores(self.critic, sequences, attention_mask)
+
+    @torch.no_grad()
+    def ref_logits(self, sequences, attention_mask):
+        if self.ref is not None:
+            return policy_forward(self.ref, sequences, attention_mask)
+        with self.policy.disable_adapter():
+            return policy_forward(self.policy, sequences, attention_mask)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.ref is not None:
+            self.ref.eval()  # the reference stays frozen: no grad, eval mode
+        return self
+
+    def trainable_parameters(self):
+        return [p for p in self.parameters() if p.requires_grad]
+
+
+def rng_state(generator, stream) -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "generator": generator.get_state(), "stream": stream.state_dict()}
+
+
+def save_checkpoint(path: Path, step, model, optimizer, kl_ctl, generator, stream, early_stop_state) -> None:
+    """Atomic (write, fsync, rename): everything needed for a resumed run to equal an uninterrupted one."""
+    state = {"step": step, "model": {k: v for k, v in model.state_dict().items() if not k.startswith("ref.")},
+             "optimizer": optimizer.state_dict(), "kl_ctl": kl_ctl.state_dict(),
+             "rng": rng_state(generator, stream), "early_stop": early_stop_state}
+    with atomic_open(path, "wb") as f:
+        torch.save(state, f)
+
+
+def load_checkpoint(path: Path, model, optimizer, kl_ctl, generator, stream) -> tuple[int, dict]:
+    if not path.is_file():
+        raise InputError("no checkpoint to resume from", path=path, field="resume")
+    state = torch.load(path, weights_only=False)
+    model.load_state_dict(state["model"], strict=False)
+    optimizer.load_state_dict(state["optimizer"])
+    kl_ctl.load_state_dict(state["kl_ctl"])
+    rng = state["rng"]
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    torch.set_rng_state(rng["torch"])
+    generator.set_state(rng["generator"])
+    stream.load_state_dict(rng["stream"])
+    return state["step"], state["early_stop"]
+
+
+def early_stop_reason(cfg: PPOConfig, ev: dict, first_agreement: float | None) -> str | None:
+    """The first configured detector that fires on an evaluation, as a sentence; None if none does."""
+    if cfg.early_stop_benign_refusal is not None and (ev.get("benign_refusal_rate") or 0) > cfg.early_stop_benign_refusal:
+        return f"benign refusal rate {ev['benign_refusal_rate']:.2f} > {cfg.early_stop_benign_refusal}"
+    if cfg.early_stop_repetition is not None and ev["repetition_rate"] > cfg.early_stop_repetition:
+        return f"repetition rate {ev['repetition_rate']:.2f} > {cfg.early_stop_repetition}"
+    agreement = ev.get("rm_gold_agreement")
+    if cfg.early_stop_gold_agreement_drop is not None and agreement is not None and first_agreement is not None \
+            and first_agreement - agreement > cfg.early_stop_gold_agreement_drop:
+        return f"reward-model/gold agreement fell from {first_agreement:.2f} to {agreement:.2f}"
+    return None
+
+
+def run_ppo(cfg: PPOConfig) -> dict:
+    """Train; write OUT/model, metrics.jsonl, samples.jsonl, eval.json and checkpoints; return the final evaluation."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    tokenizer = load_tokenizer(cfg.policy, field="policy")
+    prompts = read_prompts(cfg.prompts)
+    eval_prompts = read_prompts(cfg.eval_prompts) if cfg.eval_prompts else prompts
+    prompt_ids = [encode_prompt(tokenizer, p.prompt) for p in prompts]
+    out = prepare_run_dir(cfg.out, cfg)
+    set_seed(cfg.seed)
+    model = ActorCritic(cfg, device)
+    reward_fn = RewardFunction([cfg.reward_model, *cfg.ensemble], tokenizer, device, cfg.uncertainty_coef)
+    gold = WorldGold(cfg.gold) if cfg.gold else None
+    optimizer = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr, eps=1e-5)
+    kl_ctl = AdaptiveKLController(cfg.beta, cfg.kl_target, cfg.kl_horizon) if cfg.adaptive_kl else FixedKLController(cfg.beta)
+    kl_fn = KL_ESTIMATORS[cfg.kl_estimator]
+    sampler = TorchSampler()
+    sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    stream = PromptStream(len(prompts), cfg.seed)
+    ckpt_path = out / "checkpoints" / "last.pt"
+    start, early = 0, {"first_agreement": None, "good_state": None, "stopped": None}
+    if cfg.resume:
+        start, early = load_checkpoint(ckpt_path, model, optimizer, kl_ctl, generator, stream)
+    logger = MetricsLogger(out, resume_from_step=start if cfg.resume else None)
+    samples_file = (out / "samples.jsonl").open("a" if cfg.resume else "w", encoding="utf-8")
+    evaluate = lambda: evaluate_policy(model.policy, model.ref_logits, reward_fn, tokenizer, eval_prompts,
+                                       cfg.eval_samples, sampling, gold, seed=cfg.seed, batch_size=cfg.batch_size)
+    n_mb, n_micro = cfg.batch_size // cfg.minibatch_size, cfg.minibatch_size // cfg.micro_batch_size
+    bar = tqdm(range(start, cfg.steps), desc="ppo", unit="it", initial=start, total=cfg.steps, dynamic_ncols=True)
+    for step in bar:
+        # 1. Rollout: sample responses; masks end at EOS.
+        t0 = time.perf_counter()
+        batch_idx = stream.take(cfg.batch_size)
+        model.eval()
+        rollout = sampler.generate(model.policy, [prompt_ids[i] for i in batch_idx], sampling, generator)
+        seqs, attn, mask = rollout.sequences, rollout.attention_mask, rollout.response_mask.float()
+        P = rollout.prompt_ids.shape[1]
+        texts = decode_responses(tokenizer, rollout)
+        batch_prompts = [prompts[i].prompt for i in batch_idx]
+        t1 = time.perf_counter()
+        # 2. Score: old log-probs and values by teacher forcing, reference log-probs, reward-model scores.
+        with torch.no_grad():
+            logits, values = model(seqs, attn)
+            old_logp = response_logprobs(logits, seqs, P, cfg.temperature)
+            old_values = values[:, P - 1:-1]
+            ref_logp = response_logprobs(model.ref_logits(seqs, attn), seqs, P, cfg.temperature)
+            entropy = entropy_from_logits(logits[:, P - 1:-1] / cfg.temperature)
+            scores, score_std = reward_fn(seqs, attn, batch_prompts, texts)
+            raw_scores = scores.clone()
+            scores = no_eos_penalty(scores, rollout.ended_with_eos, cfg.missing_eos_penalty)
+            if cfg.score_clip is not None:
+                scores = scores.clamp(-cfg.score_clip, cfg.score_clip)
+            # 3. Per-token rewards: −β·KL on every response token, the score at the last one; then GAE.
+            kl = kl_fn(old_logp, ref_logp) * mask
+            beta = kl_ctl.value
+            rewards = per_token_rewards(scores, kl, beta, mask)
+            if cfg.whiten_rewards:
+                rewards = masked_whiten(rewards, mask, shift_mean=False)
+            advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
+            if cfg.whiten_advantages:
+                advantages = masked_whiten(advantages, mask)
+        t2 = time.perf_counter()
+        # 4. PPO epochs over shuffled minibatches; gradient accumulation over micro-batches.
+        model.train()
+        stats = {"clipfrac": [], "approxkl": [], "vf_clipfrac": [], "pg": [], "vf": [], "ratio": []}
+        for _ in range(cfg.ppo_epochs):
+            perm = torch.randperm(cfg.batch_size, generator=generator, device=device)  # fresh shuffle per epoch
+            for mb in perm.view(n_mb, cfg.minibatch_size):
+                optimizer.zero_grad(set_to_none=True)
+                mb_tokens = mask[mb].sum()
+                for micro in mb.view(n_micro, cfg.micro_batch_size):
+                    logits_new, values_new = model(seqs[micro], attn[micro])
+                    logp = response_logprobs(logits_new, seqs[micro], P, cfg.temperature)
+                    weight = mask[micro].sum() / mb_tokens  # micro-batch means → the minibatch's token mean
+                    pg_loss, pg_stats = ppo_policy_loss(logp, old_logp[micro], advantages[micro], mask[micro], cfg.clip_eps)
+                    vf_loss, vf_stats = ppo_value_loss(values_new[:, P - 1:-1], old_values[micro], returns[micro], mask[micro], cfg.clip_value)
+                    loss = (pg_loss + cfg.vf_coef * vf_loss) * weight
+                    check_finite(loss, step, "PPO loss")
+                    loss.backward()
+                    for key, value in (("pg", pg_loss), ("vf", vf_loss), *pg_stats.items(), *vf_stats.items()):
+                        stats[key.replace("_mean", "")].append(value.item())
+                torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), cfg.max_grad_norm)
+                optimizer.step()
+        t3 = time.perf_counter()
+        kl_seq = kl.sum(1)
+        kl_ctl.update(kl_seq.mean().item(), cfg.batch_size)
+        # 5. Log: TRL's metric names where TRL has one.
+        metrics = {
+            "objective/kl": kl_seq.mean().item(), "objective/entropy": (entropy * mask).sum(1).mean().item(),
+            "objective/scores": raw_scores.mean().item(), "objective/rlhf_reward": (scores - beta * kl_seq).mean().item(),
+            "objective/non_score_reward": (-beta * kl_seq).mean().item(), "objective/beta": beta,
+            "objective/score_std": score_std.mean().item(),
+            "policy/clipfrac": float(np.mean(stats["clipfrac"])), "policy/approxkl": float(np.mean(stats["approxkl"])),
+            "policy/entropy": masked_mean(entropy, mask).item(), "loss/policy": float(np.mean(stats["pg"])),
+            "loss/value": float(np.mean(stats["vf"])), "val/clipfrac": float(np.mean(stats["vf_clipfrac"])),
+            "val/ratio": float(np.mean(stats["ratio"])), "val/explained_variance": explained_variance(old_values, returns, mask).item(),
+            "val/eos_rate": rollout.ended_with_eos.float().mean().item(), "val/mean_length": mask.sum(1).mean().item(),
+            "time/rollout": t1 - t0, "time/score": t2 - t1, "time/train": t3 - t2,
+        }
+        if gold is not None:
+            metrics["gold/score"] = float(np.mean(gold.utilities(batch_prompts, texts)))
+        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
+            ev = evaluate()
+            metrics.update({f"eval/{k}": v for k, v in ev.items() if isinstance(v, (int, float))})
+            if early["first_agreement"] is None:
+                early["first_agreement"] = ev.get("rm_gold_agreement")
+            reason = early_stop_reason(cfg, ev, early["first_agreement"])
+            if reason is not None:
+                early["stopped"] = {"step": step + 1, "reason": reason}
+            else:
+                early["good_state"] = {k: v.detach().clone() for k, v in model.policy.state_dict().items()}
+        logger.log(step + 1, metrics)
+        bar.set_postfix(score=f"{metrics['objective/scores']:.2f}", kl=f"{metrics['objective/kl']:.2f}", beta=f"{beta:.3g}")
+        if cfg.samples_every and (step + 1) % cfg.samples_every == 0:
+            for p, r, s in list(zip(batch_prompts, texts, raw_scores.tolist()))[:4]:
+                samples_file.write(json.dumps({"step": step + 1, "prompt": p, "response": r, "score": s}) + "\n")
+            samples_file.flush()
+        if early["stopped"]:
+            break
+        if cfg.save_every and (step + 1) % cfg.save_every == 0:
+            save_checkpoint(ckpt_path, step + 1, model, optimizer, kl_ctl, generator, stream, early)
+    bar.close()
+    samples_file.close()
+    if early["stopped"]:
+        print(f"ppo: early stop at iteration {early['stopped']['step']}: {early['stopped']['reason']}; "
+              "keeping the policy of the last evaluation that passed")
+        if early["good_state"] is not None:
+            model.policy.load_state_dict(early["good_state"])
+    final = evaluate()
+    final["early_stop"] = early["stopped"]
+    final["steps_done"] = early["stopped"]["step"] if early["stopped"] else cfg.steps
+    logger.log(final["steps_done"], {f"eval/{k}": v for k, v in final.items() if isinstance(v, (int, float))})
+    logger.close()
+    policy = model.policy.merge_and_unload() if cfg.lora_r else model.policy
+    save_pretrained_atomic(out / "model", policy, tokenizer)
+    write_jsonl_atomic(out / "eval_samples.jsonl", final.pop("samples"))
+    write_json_atomic(out / "eval.json", final)
+    return final

@@ -1,0 +1,251 @@
+"""`tether rm train` and `tether rm eval`: Bradley–Terry reward models and an honest look at them.
+
+Chosen and rejected go through the model in one right-padded batch of 2B rows;
+the score is read at each row's last real token (`tether.models.score_sequences`).
+"""
+
+import json
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from tether.algos import bradley_terry_accuracy, bradley_terry_loss
+from tether.config import opt, require
+from tether.data import collate_pairs, read_pairs, tokenize_pairs
+from tether.data.io import write_json_atomic, write_jsonl_atomic
+from tether.models import (load_reward_model, load_tokenizer, resolve_device, reward_model_from_policy,
+                           save_pretrained_atomic, score_sequences, set_seed)
+from tether.pipelines.common import check_finite, cosine_lr, length_bucketed_batches, prepare_run_dir, set_lr
+from tether.runlog import MetricsLogger, read_metrics
+
+
+@dataclass
+class RMTrainConfig:
+    """Train a reward model (sequence classification, one label) with the Bradley–Terry loss."""
+    init: str = opt("", "causal-LM directory the reward model is initialised from (normally the SFT policy)")
+    data: str = opt("", "labelled preference pairs (JSONL, Parquet or a datasets folder)")
+    out: str = opt("", "run directory; the reward model is written to OUT/model")
+    eval_data: str | None = opt(None, "held-out labelled pairs; default: a split of --data")
+    eval_fraction: float = opt(0.1, "fraction of --data held out when --eval-data is not given")
+    format: str | None = opt(None, "force the pair format: explicit, implicit or conversational")
+    epochs: int = opt(2, "passes over the training pairs")
+    batch_size: int = opt(32, "pairs per optimiser step (2x rows per forward)")
+    lr: float = opt(1e-3, "peak learning rate (AdamW)")
+    warmup_steps: int = opt(20, "linear warm-up steps")
+    weight_decay: float = opt(0.0, "AdamW weight decay")
+    max_length: int = opt(256, "longest prompt+response in tokens")
+    truncation: str = opt("error", "longer pairs: error, left (cut the prompt's start) or skip (reported)")
+    use_margin: bool = opt(True, "use a pair's `margin` field in the loss: -log σ(r_c - r_r - m)")
+    center_rewards_coef: float = opt(0.0, "weight of the centering penalty mean((r_c + r_r)^2) (Eisenstein et al. 2023)")
+    eval_every: int = opt(50, "steps between evaluations on the held-out pairs")
+    seed: int = opt(0, "random seed (head init, data order, split)")
+    device: str = opt("auto", "cpu, cuda, cuda:N or auto")
+    threads: int = opt(0, "torch CPU threads (0: torch's default)")
+
+    def __post_init__(self):
+        require(bool(self.init), "init", "a model directory to initialise from is required (--init DIR)")
+        require(bool(self.data), "data", "a pairs file is required (--data FILE)")
+        require(self.truncation in ("error", "left", "skip"), "truncation", f"must be error, left or skip, got {self.truncation!r}")
+        require(self.batch_size >= 1 and self.epochs >= 1, "batch_size", "batch_size and epochs must be >= 1")
+        require(0 <= self.eval_fraction < 1, "eval_fraction", f"must be in [0, 1), got {self.eval_fraction}")
+
+
+@dataclass
+class RMEvalConfig:
+    """Evaluate a reward model on labelled pairs: accuracy, loss, calibration, length bias, disagreements."""
+    model: str = opt("", "reward-model directory (sequence classification with one label)")
+    data: str = opt("", "labelled preference pairs")
+    out: str = opt("", "run directory for eval.json and disagreements.jsonl")
+    format: str | None = opt(None, "force the pair format: explicit, implicit or conversational")
+    max_length: int = opt(256, "longest prompt+response in tokens")
+    truncation: str = opt("error", "longer pairs: error, left or skip (reported)")
+    batch_size: int = opt(64, "pairs per forward")
+    device: str = opt("auto", "cpu, cuda, cuda:N or auto")
+
+    def __post_init__(self):
+        require(bool(self.model), "model", "a reward-model directory is required (--model DIR)")
+        require(bool(self.data), "data", "a pairs file is required (--data FILE)")
+
+
+def trainable_pairs(pairs):
+    """Pairs with a preference: rows whose `choice` (from `tether label`) is tie/both_bad/skip carry none."""
+    return [p for p in pairs if p.extra.get("choice", "left") in ("left", "right")]
+
+
+@torch.no_grad()
+def pair_scores(model, tokens, batch_size: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(r_chosen, r_rejected) for all pairs, in order. Chosen and rejected share one forward per batch."""
+    model.eval()
+    chosen, rejected = [], []
+    for i in range(0, len(tokens.chosen_ids), batch_size):
+        batch = collate_pairs(tokens.chosen_ids[i:i + batch_size], tokens.rejected_ids[i:i + batch_size], model.config.pad_token_id)
+        r = score_sequences(model, batch["input_ids"].to(device), batch["attention_mask"].to(device)).float().cpu()
+        chosen.append(r[: len(r) // 2])
+        rejected.append(r[len(r) // 2:])
+    return torch.cat(chosen), torch.cat(rejected)
+
+
+def margins_tensor(margins, use_margin: bool):
+    if not use_margin or all(m is None for m in margins):
+        return None
+    return torch.tensor([m or 0.0 for m in margins], dtype=torch.float32)
+
+
+def run_rm_train(cfg: RMTrainConfig) -> dict:
+    """Train, evaluate every `eval_every` steps, write OUT/model, curves and metrics."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    tokenizer = load_tokenizer(cfg.init, field="init")
+    pairs = trainable_pairs(read_pairs(cfg.data, cfg.format))
+    rng = random.Random(cfg.seed)
+    if cfg.eval_data:
+        held = trainable_pairs(read_pairs(cfg.eval_data, cfg.format))
+    else:
+        order = list(range(len(pairs)))
+        rng.shuffle(order)
+        n_eval = int(len(pairs) * cfg.eval_fraction)
+        held, pairs = [pairs[i] for i in order[:n_eval]], [pairs[i] for i in order[n_eval:]]
+    train_tok = tokenize_pairs(pairs, tokenizer, cfg.max_length, cfg.truncation)
+    held_tok = tokenize_pairs(held, tokenizer, cfg.max_length, cfg.truncation) if held else None
+    out = prepare_run_dir(cfg.out, cfg)
+    set_seed(cfg.seed)
+    model = reward_model_from_policy(cfg.init, tokenizer.pad_token_id, device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    lengths = [len(c) + len(r) for c, r in zip(train_tok.chosen_ids, train_tok.rejected_ids)]
+    total = -(-len(lengths) // cfg.batch_size) * cfg.epochs
+    logger = MetricsLogger(out)
+    step, eval_metrics = 0, {}
+    bar = tqdm(total=total, desc="rm train", unit="step", dynamic_ncols=True)
+    for _ in range(cfg.epochs):
+        for idx in length_bucketed_batches(lengths, cfg.batch_size, rng):
+            model.train()
+            batch = collate_pairs([train_tok.chosen_ids[i] for i in idx], [train_tok.rejected_ids[i] for i in idx], tokenizer.pad_token_id)
+            r = score_sequences(model, batch["input_ids"].to(device), batch["attention_mask"].to(device))
+            r_chosen, r_rejected = r[: len(idx)], r[len(idx):]
+            margin = margins_tensor([train_tok.margins[i] for i in idx], cfg.use_margin)
+            loss = bradley_terry_loss(r_chosen, r_rejected, None if margin is None else margin.to(device))
+            if cfg.center_rewards_coef:
+                loss = loss + cfg.center_rewards_coef * ((r_chosen + r_rejected) ** 2).mean()
+            check_finite(loss, step)
+            set_lr(optimizer, cosine_lr(step, total, cfg.warmup_steps, cfg.lr))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            step += 1
+            bar.update(1)
+            row = {"train/loss": loss.item(), "train/accuracy": bradley_terry_accuracy(r_chosen, r_rejected).item()}
+            if held_tok is not None and (step % cfg.eval_every == 0 or step == total):
+                rc, rr = pair_scores(model, held_tok, 2 * cfg.batch_size, device)
+                eval_metrics = {"eval/loss": bradley_terry_loss(rc, rr).item(), "eval/accuracy": bradley_terry_accuracy(rc, rr).item()}
+                row.update(eval_metrics)
+                bar.set_postfix(acc=f"{eval_metrics['eval/accuracy']:.3f}")
+            logger.log(step, row)
+    bar.close()
+    logger.close()
+    model.eval()
+    save_pretrained_atomic(out / "model", model, tokenizer)
+    from tether.analysis.plots import plot_rm_curves
+    plot_rm_curves(read_metrics(out / "metrics.jsonl"), out / "curves.png")
+    return {"steps": step, "n_train": len(pairs), "n_eval": len(held), **eval_metrics}
+
+
+def expected_calibration_error(p_chosen: torch.Tensor, n_bins: int = 10) -> float:
+    """ECE of P(chosen ≻ rejected) = σ(r_c − r_r) against the labels (all 1): Σ_bins |bin|/N · |acc − conf|.
+
+    Each pair is folded to the side the model prefers (confidence ≥ 0.5), as is usual
+    for binary calibration (Guo et al. 2017).
+    """
+    conf = torch.maximum(p_chosen, 1 - p_chosen)
+    correct = (p_chosen >= 0.5).float()
+    bins = torch.clamp(((conf - 0.5) * 2 * n_bins).long(), max=n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        sel = bins == b
+        if sel.any():
+            ece += sel.float().mean().item() * abs(correct[sel].mean().item() - conf[sel].mean().item())
+    return ece
+
+
+def pearson(x: list[float], y: list[float]) -> float | None:
+    x, y = torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.float64)
+    if len(x) < 2 or x.std() == 0 or y.std() == 0:
+        return None
+    return torch.corrcoef(torch.stack([x, y]))[0, 1].item()
+
+
+def length_bias(r_chosen, r_rejected, chosen_lens, rejected_lens) -> dict:
+    """How often the longer response wins under the labels vs under the model, and corr(reward, length)."""
+    longer_chosen = torch.tensor(chosen_lens) > torch.tensor(rejected_lens)
+    differ = torch.tensor(chosen_lens) != torch.tensor(rejected_lens)
+    model_prefers_chosen = r_chosen > r_rejected
+    model_longer_wins = (model_prefers_chosen == longer_chosen)[differ].float()
+    return {
+        "longer_wins_labels": longer_chosen[differ].float().mean().item() if differ.any() else None,
+        "longer_wins_model": model_longer_wins.mean().item() if differ.any() else None,
+        "reward_length_corr": pearson(r_chosen.tolist() + r_rejected.tolist(), list(chosen_lens) + list(rejected_lens)),
+    }
+
+
+def category_breakdown(pairs, correct: torch.Tensor, max_values: int = 20) -> dict:
+    """Accuracy per value of every string field the pairs carry with few distinct values (family, style, ...)."""
+    fields = {}
+    for p, ok in zip(pairs, correct.tolist()):
+        for key, value in p.extra.items():
+            if isinstance(value, str):
+                fields.setdefault(key, {}).setdefault(value, []).append(ok)
+    return {key: {v: {"accuracy": sum(oks) / len(oks), "n": len(oks)} for v, oks in sorted(values.items())}
+            for key, values in fields.items() if 1 < len(values) <= max_values}
+
+
+def evaluate_pairs(model, tokenizer, pairs, max_length, truncation, batch_size, device) -> tuple[dict, list[dict]]:
+    """eval.json's numbers and the disagreements (most confident first) for `pairs`."""
+    tokens = tokenize_pairs(pairs, tokenizer, max_length, truncation)
+    r_chosen, r_rejected = pair_scores(model, tokens, batch_size, device)
+    p_chosen = torch.sigmoid(r_chosen - r_rejected)
+    correct = r_chosen > r_rejected
+    resp_len = lambda ids, n_prompt: len(ids) - n_prompt
+    chosen_lens = [resp_len(c, n) for c, n in zip(tokens.chosen_ids, tokens.prompt_lens)]
+    rejected_lens = [resp_len(r, n) for r, n in zip(tokens.rejected_ids, tokens.prompt_lens)]
+    kept = [pairs[i] for i in tokens.kept]
+    metrics = {
+        "accuracy": bradley_terry_accuracy(r_chosen, r_rejected).item(),
+        "loss": bradley_terry_loss(r_chosen, r_rejected).item(),
+        "n_pairs": len(r_chosen),
+        "ece": expected_calibration_error(p_chosen),
+        "mean_margin": (r_chosen - r_rejected).mean().item(),
+        "reward_mean": torch.cat([r_chosen, r_rejected]).mean().item(),
+        "reward_std": torch.cat([r_chosen, r_rejected]).std().item(),
+        "length_bias": length_bias(r_chosen, r_rejected, chosen_lens, rejected_lens),
+        "by_category": category_breakdown(kept, correct),
+    }
+    label_probs = [p.extra.get("p_chosen") for p in kept]
+    if all(isinstance(x, (int, float)) for x in label_probs):
+        # Best achievable accuracy on noisy labels: E[max(p, 1 − p)] under the labeler's own P(chosen ≻ rejected).
+        metrics["label_ceiling"] = sum(max(x, 1 - x) for x in label_probs) / len(label_probs)
+    wrong = (~correct).nonzero().flatten().tolist()
+    wrong.sort(key=lambda i: p_chosen[i].item())
+    disagreements = [{"prompt": kept[i].prompt, "chosen": kept[i].chosen, "rejected": kept[i].rejected,
+                      "reward_chosen": r_chosen[i].item(), "reward_rejected": r_rejected[i].item(),
+                      "p_chosen": p_chosen[i].item(), **kept[i].extra} for i in wrong]
+    return metrics, disagreements
+
+
+def run_rm_eval(cfg: RMEvalConfig) -> dict:
+    device = resolve_device(cfg.device)
+    tokenizer = load_tokenizer(cfg.model)
+    model = load_reward_model(cfg.model, device)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    pairs = trainable_pairs(read_pairs(cfg.data, cfg.format))
+    metrics, disagreements = evaluate_pairs(model, tokenizer, pairs, cfg.max_length, cfg.truncation, cfg.batch_size, device)
+    out = prepare_run_dir(cfg.out, cfg)
+    write_json_atomic(out / "eval.json", metrics)
+    write_jsonl_atomic(out / "disagreements.jsonl", disagreements)
+    print(json.dumps({k: v for k, v in metrics.items() if k != "by_category"}, indent=2))
+    return metrics

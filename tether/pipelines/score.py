@@ -1,0 +1,112 @@
+"""`tether score`: r, KL to the reference and r − β·KL for given responses, for any list of β.
+
+KL here is the sequence-level k1 estimate log π(y|x) − log π_ref(y|x) = Σ_t k1_t of
+one response: exact for that sample, an unbiased estimate of KL(π ‖ π_ref) over
+samples of π. With `--prompts`, responses are first sampled from the policy.
+"""
+
+import sys
+from dataclasses import dataclass
+
+import torch
+
+from tether.algos import kl_k1
+from tether.config import opt, require
+from tether.data import encode_prompt, encode_response, pad_left, read_pairs, read_prompts
+from tether.data.io import write_json_atomic
+from tether.errors import InputError
+from tether.models import load_causal_lm, load_tokenizer, resolve_device, set_seed
+from tether.pipelines.common import prepare_run_dir, sample_responses
+from tether.pipelines.scoring import RewardFunction, policy_forward, response_logprobs
+from tether.rollout import SamplingConfig
+
+
+@dataclass
+class ScoreConfig:
+    """Score responses with a reward model and a KL penalty to a reference policy."""
+    policy: str = opt("", "policy directory whose log-probs give the KL (the tuned model)")
+    ref_policy: str = opt("", "reference policy directory (normally the SFT model)")
+    reward_model: str = opt("", "reward-model directory")
+    responses: str | None = opt(None, "JSONL of {prompt, response} rows to score")
+    prompts: str | None = opt(None, "or: prompts JSONL; one response per prompt is sampled from --policy")
+    betas: list[float] = opt([0.0, 0.01, 0.05, 0.1, 0.5, 1.0], "KL coefficients to report r - beta*KL for")
+    max_new_tokens: int = opt(48, "longest sampled response (with --prompts)")
+    batch_size: int = opt(64, "rows per forward")
+    out: str = opt("", "directory for scores.json")
+    seed: int = opt(0, "random seed (sampling)")
+    device: str = opt("auto", "cpu, cuda, cuda:N or auto")
+
+    def __post_init__(self):
+        for name in ("policy", "ref_policy", "reward_model", "out"):
+            require(bool(getattr(self, name)), name, f"--{name.replace('_', '-')} is required")
+        require((self.responses is None) != (self.prompts is None), "responses", "give exactly one of --responses or --prompts")
+
+
+def read_responses(path) -> list[tuple]:
+    """(prompt, response) rows of a JSONL file, validated with the data layer's messages."""
+    pairs = []
+    for rec in read_prompts(path):
+        response = rec.extra.get("response")
+        if not isinstance(response, str) or not response.strip():
+            raise InputError("missing or empty string", path=path, line=rec.source_line, field="response")
+        pairs.append((rec.prompt, response))
+    return pairs
+
+
+@torch.no_grad()
+def score_rows(policy, ref, reward_fn, tokenizer, rows, betas, batch_size, device) -> list[dict]:
+    """For each (prompt, response): reward, KL = Σ_t (log π − log π_ref) and r − β·KL per β."""
+    out = []
+    for i in range(0, len(rows), batch_size):
+        chunk = rows[i:i + batch_size]
+        prompt_ids, prompt_mask = pad_left([encode_prompt(tokenizer, p) for p, _ in chunk], tokenizer.pad_token_id)
+        responses = [encode_response(tokenizer, r) for _, r in chunk]
+        width = max(map(len, responses))
+        resp_ids = torch.tensor([r + [tokenizer.pad_token_id] * (width - len(r)) for r in responses])
+        resp_mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in responses])
+        seqs = torch.cat([prompt_ids, resp_ids], 1).to(device)
+        attn = torch.cat([prompt_mask, resp_mask], 1).to(device)
+        P = prompt_ids.shape[1]
+        logp = response_logprobs(policy_forward(policy, seqs, attn), seqs, P, 1.0)
+        ref_logp = response_logprobs(policy_forward(ref, seqs, attn), seqs, P, 1.0)
+        kl = (kl_k1(logp, ref_logp) * resp_mask.to(device)).sum(1)
+        rewards = reward_fn(seqs, attn, [p for p, _ in chunk], [r for _, r in chunk])[0]
+        for (prompt, response), r, k in zip(chunk, rewards.tolist(), kl.tolist()):
+            out.append({"prompt": prompt, "response": response, "reward": r, "kl": k,
+                        "objective": {f"{b:g}": r - b * k for b in betas}})
+    return out
+
+
+def print_table(rows, betas, file=sys.stdout) -> None:
+    head = f"{'#':>4} {'reward':>8} {'KL':>8} " + " ".join(f"{'β=' + format(b, 'g'):>9}" for b in betas) + "  response"
+    print(head, file=file)
+    for i, row in enumerate(rows):
+        cells = " ".join(f"{row['objective'][format(b, 'g')]:>9.3f}" for b in betas)
+        text = row["response"].replace("\n", " ")
+        print(f"{i:>4} {row['reward']:>8.3f} {row['kl']:>8.3f} {cells}  {text[:60]}", file=file)
+
+
+def run_score(cfg: ScoreConfig) -> list[dict]:
+    device = resolve_device(cfg.device)
+    set_seed(cfg.seed)
+    tokenizer = load_tokenizer(cfg.policy, field="policy")
+    policy = load_causal_lm(cfg.policy, device, field="policy")
+    ref = load_causal_lm(cfg.ref_policy, device, field="ref_policy")
+    reward_fn = RewardFunction([cfg.reward_model], tokenizer, device)
+    if cfg.responses:
+        rows = read_responses(cfg.responses)
+    else:
+        prompts = [r.prompt for r in read_prompts(cfg.prompts)]
+        sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, eos_token_id=tokenizer.eos_token_id,
+                                  pad_token_id=tokenizer.pad_token_id)
+        generator = torch.Generator(device=device).manual_seed(cfg.seed)
+        texts, _ = sample_responses(policy, tokenizer, [encode_prompt(tokenizer, p) for p in prompts], sampling, generator, cfg.batch_size)
+        rows = list(zip(prompts, texts))
+    scored = score_rows(policy, ref, reward_fn, tokenizer, rows, cfg.betas, cfg.batch_size, device)
+    out = prepare_run_dir(cfg.out, cfg)
+    means = {"reward": sum(r["reward"] for r in scored) / len(scored), "kl": sum(r["kl"] for r in scored) / len(scored)}
+    means["objective"] = {f"{b:g}": means["reward"] - b * means["kl"] for b in cfg.betas}
+    write_json_atomic(out / "scores.json", {"betas": cfg.betas, "mean": means, "rows": scored})
+    print_table(scored, cfg.betas)
+    print(f"mean: reward {means['reward']:.3f}  KL {means['kl']:.3f}  written to {out / 'scores.json'}")
+    return scored

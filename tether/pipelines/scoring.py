@@ -1,0 +1,79 @@
+"""What PPO, best-of-n, `tether score` and the sweep share: the reward function, response log-probs, gold.
+
+`RewardFunction` scores (prompt, response) token sequences with one reward model or
+an ensemble (mean − λ·std, Coste et al. 2023). When the reward model's tokenizer
+differs from the policy's, responses are decoded and re-tokenised.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from tether.algos import token_logprobs
+from tether.data import encode_prompt, encode_response, pad_right
+from tether.models import load_reward_model, load_tokenizer, score_sequences
+from tether.models.value import position_ids_from_mask
+
+
+def policy_forward(model, sequences, attention_mask):
+    """Logits of a causal LM with positions counted over real tokens (left padding safe). -> (B, T, V)"""
+    return model(input_ids=sequences, attention_mask=attention_mask,
+                 position_ids=position_ids_from_mask(attention_mask)).logits
+
+
+def response_logprobs(logits, sequences, prompt_len: int, temperature: float) -> torch.Tensor:
+    """log π(y_t | x, y_<t) of each response token under logits / temperature: (B, T, V) -> (B, R).
+
+    The logit at position t scores token t+1, so response tokens P … T−1 are scored by rows P−1 … T−2.
+    """
+    return token_logprobs(logits, sequences, temperature)[:, prompt_len - 1:]
+
+
+@dataclass
+class WorldGold:
+    """The built-in world's gold utility, style classifier and benign/harmful split."""
+    name: str = "assistant"
+
+    def __post_init__(self):
+        from tether.worlds import assistant
+        self.world = assistant
+
+    def parse(self, prompts: list[str]):
+        return [self.world.parse_prompt(p) for p in prompts]
+
+    def utilities(self, prompts, responses) -> list[float]:
+        return [self.world.utility(p, r) for p, r in zip(self.parse(prompts), responses)]
+
+    def styles(self, prompts, responses) -> list[str]:
+        return [self.world.classify(p, r) for p, r in zip(self.parse(prompts), responses)]
+
+    def benign(self, prompts) -> list[bool]:
+        return [p.family != "harmful" for p in self.parse(prompts)]
+
+
+class RewardFunction:
+    """r(x, y) from one or more reward models: mean − λ·std over the ensemble."""
+
+    def __init__(self, model_dirs: list[str], policy_tokenizer, device, uncertainty_coef: float = 0.0):
+        self.models = [load_reward_model(d, device, field="reward_model") for d in model_dirs]
+        self.tokenizers = [load_tokenizer(d, field="reward_model") for d in model_dirs]
+        self.same_vocab = [t.get_vocab() == policy_tokenizer.get_vocab() for t in self.tokenizers]
+        for model, tok in zip(self.models, self.tokenizers):
+            if model.config.pad_token_id is None:
+                model.config.pad_token_id = tok.pad_token_id
+        self.policy_tokenizer, self.device, self.uncertainty_coef = policy_tokenizer, device, uncertainty_coef
+
+    @torch.no_grad()
+    def __call__(self, sequences, attention_mask, prompts=None, responses=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(score (B,), ensemble std (B,), 0 for a single model)."""
+        all_scores = []
+        for model, tok, same in zip(self.models, self.tokenizers, self.same_vocab):
+            if same:
+                ids, mask = sequences, attention_mask
+            else:
+                seqs = [encode_prompt(tok, p) + encode_response(tok, r) for p, r in zip(prompts, responses)]
+                ids, mask = (t.to(self.device) for t in pad_right(seqs, tok.pad_token_id))
+            all_scores.append(score_sequences(model, ids, mask).float())
+        stacked = torch.stack(all_scores)
+        std = stacked.std(0) if len(all_scores) > 1 else torch.zeros_like(stacked[0])
+        return stacked.mean(0) - self.uncertainty_coef * std, std

@@ -1,0 +1,148 @@
+"""`tether sft`: supervised fine-tuning of a causal LM on prompt/completion data.
+
+Loss on completion tokens only, summed over each sequence's tokens and averaged
+over sequences: L = −(1/B) Σ_b Σ_{t ∈ completion_b} log π(x_t | x_<t). Every token
+weighs the same whatever its batch; a per-batch token mean over length-bucketed
+batches would up-weight short sequences and bias the policy towards short styles.
+"""
+
+import random
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from tether.algos import token_logprobs
+from tether.config import opt, require
+from tether.data import encode_prompt, encode_response, pad_right, read_sft_examples
+from tether.errors import InputError
+from tether.models import load_causal_lm, load_tokenizer, resolve_device, save_pretrained_atomic, set_seed
+from tether.models.loading import BUILTIN_POLICY, disable_dropout
+from tether.pipelines.common import check_finite, cosine_lr, length_bucketed_batches, prepare_run_dir, set_lr
+from tether.runlog import MetricsLogger
+
+
+@dataclass
+class SFTConfig:
+    """Supervised fine-tuning on prompt/completion (or conversational `messages`) JSON Lines."""
+    data: str = opt("", "training data: JSONL of {prompt, completion} or {messages}")
+    out: str = opt("", "run directory; the model is written to OUT/model")
+    model: str = opt(BUILTIN_POLICY, f"a local Hugging Face causal-LM directory, or {BUILTIN_POLICY} (the built-in world's small GPT-2, randomly initialised)")
+    eval_data: str | None = opt(None, "held-out JSONL for eval loss; default: a split of --data")
+    eval_fraction: float = opt(0.02, "fraction of --data held out for eval loss when --eval-data is not given")
+    epochs: int = opt(2, "passes over the training data")
+    batch_size: int = opt(64, "sequences per optimiser step")
+    lr: float = opt(3e-3, "peak learning rate (AdamW)")
+    warmup_steps: int = opt(50, "linear warm-up steps")
+    weight_decay: float = opt(0.0, "AdamW weight decay")
+    max_length: int = opt(128, "longest prompt+completion in tokens; longer rows are an error")
+    seed: int = opt(0, "random seed (init, data order)")
+    device: str = opt("auto", "cpu, cuda, cuda:N or auto")
+    threads: int = opt(0, "torch CPU threads (0: torch's default)")
+    log_every: int = opt(50, "steps between metrics rows")
+
+    def __post_init__(self):
+        require(bool(self.data), "data", "a training file is required (--data FILE.jsonl)")
+        require(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+        require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        require(0 <= self.eval_fraction < 1, "eval_fraction", f"must be in [0, 1), got {self.eval_fraction}")
+        require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+
+
+def init_policy(model: str, seed: int, device):
+    """(model, tokenizer) from a directory, or the built-in world's freshly initialised GPT-2."""
+    if model == BUILTIN_POLICY:
+        from transformers import GPT2LMHeadModel
+        from tether.worlds.assistant import build_model_config, build_tokenizer
+        tokenizer = build_tokenizer()
+        set_seed(seed)
+        return disable_dropout(GPT2LMHeadModel(build_model_config(tokenizer))).to(device), tokenizer
+    return load_causal_lm(model, device), load_tokenizer(model)
+
+
+def tokenize_sft(examples, tokenizer, max_length: int, path) -> list[tuple[list[int], int]]:
+    """(prompt + completion token ids, prompt length) per example; too-long rows are an error naming the line."""
+    rows = []
+    for ex in examples:
+        prompt_ids = encode_prompt(tokenizer, ex.prompt)
+        ids = prompt_ids + encode_response(tokenizer, ex.completion)
+        if len(ids) > max_length:
+            raise InputError(f"{len(ids)} tokens > max_length {max_length}", path=path, line=ex.source_line, field="completion")
+        rows.append((ids, len(prompt_ids)))
+    return rows
+
+
+def sft_batch(rows, pad_id: int, device):
+    """Right-padded ids, attention mask and completion-token mask for one batch."""
+    ids, attn = pad_right([r[0] for r in rows], pad_id)
+    completion = attn.clone()
+    for b, (_, prompt_len) in enumerate(rows):
+        completion[b, :prompt_len] = 0
+    return ids.to(device), attn.to(device), completion.to(device)
+
+
+def sft_loss(model, ids, attn, completion_mask) -> torch.Tensor:
+    """−(1/B) Σ_b Σ_t completion_mask·log π(x_t | x_<t) (per-sequence normalisation; see module docstring)."""
+    logits = model(input_ids=ids, attention_mask=attn).logits
+    logp = token_logprobs(logits, ids)  # (B, T-1): position t scores token t+1
+    return -(logp * completion_mask[:, 1:]).sum() / ids.shape[0]
+
+
+@torch.no_grad()
+def eval_loss(model, rows, pad_id, batch_size, device) -> float:
+    """Mean completion NLL per sequence over `rows`."""
+    model.eval()
+    total = 0.0
+    for i in range(0, len(rows), batch_size):
+        batch = rows[i:i + batch_size]
+        total += sft_loss(model, *sft_batch(batch, pad_id, device)).item() * len(batch)
+    return total / max(1, len(rows))
+
+
+def run_sft(cfg: SFTConfig) -> dict:
+    """Train, write OUT/model (a transformers directory) and OUT/metrics.jsonl; return final metrics."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    out = prepare_run_dir(cfg.out, cfg)
+    model, tokenizer = init_policy(cfg.model, cfg.seed, device)
+    train = tokenize_sft(read_sft_examples(cfg.data), tokenizer, cfg.max_length, cfg.data)
+    rng = random.Random(cfg.seed)
+    if cfg.eval_data:
+        held = tokenize_sft(read_sft_examples(cfg.eval_data), tokenizer, cfg.max_length, cfg.eval_data)
+    else:
+        order = list(range(len(train)))
+        rng.shuffle(order)
+        n_eval = int(len(train) * cfg.eval_fraction)
+        held, train = [train[i] for i in order[:n_eval]], [train[i] for i in order[n_eval:]]
+    set_seed(cfg.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+    lengths = [len(r[0]) for r in train]
+    steps_per_epoch = -(-len(train) // cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    logger = MetricsLogger(out)
+    step, metrics = 0, {}
+    bar = tqdm(total=total, desc="sft", unit="step", dynamic_ncols=True)
+    for epoch in range(cfg.epochs):
+        model.train()
+        for batch_idx in length_bucketed_batches(lengths, cfg.batch_size, rng):
+            set_lr(optimizer, cosine_lr(step, total, cfg.warmup_steps, cfg.lr))
+            loss = sft_loss(model, *sft_batch([train[i] for i in batch_idx], tokenizer.pad_token_id, device))
+            check_finite(loss, step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            step += 1
+            bar.update(1)
+            if step % cfg.log_every == 0:
+                logger.log(step, {"train/loss": loss.item(), "train/lr": optimizer.param_groups[0]["lr"], "train/epoch": epoch})
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+        if held:
+            metrics = {"eval/loss": eval_loss(model, held, tokenizer.pad_token_id, cfg.batch_size, device), "train/epoch": epoch + 1}
+            logger.log(step, metrics)
+    bar.close()
+    logger.close()
+    model.eval()
+    save_pretrained_atomic(out / "model", model, tokenizer)
+    return {"train/loss": loss.item(), **metrics, "steps": step}

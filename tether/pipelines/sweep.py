@@ -1,0 +1,172 @@
+"""`tether sweep`: one PPO run per β, best-of-n, the reward–KL frontier and the hacking report.
+
+Each PPO run is an ordinary `tether ppo` run directory under OUT/runs/; a run with
+an `eval.json` is finished and is not redone, a run with a checkpoint resumes.
+Writes OUT/sweep.json (the schema of `tether.analysis.report`) and OUT/report.html.
+"""
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tether.analysis import best_gold_beta, fit_bon, fit_rl, safe_but_useless_beta, write_report
+from tether.config import opt, require
+from tether.data import read_prompts
+from tether.data.io import write_json_atomic
+from tether.models import load_causal_lm, load_tokenizer, resolve_device, set_seed
+from tether.pipelines.common import prepare_run_dir
+from tether.pipelines.policy_eval import best_of_n, evaluate_policy
+from tether.pipelines.ppo import PPOConfig, run_ppo
+from tether.pipelines.scoring import RewardFunction, WorldGold, policy_forward
+from tether.rollout import SamplingConfig
+from tether.runlog import read_metrics
+
+
+@dataclass
+class SweepConfig:
+    """PPO at each β (and adaptive-KL targets, and mitigations) plus best-of-n against one reward model."""
+    policy: str = opt("", "SFT policy directory (the reference and the starting point)")
+    reward_model: str = opt("", "reward-model directory")
+    prompts: str = opt("", "training prompts JSONL")
+    eval_prompts: str | None = opt(None, "held-out prompts JSONL (default: the training prompts)")
+    out: str = opt("", "sweep directory: runs/, sweep.json, report.html")
+    betas: list[float] = opt([0.01, 0.05, 0.1, 0.5, 1.0], "fixed KL coefficients, one PPO run each")
+    kl_targets: list[float] = opt([], "adaptive-KL runs, one per target KL (Ziegler et al. 2019)")
+    bon_ns: list[int] = opt([1, 2, 4, 8, 16, 32, 64, 128, 256], "best-of-n sizes (powers of two dividing the largest)")
+    bon_prompts: int = opt(64, "held-out prompts for best-of-n")
+    ensemble: list[str] = opt([], "extra reward models for the uncertainty-penalty mitigation row (mean - lambda*std)")
+    uncertainty_coef: float = opt(1.0, "lambda of the ensemble mitigation")
+    early_stop_benign_refusal: float | None = opt(None, "add a mitigation row: PPO at the smallest beta with early stopping when the benign refusal rate exceeds this")
+    early_stop_repetition: float | None = opt(0.3, "early-stop row: also stop when the repetition rate exceeds this")
+    refusal_threshold: float = opt(0.2, "benign refusal rate above which behaviour counts as 'safe but useless'")
+    gold: str | None = opt(None, "gold utility of a built-in world (assistant)")
+    steps: int = opt(80, "PPO iterations per run")
+    batch_size: int = opt(64, "rollouts per PPO iteration")
+    minibatch_size: int = opt(32, "rollouts per optimiser step")
+    ppo_epochs: int = opt(2, "PPO epochs per batch")
+    lr: float = opt(3e-4, "PPO learning rate")
+    max_new_tokens: int = opt(48, "longest response")
+    eval_every: int = opt(10, "PPO iterations between evaluations")
+    eval_samples: int = opt(512, "held-out samples per evaluation")
+    extra: dict = opt({}, "other PPO config keys for every run (YAML only)")
+    pipeline: dict = opt({}, "numbers of earlier stages to show in the report (YAML only; the demo fills it)")
+    seed: int = opt(0, "random seed")
+    device: str = opt("auto", "cpu, cuda, cuda:N or auto")
+    threads: int = opt(0, "torch CPU threads (0: torch's default)")
+
+    def __post_init__(self):
+        for name in ("policy", "reward_model", "prompts", "out"):
+            require(bool(getattr(self, name)), name, f"--{name.replace('_', '-')} is required")
+        require(all(b >= 0 for b in self.betas), "betas", "every beta must be >= 0")
+        n_max = max(self.bon_ns) if self.bon_ns else 1
+        require(all(n >= 1 and n_max % n == 0 for n in self.bon_ns), "bon_ns", f"each n must divide the largest ({n_max})")
+
+
+def run_specs(cfg: SweepConfig) -> list[tuple[str, dict, dict]]:
+    """(run name, PPO overrides, row fields) for every PPO run of the sweep."""
+    specs = [(f"beta_{b:g}", {"beta": b}, {"kind": "ppo", "beta": b, "label": f"β={b:g}"}) for b in cfg.betas]
+    specs += [(f"adaptive_{t:g}", {"adaptive_kl": True, "kl_target": t, "beta": min(cfg.betas or [0.1])},
+               {"kind": "ppo_adaptive", "beta": None, "kl_target": t, "label": f"adaptive KL→{t:g}"}) for t in cfg.kl_targets]
+    beta0 = min(cfg.betas) if cfg.betas else 0.05
+    if cfg.ensemble:
+        specs.append((f"ensemble_beta_{beta0:g}", {"beta": beta0, "ensemble": cfg.ensemble, "uncertainty_coef": cfg.uncertainty_coef},
+                      {"kind": "ppo_ensemble", "beta": beta0, "label": f"ensemble −{cfg.uncertainty_coef:g}·std, β={beta0:g}"}))
+    if cfg.early_stop_benign_refusal is not None:
+        specs.append((f"early_stop_beta_{beta0:g}",
+                      {"beta": beta0, "early_stop_benign_refusal": cfg.early_stop_benign_refusal, "early_stop_repetition": cfg.early_stop_repetition},
+                      {"kind": "ppo_early_stop", "beta": beta0, "label": f"early stop, β={beta0:g}"}))
+    return specs
+
+
+def ppo_config(cfg: SweepConfig, run_dir: Path, overrides: dict) -> PPOConfig:
+    common = dict(policy=cfg.policy, reward_model=cfg.reward_model, prompts=cfg.prompts, eval_prompts=cfg.eval_prompts,
+                  gold=cfg.gold, steps=cfg.steps, batch_size=cfg.batch_size, minibatch_size=cfg.minibatch_size,
+                  micro_batch_size=cfg.minibatch_size, ppo_epochs=cfg.ppo_epochs, lr=cfg.lr,
+                  max_new_tokens=cfg.max_new_tokens, eval_every=cfg.eval_every, eval_samples=cfg.eval_samples,
+                  seed=cfg.seed, device=cfg.device, threads=cfg.threads, out=str(run_dir))
+    return PPOConfig(**{**common, **cfg.extra, **overrides})
+
+
+def run_or_load(cfg: PPOConfig) -> dict:
+    """A finished run's eval.json, or the run (resumed from its checkpoint if it has one)."""
+    out = Path(cfg.out)
+    if (out / "eval.json").is_file():
+        print(f"sweep: {out.name} finished earlier, not redone")
+        return json.loads((out / "eval.json").read_text())
+    resume = (out / "checkpoints" / "last.pt").is_file()
+    return run_ppo(dataclasses.replace(cfg, resume=resume))
+
+
+def learning_curve(run_dir: Path) -> list[dict]:
+    keys = ("objective/scores", "objective/kl", "gold/score", "eval/proxy_reward", "eval/gold_reward", "eval/kl",
+            "eval/benign_refusal_rate", "objective/beta")
+    return [{"step": r["step"], **{k: r[k] for k in keys if k in r}} for r in read_metrics(run_dir / "metrics.jsonl")]
+
+
+def with_deltas(row: dict, baseline: dict) -> dict:
+    row["sqrt_kl"] = math.sqrt(max(row["kl"], 0.0))
+    row["proxy_delta"] = row["proxy_reward"] - baseline["proxy_reward"]
+    if "gold_reward" in row and "gold_reward" in baseline:
+        row["gold_delta"] = row["gold_reward"] - baseline["gold_reward"]
+    return row
+
+
+def frontier_fits(rows: list[dict]) -> dict:
+    """Gao et al. 2022 fits of gold and proxy gains vs d = √KL, for PPO (fixed β) and best-of-n."""
+    fits = {}
+    for kind, fit in (("ppo", fit_rl), ("bon", fit_bon)):
+        pts = [r for r in rows if r["kind"] == kind and r["sqrt_kl"] > 0]
+        for metric in ("gold", "proxy"):
+            if len(pts) >= 2 and all(f"{metric}_delta" in r for r in pts):
+                name = f"{metric}_{'rl' if kind == 'ppo' else 'bon'}"
+                fits[name] = dataclasses.asdict(fit([r["sqrt_kl"] for r in pts], [r[f"{metric}_delta"] for r in pts]))
+    return fits
+
+
+def run_sweep(cfg: SweepConfig) -> dict:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = prepare_run_dir(cfg.out, cfg)
+    device = resolve_device(cfg.device)
+    set_seed(cfg.seed)
+    tokenizer = load_tokenizer(cfg.policy, field="policy")
+    sft = load_causal_lm(cfg.policy, device, field="policy").requires_grad_(False)
+    eval_records = read_prompts(cfg.eval_prompts or cfg.prompts)
+    reward_fn = RewardFunction([cfg.reward_model], tokenizer, device)
+    gold = WorldGold(cfg.gold) if cfg.gold else None
+    sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=1.0,
+                              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    print("sweep: evaluating the SFT policy")
+    baseline = evaluate_policy(sft, lambda s, a: policy_forward(sft, s, a), reward_fn, tokenizer, eval_records,
+                               cfg.eval_samples, sampling, gold, seed=cfg.seed, batch_size=cfg.batch_size)
+    baseline_samples = baseline.pop("samples")
+    rows = []
+    for name, overrides, fields in run_specs(cfg):
+        print(f"sweep: PPO run {name}")
+        run_dir = out / "runs" / name
+        result = run_or_load(ppo_config(cfg, run_dir, overrides))
+        result.pop("samples", None)
+        samples = [json.loads(l) for l in (run_dir / "eval_samples.jsonl").read_text().splitlines() if l.strip()]
+        rows.append(with_deltas({**fields, **result, "curve": learning_curve(run_dir), "samples": samples[:16],
+                                 "run_dir": str(run_dir.relative_to(out))}, baseline))
+    if cfg.bon_ns:
+        print(f"sweep: best-of-n for n in {cfg.bon_ns}")
+        for row in best_of_n(sft, reward_fn, tokenizer, eval_records, cfg.bon_ns, cfg.bon_prompts, sampling, gold, seed=cfg.seed):
+            rows.append(with_deltas(row, baseline))
+    fixed = [r for r in rows if r["kind"] == "ppo"]
+    data = {
+        "world": cfg.gold, "pipeline": cfg.pipeline,
+        "sft_baseline": {**baseline, "samples": baseline_samples[:16]},
+        "rows": rows, "fits": frontier_fits(rows),
+        "findings": {"safe_but_useless_beta": safe_but_useless_beta(fixed, cfg.refusal_threshold) if gold else None,
+                     "best_gold_beta": best_gold_beta(fixed) if gold else None,
+                     "refusal_threshold": cfg.refusal_threshold},
+    }
+    write_json_atomic(out / "sweep.json", data)
+    write_report(out / "report.html", data)
+    print(f"sweep: report written to {out / 'report.html'}")
+    return data
