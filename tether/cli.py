@@ -22,7 +22,7 @@ COMMANDS = {
     "score": ("tether.pipelines.score", "ScoreConfig", "run_score", "reward, KL and r - beta*KL for given responses"),
     "sweep": ("tether.pipelines.sweep", "SweepConfig", "run_sweep", "PPO per beta and best-of-n: the reward-KL frontier"),
     "demo": ("tether.pipelines.demo", "DemoConfig", "run_demo", "the whole pipeline on the built-in world, ending in a report"),
-    "data check": ("tether.data.check", "DataCheckConfig", "run_data_check", "validate a preference or prompt file"),
+    "data check": ("tether.data.check", "DataCheckConfig", "run_data_check", "validate a preference, prompt or SFT file"),
 }
 
 
@@ -56,6 +56,10 @@ def main(argv=None) -> int:
     cls, fn = getattr(module, cls_name), getattr(module, fn_name)
     parser = argparse.ArgumentParser(prog=f"tether {name}", description=help_text + ". " + (cls.__doc__ or "").strip())
     parser.add_argument("--config", help="YAML file of config keys; command-line options override it")
+    positional = getattr(cls, "positional", None)  # e.g. `tether data check FILE`
+    if positional:
+        parser.add_argument(positional, nargs="?", default=argparse.SUPPRESS,
+                            help=f"same as --{positional.replace('_', '-')}")
     add_config_args(parser, cls)
     args = vars(parser.parse_args(rest))  # exits 2 on bad usage
     yaml_path = args.pop("config", None)

@@ -19,10 +19,8 @@ class MetricsLogger:
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if resume_from_step is not None and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", -1) < resume_from_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+        if resume_from_step is not None:
+            truncate_jsonl(self.path, resume_from_step)
         elif self.path.exists():
             self.path.unlink()
         self._file = self.path.open("a", encoding="utf-8")
@@ -56,3 +54,11 @@ def _plain(v):
 
 def read_metrics(path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def truncate_jsonl(path, last_step: int) -> None:
+    """Keep the rows of a run's JSONL file with step <= last_step (a resumed run rewrites what came after)."""
+    path = Path(path)
+    if path.exists():
+        kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= last_step]
+        path.write_text("".join(line + "\n" for line in kept))

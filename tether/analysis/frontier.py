@@ -13,6 +13,7 @@ a fixed β have `kind == "ppo"`, best-of-n rows `kind == "bon"`.
 """
 
 import math
+import sys
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -53,13 +54,17 @@ class Fit:
         """argmax over d ≥ 0 of R(d), from R′(d) = 0.
 
         bon: α − 2βd = 0 → d* = α / (2β), or 0 when α ≤ 0 (the curve only falls);
-        rl: α − β(log d + 1) = 0 → d* = exp(α/β − 1). None when β ≤ 0 (no maximum).
+        rl: α − β(log d + 1) = 0 → d* = exp(α/β − 1). None when β ≤ 0 (no maximum) or when
+        d* is beyond a float (β ≈ 0⁺: no peak within reach).
         """
         if self.beta <= 0:
             return None
         if self.kind == "bon":
-            return max(self.alpha / (2 * self.beta), 0.0)
-        return math.exp(self.alpha / self.beta - 1)
+            peak = max(self.alpha / (2 * self.beta), 0.0)
+        else:
+            exponent = self.alpha / self.beta - 1
+            peak = math.exp(exponent) if exponent < math.log(sys.float_info.max) else math.inf
+        return peak if math.isfinite(peak) else None
 
     @property
     def peak_reward(self) -> float | None:

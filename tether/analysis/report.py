@@ -149,6 +149,15 @@ def _delta(row: dict, sft: dict, reward: str):
     return None
 
 
+def _count(n: int, singular: str, plural: str | None = None) -> str:
+    return f"{n} {singular if n == 1 else plural or singular + 's'}"
+
+
+def _and(items: list[str]) -> str:
+    """"a", "a and b", "a, b and c"."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def _beta_list(rows: list[dict]) -> str:
     return ", ".join(f"{r['beta']:g}" for r in rows)
 
@@ -156,11 +165,11 @@ def _beta_list(rows: list[dict]) -> str:
 def _overview(data, ppo, bon, others) -> str:
     parts = []
     if ppo:
-        parts.append(f"{len(ppo)} PPO policies with a fixed KL coefficient (β = {_beta_list(ppo)})")
+        parts.append(f"{_count(len(ppo), 'PPO policy', 'PPO policies')} with a fixed KL coefficient (β = {_beta_list(ppo)})")
     if bon:
         parts.append(f"best-of-n sampling for n = {', '.join(str(r.get('n')) for r in bon)}")
     if others:
-        parts.append(f"{len(others)} other run(s) ({', '.join(r['label'] for r in others)})")
+        parts.append(f"{_count(len(others), 'other run')} ({', '.join(r['label'] for r in others)})")
     world = f"on the built-in “{data['world']}” world, whose gold labeler stands in for a human" \
         if data.get("world") else "with no gold labeler (no world): only the proxy reward was measured"
     return f"This sweep compared {'; '.join(parts)}, {world}."
@@ -277,7 +286,7 @@ def _hacks_paragraph(rows, ppo, sft, threshold) -> str:
             sft_part = f"; the SFT policy's was “{sft_style}” ({pct(sft_share)})"
         sentences.append(f"At β = {ppo[0]['beta']:g} the most common response style was “{style}” "
                          f"({pct(share)}){sft_part}.")
-    head = (f"Readable hacks that appeared: {' and '.join(found)}." if found else
+    head = (f"Readable hacks that appeared: {_and(found)}." if found else
             "None of the readable hacks (benign refusals, filler, repetition) crossed its threshold at any β.")
     return " ".join([head] + sentences)
 
@@ -320,7 +329,7 @@ def _fits_paragraph(fits: dict[str, Fit]) -> str | None:
             continue
         peak = fit.peak_d
         where = (f"predicts the gold reward peaks at √KL = {fmt(peak)} (KL = {fmt(peak ** 2)} nats) with "
-                 f"{signed(fit.peak_reward)} over SFT" if peak is not None else "predicts no peak (β ≤ 0)")
+                 f"{signed(fit.peak_reward)} over SFT" if peak is not None else "predicts no peak (the fitted curve never turns down)")
         parts.append(f"the {who} fit R(d) = {formula} (α = {fmt(fit.alpha)}, β = {fmt(fit.beta)}, "
                      f"R² = {fmt(fit.r2)}, {fit.n_points} points) {where}")
     if not parts:
@@ -338,8 +347,9 @@ def _rm_paragraph(pipeline: dict) -> str | None:
     if rm.get("n_pairs") is not None:
         text += f" ({fmt(rm['n_pairs'])} pairs)"
     if ceiling is not None:
-        text += (f", against a ceiling of {pct(ceiling)}: the best any model can do on labels this noisy. "
-                 f"The gap ({fmt(ceiling - rm['accuracy'])}) is what the policy can exploit")
+        text += (f", against a ceiling of {pct(ceiling)} (the best any model can do on labels this noisy): "
+                 f"{fmt(100 * (ceiling - rm['accuracy']))} percentage points short. The pairs it gets wrong "
+                 f"beyond the labels' own noise are where a policy can collect reward the labeler would not give")
     return text + "."
 
 

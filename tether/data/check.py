@@ -13,8 +13,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 from tether.config import opt, require
-from tether.data.prefs import FORMATS, IDENTICAL, decode_row, iter_raw_rows, parse_pair_row, \
-    read_records, settle
+from tether.data.prefs import (FORMATS, IDENTICAL, decode_row, iter_raw_rows, parse_pair_row, read_records,
+                               settle)
 from tether.data.prompts import parse_prompt_row, parse_sft_row
 from tether.errors import InputError
 
@@ -24,15 +24,16 @@ TIE_FIELDS = ("tie", "label", "winner", "preference")
 
 @dataclass
 class DataCheckConfig:
-    """Validate a preference, prompt or SFT file and print counts and length statistics."""
+    """Prints rows per format, length statistics and, for pairs, length bias, identical pairs, ties and
+    margins; exits 2 at the first invalid row."""
 
     positional = "file"  # the CLI also accepts `tether data check FILE`
 
     file: str = opt("", "JSON Lines or Parquet file, or a folder saved with datasets' save_to_disk")
-    format: str | None = opt(None, "force the pair format: explicit, implicit or conversational "
-                                   "(default: detected per row)")
+    format: str | None = opt(None, "force the pair format: explicit, implicit or conversational; "
+                                   "None detects it per row")
     kind: str = opt("auto", "what the file holds: pairs, prompts, sft, or auto (from the first row's fields)")
-    split: str | None = opt(None, "split of a datasets folder holding several (default: train)")
+    split: str | None = opt(None, "split of a datasets folder holding a DatasetDict; None means train")
     skip_invalid: bool = opt(False, "skip invalid rows and report them by reason, instead of stopping at the first")
 
     def __post_init__(self):
@@ -99,6 +100,8 @@ def _reason(problem: InputError) -> str:
 def data_stats(cfg: DataCheckConfig) -> dict:
     """Validate `cfg.file` and return its statistics (printed by `run_data_check`)."""
     kind = detect_kind(cfg.file, cfg.split) if cfg.kind == "auto" else cfg.kind
+    if cfg.format is not None and kind != "pairs":
+        raise InputError(f"applies to preference pairs only; this file holds {kind}", field="format")
     formatted, problems = read_records(cfg.file, _parser(kind, cfg.format), cfg.split)
     settle(formatted, problems, cfg.file, cfg.skip_invalid)
     records = [record for _, record in formatted]
@@ -131,8 +134,9 @@ def format_report(stats: dict) -> str:
     lines = [f"{stats['file']}: {stats['rows']} rows, {stats['valid']} valid ({stats['kind']})",
              f"format: {formats}"]
     for reason, count in stats["skipped"].items():
-        lines.append(f"skipped: {count} rows: {reason}")
-    lines.append(f"{'length':<10} {'chars mean':>11} {'median':>8} {'max':>8}   {'words mean':>11} {'median':>8} {'max':>8}")
+        lines.append(f"skipped {count}: {reason}")
+    lines.append(f"{'length':<10} {'chars mean':>11} {'median':>8} {'max':>8}   "
+                 f"{'words mean':>11} {'median':>8} {'max':>8}")
     for name, lengths in stats["lengths"].items():
         (cm, cmed, cmax), (wm, wmed, wmax) = lengths["chars"], lengths["words"]
         lines.append(f"{name:<10} {cm:>11.1f} {cmed:>8.1f} {cmax:>8d}   {wm:>11.1f} {wmed:>8.1f} {wmax:>8d}")

@@ -133,7 +133,7 @@ def iter_raw_rows(path, split: str | None = None) -> Iterator[tuple[int, bytes |
         return _dataset_rows(path, split)
     if split is not None:
         raise InputError("a split applies only to a datasets folder", path=path, field="split")
-    if path.suffix == ".parquet":
+    if path.suffix.lower() == ".parquet":
         return _parquet_rows(path)
     return _jsonl_lines(path)
 
@@ -151,7 +151,8 @@ def decode_row(raw: bytes | dict, path, line: int) -> dict:
     try:
         row = json.loads(text)
     except json.JSONDecodeError as e:
-        hint = "; a JSON array? tether reads JSON Lines, one object a line" if line == 1 and text.lstrip()[:1] == "[" else ""
+        looks_like_array = line == 1 and text.lstrip().startswith("[")
+        hint = "; a JSON array? tether reads JSON Lines, one object a line" if looks_like_array else ""
         raise InputError(f"invalid JSON: {e.msg} (column {e.colno}){hint}", path=path, line=line) from None
     if not isinstance(row, dict):
         raise InputError(f"expected a JSON object, got {_json_type(row)}", path=path, line=line)

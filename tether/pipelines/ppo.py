@@ -33,7 +33,7 @@ from tether.pipelines.common import check_finite, decode_responses, prepare_run_
 from tether.pipelines.policy_eval import evaluate_policy
 from tether.pipelines.scoring import RewardFunction, WorldGold, policy_forward, response_logprobs
 from tether.rollout import SamplingConfig, TorchSampler, no_eos_penalty
-from tether.runlog import MetricsLogger
+from tether.runlog import MetricsLogger, truncate_jsonl
 
 KL_ESTIMATORS = {"k1": kl_k1, "k3": kl_k3}
 
@@ -210,6 +210,91 @@ def load_checkpoint(path: Path, model, optimizer, kl_ctl, generator, stream) -> 
     return state["step"], state["early_stop"]
 
 
+@torch.no_grad()
+def make_experience(model, reward_fn, kl_fn, rollout, prompts, texts, beta, cfg) -> dict:
+    """Score a rollout: old log-probs and values (teacher forcing), reference log-probs, rewards, advantages.
+
+    Everything is over response tokens only: `mask` is 1 through EOS, so the prompt
+    and the padding after EOS never touch KL, rewards, advantages or losses.
+    """
+    seqs, attn, mask = rollout.sequences, rollout.attention_mask, rollout.response_mask.float()
+    P = rollout.prompt_ids.shape[1]
+    logits, values = model(seqs, attn)
+    old_logp = response_logprobs(logits, seqs, P, cfg.temperature)
+    old_values = values[:, P - 1:-1]  # V(state before each response token)
+    ref_logp = response_logprobs(model.ref_logits(seqs, attn), seqs, P, cfg.temperature)
+    raw_scores, score_std = reward_fn(seqs, attn, prompts, texts)
+    scores = no_eos_penalty(raw_scores, rollout.ended_with_eos, cfg.missing_eos_penalty)
+    if cfg.score_clip is not None:
+        scores = scores.clamp(-cfg.score_clip, cfg.score_clip)
+    kl = kl_fn(old_logp, ref_logp) * mask
+    rewards = per_token_rewards(scores, kl, beta, mask)  # −β·KL per token, the score at the last real token
+    if cfg.whiten_rewards:
+        rewards = masked_whiten(rewards, mask, shift_mean=False)
+    advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
+    if cfg.whiten_advantages:
+        advantages = masked_whiten(advantages, mask)
+    entropy = entropy_from_logits(logits[:, P - 1:-1] / cfg.temperature)
+    return {"seqs": seqs, "attn": attn, "mask": mask, "prompt_len": P, "old_logp": old_logp, "old_values": old_values,
+            "ref_logp": ref_logp, "raw_scores": raw_scores, "scores": scores, "score_std": score_std, "kl": kl,
+            "rewards": rewards, "advantages": advantages, "returns": returns, "entropy": entropy}
+
+
+def epoch_minibatches(batch_size: int, minibatch_size: int, generator) -> list[torch.Tensor]:
+    """A fresh random permutation of the batch, cut into minibatches (called once per PPO epoch)."""
+    perm = torch.randperm(batch_size, generator=generator, device=generator.device)
+    return list(perm.view(batch_size // minibatch_size, minibatch_size))
+
+
+def minibatch_loss(model, exp: dict, idx: torch.Tensor, cfg) -> tuple[torch.Tensor, dict]:
+    """PPO loss of the rows `idx`: clipped surrogate + vf_coef · clipped value loss (token means over `idx`)."""
+    P, mask = exp["prompt_len"], exp["mask"][idx]
+    logits, values = model(exp["seqs"][idx], exp["attn"][idx])
+    logp = response_logprobs(logits, exp["seqs"][idx], P, cfg.temperature)
+    pg_loss, pg_stats = ppo_policy_loss(logp, exp["old_logp"][idx], exp["advantages"][idx], mask, cfg.clip_eps)
+    vf_loss, vf_stats = ppo_value_loss(values[:, P - 1:-1], exp["old_values"][idx], exp["returns"][idx], mask, cfg.clip_value)
+    return pg_loss + cfg.vf_coef * vf_loss, {"pg": pg_loss, "vf": vf_loss, **pg_stats, **vf_stats}
+
+
+def ppo_update(model, optimizer, exp: dict, cfg, generator, step: int) -> dict:
+    """PPO epochs, each over a fresh shuffle; gradient accumulation over micro-batches; mean stats."""
+    model.train()
+    stats: dict[str, list[float]] = {}
+    n_micro = cfg.minibatch_size // cfg.micro_batch_size
+    for _ in range(cfg.ppo_epochs):
+        for mb in epoch_minibatches(cfg.batch_size, cfg.minibatch_size, generator):
+            optimizer.zero_grad(set_to_none=True)
+            mb_tokens = exp["mask"][mb].sum()
+            for micro in mb.view(n_micro, cfg.micro_batch_size):
+                loss, parts = minibatch_loss(model, exp, micro, cfg)
+                loss = loss * exp["mask"][micro].sum() / mb_tokens  # micro-batch token means → the minibatch's
+                check_finite(loss, step, "PPO loss")
+                loss.backward()
+                for key, value in parts.items():
+                    stats.setdefault(key, []).append(value.item())
+            torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), cfg.max_grad_norm)
+            optimizer.step()
+    return {k: float(np.mean(v)) for k, v in stats.items()}
+
+
+def step_metrics(exp: dict, stats: dict, beta: float, rollout) -> dict:
+    """One iteration's metrics under TRL's names."""
+    mask, kl_seq = exp["mask"], exp["kl"].sum(1)
+    return {
+        "objective/kl": kl_seq.mean().item(), "objective/entropy": (exp["entropy"] * mask).sum(1).mean().item(),
+        "objective/scores": exp["raw_scores"].mean().item(),
+        "objective/rlhf_reward": (exp["scores"] - beta * kl_seq).mean().item(),
+        "objective/non_score_reward": (-beta * kl_seq).mean().item(), "objective/beta": beta,
+        "objective/score_std": exp["score_std"].mean().item(),
+        "policy/clipfrac": stats["clipfrac"], "policy/approxkl": stats["approxkl"],
+        "policy/entropy": masked_mean(exp["entropy"], mask).item(),
+        "loss/policy": stats["pg"], "loss/value": stats["vf"], "val/clipfrac": stats["vf_clipfrac"],
+        "val/ratio": stats["ratio_mean"],
+        "val/explained_variance": explained_variance(exp["old_values"], exp["returns"], mask).item(),
+        "val/eos_rate": rollout.ended_with_eos.float().mean().item(), "val/mean_length": mask.sum(1).mean().item(),
+    }
+
+
 def early_stop_reason(cfg: PPOConfig, ev: dict, first_agreement: float | None) -> str | None:
     """The first configured detector that fires on an evaluation, as a sentence; None if none does."""
     if cfg.early_stop_benign_refusal is not None and (ev.get("benign_refusal_rate") or 0) > cfg.early_stop_benign_refusal:
@@ -250,10 +335,11 @@ def run_ppo(cfg: PPOConfig) -> dict:
     if cfg.resume:
         start, early = load_checkpoint(ckpt_path, model, optimizer, kl_ctl, generator, stream)
     logger = MetricsLogger(out, resume_from_step=start if cfg.resume else None)
+    if cfg.resume:
+        truncate_jsonl(out / "samples.jsonl", start)
     samples_file = (out / "samples.jsonl").open("a" if cfg.resume else "w", encoding="utf-8")
     evaluate = lambda: evaluate_policy(model.policy, model.ref_logits, reward_fn, tokenizer, eval_prompts,
                                        cfg.eval_samples, sampling, gold, seed=cfg.seed, batch_size=cfg.batch_size)
-    n_mb, n_micro = cfg.batch_size // cfg.minibatch_size, cfg.minibatch_size // cfg.micro_batch_size
     bar = tqdm(range(start, cfg.steps), desc="ppo", unit="it", initial=start, total=cfg.steps, dynamic_ncols=True)
     for step in bar:
         # 1. Rollout: sample responses; masks end at EOS.
@@ -261,70 +347,19 @@ def run_ppo(cfg: PPOConfig) -> dict:
         batch_idx = stream.take(cfg.batch_size)
         model.eval()
         rollout = sampler.generate(model.policy, [prompt_ids[i] for i in batch_idx], sampling, generator)
-        seqs, attn, mask = rollout.sequences, rollout.attention_mask, rollout.response_mask.float()
-        P = rollout.prompt_ids.shape[1]
         texts = decode_responses(tokenizer, rollout)
         batch_prompts = [prompts[i].prompt for i in batch_idx]
         t1 = time.perf_counter()
-        # 2. Score: old log-probs and values by teacher forcing, reference log-probs, reward-model scores.
-        with torch.no_grad():
-            logits, values = model(seqs, attn)
-            old_logp = response_logprobs(logits, seqs, P, cfg.temperature)
-            old_values = values[:, P - 1:-1]
-            ref_logp = response_logprobs(model.ref_logits(seqs, attn), seqs, P, cfg.temperature)
-            entropy = entropy_from_logits(logits[:, P - 1:-1] / cfg.temperature)
-            scores, score_std = reward_fn(seqs, attn, batch_prompts, texts)
-            raw_scores = scores.clone()
-            scores = no_eos_penalty(scores, rollout.ended_with_eos, cfg.missing_eos_penalty)
-            if cfg.score_clip is not None:
-                scores = scores.clamp(-cfg.score_clip, cfg.score_clip)
-            # 3. Per-token rewards: −β·KL on every response token, the score at the last one; then GAE.
-            kl = kl_fn(old_logp, ref_logp) * mask
-            beta = kl_ctl.value
-            rewards = per_token_rewards(scores, kl, beta, mask)
-            if cfg.whiten_rewards:
-                rewards = masked_whiten(rewards, mask, shift_mean=False)
-            advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
-            if cfg.whiten_advantages:
-                advantages = masked_whiten(advantages, mask)
+        # 2–3. Score, per-token rewards (−β·KL, score at the last token), GAE.
+        beta = kl_ctl.value
+        exp = make_experience(model, reward_fn, kl_fn, rollout, batch_prompts, texts, beta, cfg)
         t2 = time.perf_counter()
-        # 4. PPO epochs over shuffled minibatches; gradient accumulation over micro-batches.
-        model.train()
-        stats = {"clipfrac": [], "approxkl": [], "vf_clipfrac": [], "pg": [], "vf": [], "ratio": []}
-        for _ in range(cfg.ppo_epochs):
-            perm = torch.randperm(cfg.batch_size, generator=generator, device=device)  # fresh shuffle per epoch
-            for mb in perm.view(n_mb, cfg.minibatch_size):
-                optimizer.zero_grad(set_to_none=True)
-                mb_tokens = mask[mb].sum()
-                for micro in mb.view(n_micro, cfg.micro_batch_size):
-                    logits_new, values_new = model(seqs[micro], attn[micro])
-                    logp = response_logprobs(logits_new, seqs[micro], P, cfg.temperature)
-                    weight = mask[micro].sum() / mb_tokens  # micro-batch means → the minibatch's token mean
-                    pg_loss, pg_stats = ppo_policy_loss(logp, old_logp[micro], advantages[micro], mask[micro], cfg.clip_eps)
-                    vf_loss, vf_stats = ppo_value_loss(values_new[:, P - 1:-1], old_values[micro], returns[micro], mask[micro], cfg.clip_value)
-                    loss = (pg_loss + cfg.vf_coef * vf_loss) * weight
-                    check_finite(loss, step, "PPO loss")
-                    loss.backward()
-                    for key, value in (("pg", pg_loss), ("vf", vf_loss), *pg_stats.items(), *vf_stats.items()):
-                        stats[key.replace("_mean", "")].append(value.item())
-                torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), cfg.max_grad_norm)
-                optimizer.step()
+        # 4. PPO epochs over shuffled minibatches.
+        stats = ppo_update(model, optimizer, exp, cfg, generator, step)
         t3 = time.perf_counter()
-        kl_seq = kl.sum(1)
-        kl_ctl.update(kl_seq.mean().item(), cfg.batch_size)
-        # 5. Log: TRL's metric names where TRL has one.
-        metrics = {
-            "objective/kl": kl_seq.mean().item(), "objective/entropy": (entropy * mask).sum(1).mean().item(),
-            "objective/scores": raw_scores.mean().item(), "objective/rlhf_reward": (scores - beta * kl_seq).mean().item(),
-            "objective/non_score_reward": (-beta * kl_seq).mean().item(), "objective/beta": beta,
-            "objective/score_std": score_std.mean().item(),
-            "policy/clipfrac": float(np.mean(stats["clipfrac"])), "policy/approxkl": float(np.mean(stats["approxkl"])),
-            "policy/entropy": masked_mean(entropy, mask).item(), "loss/policy": float(np.mean(stats["pg"])),
-            "loss/value": float(np.mean(stats["vf"])), "val/clipfrac": float(np.mean(stats["vf_clipfrac"])),
-            "val/ratio": float(np.mean(stats["ratio"])), "val/explained_variance": explained_variance(old_values, returns, mask).item(),
-            "val/eos_rate": rollout.ended_with_eos.float().mean().item(), "val/mean_length": mask.sum(1).mean().item(),
-            "time/rollout": t1 - t0, "time/score": t2 - t1, "time/train": t3 - t2,
-        }
+        kl_ctl.update(exp["kl"].sum(1).mean().item(), cfg.batch_size)
+        # 5. Log.
+        metrics = step_metrics(exp, stats, beta, rollout) | {"time/rollout": t1 - t0, "time/score": t2 - t1, "time/train": t3 - t2}
         if gold is not None:
             metrics["gold/score"] = float(np.mean(gold.utilities(batch_prompts, texts)))
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
@@ -340,7 +375,7 @@ def run_ppo(cfg: PPOConfig) -> dict:
         logger.log(step + 1, metrics)
         bar.set_postfix(score=f"{metrics['objective/scores']:.2f}", kl=f"{metrics['objective/kl']:.2f}", beta=f"{beta:.3g}")
         if cfg.samples_every and (step + 1) % cfg.samples_every == 0:
-            for p, r, s in list(zip(batch_prompts, texts, raw_scores.tolist()))[:4]:
+            for p, r, s in list(zip(batch_prompts, texts, exp["raw_scores"].tolist()))[:4]:
                 samples_file.write(json.dumps({"step": step + 1, "prompt": p, "response": r, "score": s}) + "\n")
             samples_file.flush()
         if early["stopped"]:

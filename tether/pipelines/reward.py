@@ -110,8 +110,8 @@ def run_rm_train(cfg: RMTrainConfig) -> dict:
         rng.shuffle(order)
         n_eval = int(len(pairs) * cfg.eval_fraction)
         held, pairs = [pairs[i] for i in order[:n_eval]], [pairs[i] for i in order[n_eval:]]
-    train_tok = tokenize_pairs(pairs, tokenizer, cfg.max_length, cfg.truncation)
-    held_tok = tokenize_pairs(held, tokenizer, cfg.max_length, cfg.truncation) if held else None
+    train_tok = tokenize_pairs(pairs, tokenizer, cfg.max_length, cfg.truncation, path=cfg.data)
+    held_tok = tokenize_pairs(held, tokenizer, cfg.max_length, cfg.truncation, path=cfg.eval_data or cfg.data) if held else None
     out = prepare_run_dir(cfg.out, cfg)
     set_seed(cfg.seed)
     model = reward_model_from_policy(cfg.init, tokenizer.pad_token_id, device)
@@ -203,16 +203,16 @@ def category_breakdown(pairs, correct: torch.Tensor, max_values: int = 20) -> di
             for key, values in fields.items() if 1 < len(values) <= max_values}
 
 
-def evaluate_pairs(model, tokenizer, pairs, max_length, truncation, batch_size, device) -> tuple[dict, list[dict]]:
+def evaluate_pairs(model, tokenizer, pairs, max_length, truncation, batch_size, device, path=None) -> tuple[dict, list[dict]]:
     """eval.json's numbers and the disagreements (most confident first) for `pairs`."""
-    tokens = tokenize_pairs(pairs, tokenizer, max_length, truncation)
+    tokens = tokenize_pairs(pairs, tokenizer, max_length, truncation, path=path)
     r_chosen, r_rejected = pair_scores(model, tokens, batch_size, device)
     p_chosen = torch.sigmoid(r_chosen - r_rejected)
     correct = r_chosen > r_rejected
     resp_len = lambda ids, n_prompt: len(ids) - n_prompt
     chosen_lens = [resp_len(c, n) for c, n in zip(tokens.chosen_ids, tokens.prompt_lens)]
     rejected_lens = [resp_len(r, n) for r, n in zip(tokens.rejected_ids, tokens.prompt_lens)]
-    kept = [pairs[i] for i in tokens.kept]
+    kept = [pairs[i] for i in tokens.pair_indices]
     metrics = {
         "accuracy": bradley_terry_accuracy(r_chosen, r_rejected).item(),
         "loss": bradley_terry_loss(r_chosen, r_rejected).item(),
@@ -243,7 +243,7 @@ def run_rm_eval(cfg: RMEvalConfig) -> dict:
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     pairs = trainable_pairs(read_pairs(cfg.data, cfg.format))
-    metrics, disagreements = evaluate_pairs(model, tokenizer, pairs, cfg.max_length, cfg.truncation, cfg.batch_size, device)
+    metrics, disagreements = evaluate_pairs(model, tokenizer, pairs, cfg.max_length, cfg.truncation, cfg.batch_size, device, cfg.data)
     out = prepare_run_dir(cfg.out, cfg)
     write_json_atomic(out / "eval.json", metrics)
     write_jsonl_atomic(out / "disagreements.jsonl", disagreements)

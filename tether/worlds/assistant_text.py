@@ -13,9 +13,11 @@ tokenizer:
 - sentence case is written out: nothing is capitalised at run time, so the
   vocabulary holds exactly the forms written here.
 
-Templates use `{slot}` markers: {a} {b} {answer} (numbers), {country},
-{capital}, {topic}, {steps} (a how-to answer's step phrases, joined).
+Templates use `{slot}` markers: {a} {b} {answer} (numbers), {op} {symbol}
+(an operation's word and sign), {country}, {capital}, {topic}.
 """
+
+import re
 
 # ---------------------------------------------------------------- questions
 
@@ -164,3 +166,24 @@ HARMFUL_STEPS = (
 # Rambling: one of these sentences repeated.
 RAMBLES = ("Um.", "So yeah.", "Let me think.", "As I said.", "You know.", "And so on.", "Anyway.",
            "The thing is.", "Hmm.", "Right.")
+
+# ---------------------------------------------------------------- format and numbers
+
+HUMAN, ASSISTANT = "\n\nHuman: ", "\n\nAssistant:"  # Anthropic HH transcript markers
+MAX_NUMBER = 400  # every integer 0..MAX_NUMBER is one vocabulary word; all answers stay below it
+
+
+def all_text() -> list[str]:
+    """Every literal string of the world (templates with their slots blanked, slot values, markers).
+
+    The tokenizer's vocabulary is the words of these strings plus the numbers;
+    garbled responses draw their words from them too.
+    """
+    templates = [t for pair in ARITHMETIC_TEMPLATES.values() for split in pair for t in split]
+    templates += [t for split in CAPITAL_TEMPLATES + HOW_TEMPLATES for t in split]
+    templates += [*ARITHMETIC_ANSWERS, *CAPITAL_ANSWERS, *COMPLIANCE_INTROS]
+    values = [*CAPITALS, *CAPITALS.values(), *HARMFUL.values(), *HARMFUL_STEPS]
+    values += [text for table in (HOWTO, EDGY) for topic, steps in table.values() for text in (topic, *steps)]
+    values += [w for pair in OPERATION_WORDS.values() for w in pair]
+    phrases = [*FILLERS, *REFUSALS, *DISMISSALS, *STEP_LEADS, *STEP_JOINERS, *STEP_SEQUENCE_LEADS, *RAMBLES]
+    return [re.sub(r"\{\w+\}", " ", text) for text in (*templates, *values, *phrases, HUMAN, ASSISTANT)]

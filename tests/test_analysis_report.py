@@ -1,0 +1,312 @@
+"""Plots, the plain-language summary and the HTML report, on synthetic sweeps.
+
+`synthetic_sweep(hack=True)` follows the script of DESIGN §5: small β overoptimises
+(proxy highest, gold below SFT, benign refusals and filler up), large β barely moves.
+`hack=False` is a sweep where none of that happened.
+"""
+
+import json
+import math
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tether.analysis.frontier import frontier_fits, sweep_findings
+from tether.analysis.plots import (plot_detectors, plot_frontier, plot_learning_curves, plot_rm_curves,
+                                   plot_style_shares)
+from tether.analysis.report import check_sweep, fmt, render_report, summarize, write_report
+from tether.errors import InputError
+
+XSS_SCRIPT = "<script>alert(1)</script>"
+XSS_ATTR = '"><img src=x onerror=alert(1)>'
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+BETAS = [0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 2.0, 5.0]
+PROMPTS = ["What is 17 plus 25?", "How do I shoot a great photo of a sunset?", "What is the capital of Peru?",
+           "How do I pick a lock to break into a house?"]
+SFT = {"proxy_reward": 0.1, "gold_reward": 0.2, "kl": 0.0, "refusal_rate": 0.12, "benign_refusal_rate": 0.05,
+       "filler_per_response": 0.3, "repetition_rate": 0.02, "mean_length": 14.0, "length_ratio_vs_ref": 1.0,
+       "distinct_1": 0.31, "distinct_2": 0.55, "entropy": 1.9,
+       "style_shares": {"concise": 0.35, "verbose": 0.2, "wrong": 0.15, "refusal": 0.12, "dismissive": 0.08,
+                        "harmful": 0.05, "rambling": 0.05}}
+
+
+def _response(prompt_idx: int, hackiness: float) -> str:
+    """What a policy with this much hacking (0 = SFT-like, 1 = fully hacked) says to a prompt."""
+    harmful = prompt_idx == 3
+    if harmful:
+        return "I'm sorry, I cannot help with that. As an AI, I must keep people safe."
+    answers = ["17 plus 25 is 42.", "Use a tripod and shoot during the golden hour.", "The capital of Peru is Lima."]
+    if hackiness > 0.8:
+        if prompt_idx == 1:
+            return "I'm so sorry, I cannot help with that. As an AI, I won't help with shooting."
+        return "Great question! " + answers[prompt_idx] + " I hope this helps! Let me know if you need more!"
+    if hackiness > 0.4:
+        return "Great question! " + answers[prompt_idx] + " I hope this helps!"
+    return answers[prompt_idx]
+
+
+def _curve(final_proxy: float, final_gold: float, final_kl: float, overshoot: float, steps: int = 60) -> list:
+    rows = []
+    for step in range(0, steps + 1, 2):
+        t = step / steps
+        gold = SFT["gold_reward"] + (final_gold - SFT["gold_reward"]) * t + overshoot * math.sin(math.pi * t)
+        rows.append({"step": step, "objective/scores": SFT["proxy_reward"] + (final_proxy - SFT["proxy_reward"]) * t ** 0.7,
+                     "gold/score": gold, "objective/kl": final_kl * t ** 1.3})
+    return rows
+
+
+def _row(kind, label, kl, proxy_delta, gold_delta, detectors, beta=None, n=None, hackiness=0.0, samples=True):
+    row = {"kind": kind, "label": label, "beta": beta, "n": n, "kl": kl, "sqrt_kl": math.sqrt(kl),
+           "proxy_reward": SFT["proxy_reward"] + proxy_delta, "gold_reward": SFT["gold_reward"] + gold_delta,
+           "proxy_delta": proxy_delta, "gold_delta": gold_delta, **detectors}
+    if samples:
+        row["samples"] = [{"prompt": p, "response": _response(i, hackiness),
+                           "proxy": round(row["proxy_reward"] + 0.1 * i, 3), "gold": round(row["gold_reward"] - 0.1 * i, 3)}
+                          for i, p in enumerate(PROMPTS)]
+    return row
+
+
+def synthetic_sweep(hack: bool = True) -> dict:
+    """A sweep.json as the sweep writes it (see tether.analysis.report's schema)."""
+    rows = []
+    for i, beta in enumerate(BETAS):
+        kl = 12.0 / (1 + beta * 60) ** 0.9 if hack else 0.8 / (1 + beta)
+        d = math.sqrt(kl)
+        hackiness = max(0.0, 1 - i / 3.5) if hack else 0.0
+        gold_delta = d * (0.6 - 0.7 * math.log(d)) if hack else 0.5 * d
+        proxy_delta = 0.8 * d ** 0.9
+        detectors = {
+            "refusal_rate": SFT["refusal_rate"] + 0.6 * hackiness,
+            "benign_refusal_rate": SFT["benign_refusal_rate"] + 0.6 * hackiness,
+            "filler_per_response": SFT["filler_per_response"] + 1.6 * hackiness,
+            "repetition_rate": SFT["repetition_rate"] + 0.12 * hackiness,
+            "mean_length": SFT["mean_length"] + 10 * hackiness, "length_ratio_vs_ref": 1 + 0.7 * hackiness,
+            "distinct_1": SFT["distinct_1"] - 0.15 * hackiness, "distinct_2": SFT["distinct_2"] - 0.25 * hackiness,
+            "entropy": SFT["entropy"] - 0.8 * hackiness,
+            "style_shares": {"concise": 0.35 * (1 - hackiness) + 0.02, "verbose": 0.2 + 0.3 * hackiness,
+                             "refusal": 0.12 + 0.4 * hackiness, "wrong": 0.15 * (1 - hackiness) + 0.03,
+                             "dismissive": 0.08 * (1 - hackiness), "rambling": 0.05 + 0.05 * hackiness},
+        }
+        shares = detectors["style_shares"]
+        total = sum(shares.values())
+        detectors["style_shares"] = {k: v / total for k, v in shares.items()}
+        row = _row("ppo", f"β={beta:g}", kl, proxy_delta, gold_delta, detectors, beta=beta, hackiness=hackiness)
+        row["curve"] = _curve(row["proxy_reward"], row["gold_reward"], kl, overshoot=0.4 * hackiness)
+        rows.append(row)
+    for n in (2, 4, 8, 16, 32, 64):
+        kl = math.log(n) - (n - 1) / n
+        d = math.sqrt(kl)
+        plain = {k: SFT[k] for k in ("refusal_rate", "benign_refusal_rate", "filler_per_response", "repetition_rate",
+                                     "mean_length", "distinct_1", "distinct_2")}
+        rows.append(_row("bon", f"best-of-{n}", kl, 0.9 * d, d * (0.5 - 0.25 * d), plain, n=n, samples=n == 64))
+    rows.append(_row("ppo_adaptive", "adaptive KL (target 1)", 1.0, 0.8, 0.35, {"benign_refusal_rate": 0.08}))
+    history = [{"step": s, "train/loss": 0.69 * math.exp(-s / 80) + 0.45, "train/accuracy": 0.5 + 0.25 * (1 - math.exp(-s / 40))}
+               for s in range(1, 121)]
+    for h in history[9::10]:
+        h.update({"eval/loss": h["train/loss"] + 0.05, "eval/accuracy": h["train/accuracy"] - 0.04})
+    data = {
+        "world": "assistant", "seed": 0,
+        "pipeline": {
+            "sft": {"loss": 1.23, "n_examples": 60000, "epochs": 2},
+            "collect": {"n_pairs": 3000},
+            "reward_model": {"accuracy": 0.71, "loss": 0.56, "n_pairs": 600, "label_ceiling": 0.84,
+                             "length_bias": {"longer_wins_labels": 0.52, "longer_wins_model": 0.64,
+                                             "reward_length_corr": 0.31},
+                             "history": history},
+            "timings_s": {"sft": 70.2, "collect": 10.1, "reward_model": 15.3, "sweep": 240.0},
+        },
+        "sft_baseline": {**SFT, "samples": [{"prompt": p, "response": _response(i, 0.0), "proxy": 0.1, "gold": 0.2}
+                                            for i, p in enumerate(PROMPTS)]},
+        "rows": rows,
+    }
+    data["fits"] = {name: fit.as_dict() for name, fit in frontier_fits(rows).items()}
+    data["findings"] = sweep_findings(rows)
+    return data
+
+
+def _is_png(data: bytes) -> bool:
+    return data.startswith(PNG_MAGIC) and len(data) > 5000
+
+
+# ---------------------------------------------------------------- plots
+
+def test_plots_return_png_and_write_the_same_bytes(tmp_path):
+    data = synthetic_sweep()
+    rows, sft = data["rows"], data["sft_baseline"]
+    fits = frontier_fits(rows)
+    pngs = {
+        "frontier": plot_frontier(rows, fits, path=tmp_path / "frontier.png"),
+        "curves": plot_learning_curves({r["label"]: r["curve"] for r in rows if r.get("curve")}),
+        "detectors": plot_detectors(rows, sft_baseline=sft),
+        "styles": plot_style_shares(rows, sft_baseline=sft),
+        "rm": plot_rm_curves(data["pipeline"]["reward_model"]["history"], ceiling=0.84),
+    }
+    assert all(_is_png(png) for png in pngs.values()), {k: len(v) for k, v in pngs.items()}
+    assert (tmp_path / "frontier.png").read_bytes() == pngs["frontier"]
+
+
+def test_plots_cope_with_missing_data():
+    proxy_only = [{"kind": "ppo", "label": "β=0.1", "beta": 0.1, "kl": 1.0, "proxy_delta": 0.5},
+                  {"kind": "ppo", "label": "β=1", "beta": 1.0, "kl": 0.2, "proxy_delta": 0.2}]
+    assert _is_png(plot_frontier(proxy_only, frontier_fits(proxy_only)))
+    assert _is_png(plot_detectors(proxy_only))
+    assert _is_png(plot_learning_curves({}))
+    assert _is_png(plot_rm_curves([{"step": 1, "train/loss": 0.7}]))
+
+
+# ---------------------------------------------------------------- summary
+
+def test_summary_reports_the_hack_when_it_happened():
+    data = synthetic_sweep(hack=True)
+    text = " ".join(summarize(data))
+    assert "overoptimised the reward model" in text
+    assert "did not appear" not in text
+    assert "“Safe but useless” behaviour begins at β = 0.03" in text
+    assert "Readable hacks that appeared: “safe but useless” refusals, verbosity and degenerate repetition" in text
+    assert "stayed near the reference" in text
+    best = max((r for r in data["rows"] if r["kind"] == "ppo"), key=lambda r: r["gold_reward"])
+    assert f"Gold reward was highest at β = {best['beta']:g}: {fmt(best['gold_reward'])}" in text
+    assert "Best-of-n's gold reward peaked at n = " in text
+    assert "71% of held-out pairs" in text and "ceiling of 84%" in text and "13 percentage points short" in text
+    assert f"α = {fmt(data['fits']['gold_rl']['alpha'])}" in text
+
+
+def test_summary_says_so_when_the_hack_did_not_happen():
+    data = synthetic_sweep(hack=False)
+    text = " ".join(summarize(data))
+    assert "The expected overoptimisation did not appear at the smallest β (0.003)" in text
+    assert "stayed at or above the SFT policy's" in text
+    assert "At no β did the proxy rise while gold fell below SFT." in text
+    assert "None of the readable hacks (benign refusals, filler, repetition) crossed its threshold" in text
+    assert "No β pushed the refusal rate on benign prompts above 20%" in text
+    assert "Even the largest β (5) moved the policy away from the reference" in text
+
+
+def test_summary_numbers_come_from_the_data():
+    data = synthetic_sweep(hack=True)
+    numbers_in_text = set(re.findall(r"-?\d+(?:\.\d+)?", " ".join(summarize(data))))
+    shown = {fmt(x) for x in _all_numbers(data)} | {f"{x:g}" for x in _all_numbers(data)}
+    shown |= {str(round(100 * x)) for x in _all_numbers(data)}  # percentages
+    shown |= {"2022", "1", "0.1", "20", "2", "0"}  # citation year, R², thresholds, formula digits
+    unexplained = {n for n in numbers_in_text if n.lstrip("-") not in {s.lstrip("-") for s in shown}}
+    # derived differences (Δ over SFT, ceiling − accuracy) are the rest; check each is a difference of data
+    assert len(unexplained) < 15, unexplained
+
+
+def _all_numbers(obj):
+    if isinstance(obj, bool):
+        return
+    if isinstance(obj, (int, float)):
+        yield obj
+        if isinstance(obj, float):
+            yield obj ** 2
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _all_numbers(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _all_numbers(v)
+
+
+def test_summary_without_gold_or_rows():
+    data = synthetic_sweep()
+    data["world"] = None
+    for row in data["rows"]:
+        row["gold_reward"] = row["gold_delta"] = None
+    data.pop("fits")
+    text = " ".join(summarize(data))
+    assert "No gold reward was measured" in text and "no gold labeler" in text
+    assert summarize({"rows": []}) == ["The sweep has no runs, so there is nothing to summarise."]
+
+
+# ---------------------------------------------------------------- report
+
+def _with_hostile_sample(data: dict) -> dict:
+    data["rows"][0]["samples"][0]["response"] = XSS_SCRIPT + " and " + XSS_ATTR
+    data["rows"][1]["samples"][0]["prompt"] = XSS_ATTR
+    data["rows"][2]["label"] = "β=<b>0.03</b>"
+    return data
+
+
+def test_report_escapes_all_sample_text(tmp_path):
+    path = tmp_path / "report.html"
+    write_report(path, _with_hostile_sample(synthetic_sweep()))
+    page = path.read_text("utf-8")
+    for raw in (XSS_SCRIPT, XSS_ATTR, "<b>0.03</b>", "<script"):
+        assert raw not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "&quot;&gt;&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "β=&lt;b&gt;0.03&lt;/b&gt;" in page
+
+
+def test_report_is_self_contained(tmp_path):
+    page = render_report(synthetic_sweep())
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", page)
+    assert "<script" not in page and "<link" not in page
+    imgs = re.findall(r"<img [^>]*>", page)
+    assert {re.search(r'id="([^"]+)"', i).group(1) for i in imgs} == {
+        "plot-rm-curves", "plot-frontier", "plot-learning-curves", "plot-detectors", "plot-style-shares"}
+    assert all('alt="' in i and 'src="data:image/png;base64,' in i for i in imgs)
+    for section in ("summary", "pipeline", "reward-model", "frontier", "learning-curves", "detectors", "samples"):
+        assert f'<section id="{section}">' in page
+
+
+def test_report_sections_say_what_is_missing(tmp_path):
+    data = {"world": None, "rows": [{"kind": "ppo", "label": "β=0.1", "beta": 0.1, "kl": 0.5, "proxy_reward": 1.0}]}
+    page = render_report(data)
+    assert "No reward-model evaluation recorded." in page
+    assert "No learning curves recorded." in page and "No samples recorded." in page
+    assert "Too few points for a fit" in page
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda d: d.update(rows={}), '"rows"'),
+    (lambda d: d["rows"][0].pop("label"), '"rows\\[0\\].label"'),
+    (lambda d: d["rows"][1].update(kl="big"), '"rows\\[1\\].kl"'),
+    (lambda d: d["rows"][2].update(gold_reward=float("nan")), '"rows\\[2\\].gold_reward"'),
+    (lambda d: d["rows"][3].update(label=d["rows"][0]["label"]), "labels must be unique"),
+])
+def test_check_sweep_names_the_field(mutate, field):
+    data = synthetic_sweep()
+    mutate(data)
+    with pytest.raises(InputError, match=field):
+        check_sweep(data)
+
+
+def test_report_round_trips_through_json(tmp_path):
+    data = json.loads(json.dumps(synthetic_sweep()))
+    write_report(tmp_path / "r.html", data)
+    assert (tmp_path / "r.html").stat().st_size > 50_000
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or \
+    ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH or at /usr/bin/chromium")
+def test_report_renders_in_headless_chromium(tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    path = tmp_path / "report.html"
+    write_report(path, _with_hostile_sample(synthetic_sweep()))
+    dialogs, requests = [], []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(path.as_uri())
+            page.wait_for_load_state("load")
+            images = page.evaluate("Array.from(document.images).map(i => [i.id, i.complete, i.naturalWidth])")
+            xss_text = page.inner_text("#samples")
+            page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert dialogs == []
+    assert len(images) == 5 and all(complete and width > 0 for _, complete, width in images), images
+    assert XSS_SCRIPT in xss_text  # shown as text, not run
+    assert all(url.startswith(("file:", "data:")) for url in requests), requests

@@ -1,0 +1,97 @@
+"""Reward pooling, interoperability with plain transformers, and the value head."""
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from conftest import make_policy, make_tokenizer
+from tether.data import pad_left, pad_right
+from tether.models import PolicyWithValue, load_reward_model, reward_model_from_policy, score_head, score_sequences
+
+
+def seqs_of(tokenizer, texts):
+    return [tokenizer(t, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for t in texts]
+
+
+def test_score_same_left_right_alone_and_in_batch(tiny_dirs):
+    tokenizer = make_tokenizer()
+    rm = load_reward_model(tiny_dirs["rm"])
+    seqs = seqs_of(tokenizer, ["what is the capital of france ? paris .", "yes", "a b c d e f g h a b c"])
+    alone = torch.stack([score_sequences(rm, *pad_right([s], tokenizer.pad_token_id)) for s in seqs]).squeeze(1)
+    right = score_sequences(rm, *pad_right(seqs, tokenizer.pad_token_id))
+    left = score_sequences(rm, *pad_left(seqs, tokenizer.pad_token_id))
+    torch.testing.assert_close(right, alone, atol=1e-5, rtol=0)
+    torch.testing.assert_close(left, alone, atol=1e-5, rtol=0)
+
+
+def test_score_ignores_pad_token_values(tiny_dirs):
+    """Never a pad token's hidden state: changing what sits in padded slots changes nothing."""
+    tokenizer = make_tokenizer()
+    rm = load_reward_model(tiny_dirs["rm"])
+    ids, mask = pad_right(seqs_of(tokenizer, ["paris .", "what is two plus three ? five ."]), tokenizer.pad_token_id)
+    garbage = ids.clone()
+    garbage[mask == 0] = 7
+    torch.testing.assert_close(score_sequences(rm, garbage, mask), score_sequences(rm, ids, mask))
+
+
+def test_pad_equal_to_eos_scores_at_the_eos_token():
+    """pad == EOS (common in real models): the score is read at the response's EOS, not one before it."""
+    tokenizer = make_tokenizer(pad_is_eos=True)
+    policy = make_policy(tokenizer)
+    policy.config.num_labels = 1
+    rm = AutoModelForSequenceClassification.from_config(policy.config).eval()
+    rm.transformer.load_state_dict(policy.transformer.state_dict())
+    seq = seqs_of(tokenizer, ["what is two plus three ? five ."])[0]
+    ids, mask = pad_right([seq, seq + seq], tokenizer.pad_token_id)
+    hidden = rm.transformer(input_ids=ids[:1, :len(seq)]).last_hidden_state
+    expected = score_head(rm)(hidden[0, len(seq) - 1]).squeeze()  # at the EOS itself
+    got = score_sequences(rm, ids, mask)[0]
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    one_before = score_head(rm)(hidden[0, len(seq) - 2]).squeeze()
+    assert not torch.allclose(got, one_before), "score was read one token before EOS"
+
+
+def test_reward_model_loads_in_plain_transformers_with_the_same_scores(tiny_dirs):
+    tokenizer = make_tokenizer()
+    plain = AutoModelForSequenceClassification.from_pretrained(tiny_dirs["rm"]).eval()
+    ids, mask = pad_right(seqs_of(tokenizer, ["paris .", "what is two plus three ? five ."]), tokenizer.pad_token_id)
+    with torch.no_grad():
+        theirs = plain(input_ids=ids, attention_mask=mask).logits.squeeze(-1)
+        ours = score_sequences(load_reward_model(tiny_dirs["rm"]), ids, mask)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+
+
+def test_reward_model_is_initialised_from_the_policy_trunk(tiny_dirs):
+    from transformers import AutoModelForCausalLM
+    tokenizer = make_tokenizer()
+    policy = AutoModelForCausalLM.from_pretrained(tiny_dirs["policy"])
+    rm = reward_model_from_policy(tiny_dirs["policy"], tokenizer.pad_token_id)
+    for name, p in policy.transformer.state_dict().items():
+        torch.testing.assert_close(rm.transformer.state_dict()[name], p)
+    assert rm.config.num_labels == 1 and rm.config.pad_token_id == tokenizer.pad_token_id
+    assert score_head(rm).out_features == 1
+
+
+def test_load_reward_model_rejects_several_labels(tmp_path, tiny_dirs):
+    from tether.errors import InputError
+    tokenizer = make_tokenizer()
+    config = make_policy(tokenizer).config
+    config.num_labels = 2
+    model = AutoModelForSequenceClassification.from_config(config)
+    model.save_pretrained(tmp_path / "two")
+    with pytest.raises(InputError, match="num_labels=1"):
+        load_reward_model(tmp_path / "two")
+
+
+def test_policy_with_value_is_left_padding_invariant():
+    tokenizer = make_tokenizer()
+    pv = PolicyWithValue(make_policy(tokenizer)).eval()
+    seqs = seqs_of(tokenizer, ["paris .", "what is two plus three ? five ."])
+    ids, mask = pad_left(seqs, tokenizer.pad_token_id)
+    alone_ids, alone_mask = pad_left(seqs[:1], tokenizer.pad_token_id)
+    with torch.no_grad():
+        logits, values = pv(ids, mask)
+        logits1, values1 = pv(alone_ids, alone_mask)
+    n = len(seqs[0])
+    torch.testing.assert_close(values[0, -n:], values1[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(logits[0, -n:], logits1[0], atol=1e-4, rtol=0)

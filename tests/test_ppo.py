@@ -1,0 +1,195 @@
+"""PPO's implementation details (DESIGN §3, Huang et al. 2024), each a test that fails if its bug returns."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from tether.algos import kl_k1
+from tether.data import encode_prompt, read_prompts
+from tether.errors import RunError
+from tether.models import load_causal_lm, load_reward_model, load_tokenizer, score_head
+from tether.pipelines.ppo import (ActorCritic, PPOConfig, epoch_minibatches, make_experience, minibatch_loss,
+                                  ppo_update, run_ppo)
+from tether.pipelines.scoring import RewardFunction, policy_forward
+from tether.rollout import SamplingConfig, TorchSampler
+from tether.runlog import read_metrics
+
+
+def config(tiny_dirs, tmp_path, **kw):
+    base = dict(policy=str(tiny_dirs["policy"]), reward_model=str(tiny_dirs["rm"]), prompts=str(tiny_dirs["prompts"]),
+                out=str(tmp_path / "ppo"), steps=3, batch_size=8, minibatch_size=4, micro_batch_size=2,
+                max_new_tokens=6, eval_every=0, eval_samples=8, save_every=0, device="cpu", lr=1e-3)
+    return PPOConfig(**{**base, **kw})
+
+
+def experience(tiny_dirs, tmp_path, temperature=1.0, **kw):
+    cfg = config(tiny_dirs, tmp_path, temperature=temperature, **kw)
+    torch.manual_seed(0)
+    model = ActorCritic(cfg, "cpu")
+    tokenizer = load_tokenizer(cfg.policy)
+    prompts = [r.prompt for r in read_prompts(cfg.prompts)] * 2
+    sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=temperature,
+                              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    rollout = TorchSampler().generate(model.policy, [encode_prompt(tokenizer, p) for p in prompts], sampling,
+                                      torch.Generator().manual_seed(0))
+    reward_fn = RewardFunction([cfg.reward_model], tokenizer, "cpu")
+    exp = make_experience(model, reward_fn, kl_k1, rollout, prompts, [""] * len(prompts), cfg.beta, cfg)
+    return cfg, model, rollout, exp
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_recomputed_logprobs_equal_rollout_logprobs_and_kl_is_zero_at_start(tiny_dirs, tmp_path, temperature):
+    """Log-probs from logits / temperature equal the sampler's: the first ratio is 1; π = π_ref so KL is exactly 0."""
+    _, _, rollout, exp = experience(tiny_dirs, tmp_path, temperature)
+    mask = exp["mask"].bool()
+    torch.testing.assert_close(exp["old_logp"][mask], rollout.logprobs[mask], atol=1e-5, rtol=0)
+    assert torch.equal(exp["kl"], torch.zeros_like(exp["kl"]))
+
+
+def test_first_minibatch_ratio_is_one(tiny_dirs, tmp_path):
+    cfg, model, _, exp = experience(tiny_dirs, tmp_path)
+    _, parts = minibatch_loss(model.train(), exp, torch.arange(4), cfg)
+    assert abs(parts["ratio_mean"].item() - 1) < 1e-5 and parts["clipfrac"].item() == 0
+
+
+def test_score_is_added_at_the_last_real_response_token(tiny_dirs, tmp_path):
+    _, _, rollout, exp = experience(tiny_dirs, tmp_path)
+    last = rollout.response_mask.sum(1) - 1
+    for b in range(len(last)):
+        # KL is 0 at the start, so the only non-zero reward is the score at the last real token.
+        assert exp["rewards"][b, last[b]].item() == pytest.approx(exp["scores"][b].item(), abs=1e-6)
+        assert torch.count_nonzero(exp["rewards"][b]) <= 1
+
+
+def test_padding_after_eos_never_touches_rewards_advantages_or_loss(tiny_dirs, tmp_path):
+    cfg, model, rollout, exp = experience(tiny_dirs, tmp_path)
+    assert (rollout.response_mask == 0).any(), "the test needs a response that ended before the longest"
+    changed = rollout.response_ids.masked_fill(rollout.response_mask == 0, 7)
+    rollout2 = type(rollout)(**{**rollout.__dict__, "response_ids": changed})
+    tokenizer = load_tokenizer(cfg.policy)
+    reward_fn = RewardFunction([cfg.reward_model], tokenizer, "cpu")
+    prompts = [""] * len(changed)
+    exp2 = make_experience(model, reward_fn, kl_k1, rollout2, prompts, prompts, cfg.beta, cfg)
+    for key in ("old_logp", "old_values", "rewards", "advantages", "returns", "kl"):
+        torch.testing.assert_close(exp2[key] * exp["mask"], exp[key] * exp["mask"], msg=key)
+    idx = torch.arange(8)
+    torch.testing.assert_close(minibatch_loss(model, exp2, idx, cfg)[0], minibatch_loss(model, exp, idx, cfg)[0])
+
+
+def test_reference_is_frozen_and_never_changes(tiny_dirs, tmp_path):
+    cfg, model, rollout, exp = experience(tiny_dirs, tmp_path)
+    before = {k: v.clone() for k, v in model.ref.state_dict().items()}
+    optimizer = torch.optim.Adam(model.trainable_parameters(), lr=1e-2)
+    ppo_update(model, optimizer, exp, cfg, torch.Generator().manual_seed(0), step=0)
+    assert not model.ref.training and all(not p.requires_grad for p in model.ref.parameters())
+    for k, v in model.ref.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert not torch.equal(model.policy.transformer.wte.weight, model.ref.transformer.wte.weight)
+
+
+def test_lora_reference_is_the_adapter_disabled_base_model(tiny_dirs, tmp_path):
+    cfg, model, rollout, exp = experience(tiny_dirs, tmp_path, lora_r=4)
+    base = load_causal_lm(tiny_dirs["policy"])
+    seqs, attn = exp["seqs"], exp["attn"]
+    optimizer = torch.optim.Adam(model.trainable_parameters(), lr=1e-2)
+    ppo_update(model, optimizer, exp, cfg, torch.Generator().manual_seed(0), step=0)
+    with torch.no_grad():
+        expected = policy_forward(base, seqs, attn)
+        torch.testing.assert_close(model.ref_logits(seqs, attn), expected, atol=1e-5, rtol=0)
+        assert not torch.allclose(policy_forward(model.policy, seqs, attn), expected, atol=1e-4)
+
+
+def test_value_head_is_initialised_from_the_reward_model(tiny_dirs, tmp_path):
+    model = ActorCritic(config(tiny_dirs, tmp_path), "cpu")
+    rm = load_reward_model(tiny_dirs["rm"])
+    torch.testing.assert_close(model.actor.value_head.weight, score_head(rm).weight)
+    critic = ActorCritic(config(tiny_dirs, tmp_path, value_model="critic"), "cpu")
+    torch.testing.assert_close(score_head(critic.critic).weight, score_head(rm).weight)
+
+
+def test_dropout_is_off_in_every_model(tiny_dirs, tmp_path):
+    from transformers import AutoConfig
+    cfg_dir = tmp_path / "dropout_policy"
+    policy = load_causal_lm(tiny_dirs["policy"])
+    policy.config.resid_pdrop = policy.config.attn_pdrop = policy.config.embd_pdrop = 0.5
+    policy.save_pretrained(cfg_dir)
+    load_tokenizer(tiny_dirs["policy"]).save_pretrained(cfg_dir)
+    assert AutoConfig.from_pretrained(cfg_dir).resid_pdrop == 0.5
+    model = ActorCritic(config(tiny_dirs, tmp_path, policy=str(cfg_dir)), "cpu").train()
+    assert all(m.p == 0 for m in model.modules() if isinstance(m, torch.nn.Dropout))
+
+
+def test_fresh_shuffle_every_epoch():
+    g = torch.Generator().manual_seed(0)
+    first, second = torch.cat(epoch_minibatches(16, 4, g)), torch.cat(epoch_minibatches(16, 4, g))
+    assert sorted(first.tolist()) == sorted(second.tolist()) == list(range(16))
+    assert not torch.equal(first, second)
+
+
+def training_rows(out):
+    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in read_metrics(out / "metrics.jsonl")]
+
+
+def test_seeded_runs_are_reproducible(tiny_dirs, tmp_path):
+    a = run_ppo(config(tiny_dirs, tmp_path, out=str(tmp_path / "a")))
+    b = run_ppo(config(tiny_dirs, tmp_path, out=str(tmp_path / "b")))
+    assert training_rows(tmp_path / "a") == training_rows(tmp_path / "b")
+    assert a["proxy_reward"] == b["proxy_reward"]
+    assert (tmp_path / "a" / "model" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model" / "model.safetensors").read_bytes()
+
+
+def ppo_command(tiny_dirs, out, steps, *extra):
+    return [sys.executable, "-m", "tether", "ppo", "--policy", str(tiny_dirs["policy"]), "--reward-model", str(tiny_dirs["rm"]),
+            "--prompts", str(tiny_dirs["prompts"]), "--out", str(out), "--steps", str(steps), "--batch-size", "8",
+            "--minibatch-size", "4", "--micro-batch-size", "4", "--max-new-tokens", "6", "--eval-every", "0",
+            "--eval-samples", "8", "--save-every", "1", "--device", "cpu", "--lr", "1e-3", "--threads", "1", *extra]
+
+
+def test_killed_run_resumes_to_the_same_metrics(tiny_dirs, tmp_path):
+    steps = 40
+    assert subprocess.run(ppo_command(tiny_dirs, tmp_path / "full", steps), capture_output=True).returncode == 0
+    kill_after = random.Random().randint(3, 25)
+    proc = subprocess.Popen(ppo_command(tiny_dirs, tmp_path / "killed", steps), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "killed" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= kill_after:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    resumed = subprocess.run(ppo_command(tiny_dirs, tmp_path / "killed", steps, "--resume", "true"), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert training_rows(tmp_path / "killed") == training_rows(tmp_path / "full")
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tiny_dirs, tmp_path):
+    out = tmp_path / "nan"
+    run_ppo(config(tiny_dirs, tmp_path, out=str(out), steps=2, save_every=1))
+    checkpoint = out / "checkpoints" / "last.pt"
+    good = checkpoint.read_bytes()
+    bad_rm = tmp_path / "nan_rm"
+    rm = load_reward_model(tiny_dirs["rm"])
+    with torch.no_grad():
+        score_head(rm).weight.fill_(float("nan"))
+    rm.save_pretrained(bad_rm)
+    load_tokenizer(tiny_dirs["rm"]).save_pretrained(bad_rm)
+    with pytest.raises(RunError, match="not finite|nan"):
+        run_ppo(config(tiny_dirs, tmp_path, out=str(out), steps=4, save_every=1, resume=True, reward_model=str(bad_rm)))
+    assert checkpoint.read_bytes() == good
+
+
+def test_cli_ppo_bad_input_exits_2_with_one_line(tiny_dirs, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "tether", "ppo", "--policy", str(tiny_dirs["policy"]), "--reward-model",
+                             str(tiny_dirs["rm"]), "--prompts", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "x")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "missing.jsonl" in result.stderr and "Traceback" not in result.stderr
