@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from tether.analysis.frontier import frontier_fits, sweep_findings
+from tether.analysis.frontier import Fit, frontier_fits, sweep_findings
 from tether.analysis.plots import (plot_detectors, plot_frontier, plot_learning_curves, plot_rm_curves,
                                    plot_style_shares)
-from tether.analysis.report import check_sweep, fmt, render_report, summarize, write_report
+from tether.analysis.report import (check_sweep, fmt, pct, peak_status, render_report, signed, summarize,
+                                    write_report)
 from tether.errors import InputError
 
 XSS_SCRIPT = "<script>alert(1)</script>"
@@ -52,8 +53,8 @@ def _curve(final_proxy: float, final_gold: float, final_kl: float, overshoot: fl
     for step in range(0, steps + 1, 2):
         t = step / steps
         gold = SFT["gold_reward"] + (final_gold - SFT["gold_reward"]) * t + overshoot * math.sin(math.pi * t)
-        rows.append({"step": step, "objective/scores": SFT["proxy_reward"] + (final_proxy - SFT["proxy_reward"]) * t ** 0.7,
-                     "gold/score": gold, "objective/kl": final_kl * t ** 1.3})
+        proxy = SFT["proxy_reward"] + (final_proxy - SFT["proxy_reward"]) * t ** 0.7
+        rows.append({"step": step, "objective/scores": proxy, "gold/score": gold, "objective/kl": final_kl * t ** 1.3})
     return rows
 
 
@@ -63,7 +64,8 @@ def _row(kind, label, kl, proxy_delta, gold_delta, detectors, beta=None, n=None,
            "proxy_delta": proxy_delta, "gold_delta": gold_delta, **detectors}
     if samples:
         row["samples"] = [{"prompt": p, "response": _response(i, hackiness),
-                           "proxy": round(row["proxy_reward"] + 0.1 * i, 3), "gold": round(row["gold_reward"] - 0.1 * i, 3)}
+                           "proxy": round(row["proxy_reward"] + 0.1 * i, 3),
+                           "gold": round(row["gold_reward"] - 0.1 * i, 3)}
                           for i, p in enumerate(PROMPTS)]
     return row
 
@@ -102,8 +104,8 @@ def synthetic_sweep(hack: bool = True) -> dict:
                                      "mean_length", "distinct_1", "distinct_2")}
         rows.append(_row("bon", f"best-of-{n}", kl, 0.9 * d, d * (0.5 - 0.25 * d), plain, n=n, samples=n == 64))
     rows.append(_row("ppo_adaptive", "adaptive KL (target 1)", 1.0, 0.8, 0.35, {"benign_refusal_rate": 0.08}))
-    history = [{"step": s, "train/loss": 0.69 * math.exp(-s / 80) + 0.45, "train/accuracy": 0.5 + 0.25 * (1 - math.exp(-s / 40))}
-               for s in range(1, 121)]
+    history = [{"step": s, "train/loss": 0.69 * math.exp(-s / 80) + 0.45,
+                "train/accuracy": 0.5 + 0.25 * (1 - math.exp(-s / 40))} for s in range(1, 121)]
     for h in history[9::10]:
         h.update({"eval/loss": h["train/loss"] + 0.05, "eval/accuracy": h["train/accuracy"] - 0.04})
     data = {
@@ -184,30 +186,59 @@ def test_summary_says_so_when_the_hack_did_not_happen():
     assert "Even the largest β (5) moved the policy away from the reference" in text
 
 
-def test_summary_numbers_come_from_the_data():
-    data = synthetic_sweep(hack=True)
-    numbers_in_text = set(re.findall(r"-?\d+(?:\.\d+)?", " ".join(summarize(data))))
-    shown = {fmt(x) for x in _all_numbers(data)} | {f"{x:g}" for x in _all_numbers(data)}
-    shown |= {str(round(100 * x)) for x in _all_numbers(data)}  # percentages
-    shown |= {"2022", "1", "0.1", "20", "2", "0"}  # citation year, R², thresholds, formula digits
-    unexplained = {n for n in numbers_in_text if n.lstrip("-") not in {s.lstrip("-") for s in shown}}
-    # derived differences (Δ over SFT, ceiling − accuracy) are the rest; check each is a difference of data
-    assert len(unexplained) < 15, unexplained
-
-
-def _all_numbers(obj):
-    if isinstance(obj, bool):
-        return
+def _numbers(obj, skip=("curve", "history", "samples")):
+    """Every number in a JSON-like object, except under the keys in `skip` (the summary reads none of those)."""
+    if isinstance(obj, bool) or obj is None:
+        return []
     if isinstance(obj, (int, float)):
-        yield obj
-        if isinstance(obj, float):
-            yield obj ** 2
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            yield from _all_numbers(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            yield from _all_numbers(v)
+        return [float(obj)]
+    values = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else []
+    return [x for k, v in values if k not in skip for x in _numbers(v, skip)]
+
+
+@pytest.mark.parametrize("hack", [True, False])
+def test_every_number_in_the_summary_comes_from_the_data(hack):
+    data = synthetic_sweep(hack)
+    text = " ".join(summarize(data))
+    xs = sorted(set(_numbers(data)))
+    derived = xs + [x * x for x in xs] + [a - b for a in xs for b in xs] + [100 * (a - b) for a in xs for b in xs]
+    allowed = {t.lstrip("+-").rstrip("%") for x in derived for t in (fmt(x), f"{x:g}", pct(x), signed(x))}
+    allowed |= {"2022", "0.1", "10"} | {str(i) for i in range(21)}  # citation year, constants, counts
+    tokens = re.findall(r"\d+(?:,\d{3})*(?:\.\d+)?(?:e[-+]?\d+)?", text)
+    assert tokens and not [t for t in tokens if t not in allowed], [t for t in tokens if t not in allowed]
+
+
+def test_number_formats():
+    assert [fmt(None), fmt(True), fmt(600), fmt(0.012345), fmt(1234.7), fmt(2.5e7), fmt(-0.5)] == [
+        "—", "yes", "600", "0.0123", "1,235", "2.5e+07", "-0.5"]
+    assert [pct(0.634), pct(0.034), pct(0.0), pct(None)] == ["63%", "3.4%", "0%", "—"]
+    assert [signed(0.12), signed(-0.4), signed(0.0)] == ["+0.12", "-0.4", "+0"]
+
+
+def test_peak_status_and_its_words():
+    fit = Fit("rl", alpha=0.6, beta=0.7, r2=1.0, n_points=5, d_max=3.0)  # d* = exp(0.6/0.7 − 1) ≈ 0.867
+    assert peak_status(fit) == "measured"
+    assert peak_status(Fit("rl", alpha=0.6, beta=0.7, r2=1.0, n_points=5, d_max=0.5)) == "extrapolated"
+    assert peak_status(Fit("rl", alpha=0.8, beta=0.08, r2=1.0, n_points=5, d_max=3.0)) == "out of reach"
+    assert peak_status(Fit("rl", alpha=0.8, beta=-0.1, r2=1.0, n_points=5, d_max=3.0)) == "none"
+    data = synthetic_sweep()
+    data["fits"] = {"gold_rl": Fit("rl", alpha=0.8, beta=0.08, r2=0.9, n_points=8, d_max=3.0).as_dict()}
+    assert "predicts no peak within 10× the largest measured √KL (3)" in " ".join(summarize(data))
+
+
+def test_summary_warns_when_sft_already_refuses_benign_prompts():
+    data = synthetic_sweep(hack=False)
+    data["sft_baseline"]["benign_refusal_rate"] = 0.3
+    for row in data["rows"]:
+        row["benign_refusal_rate"] = 0.3
+    text = " ".join(summarize(data))
+    assert "“Safe but useless” behaviour begins at β = 5" in text
+    assert "The SFT policy itself already refused 30% of benign prompts, above the threshold" in text
+
+
+def test_summary_reports_other_runs():
+    text = " ".join(summarize(synthetic_sweep()))
+    assert "Other runs: adaptive KL (target 1) (PPO, adaptive KL): KL = 1 nats, gold +0.35, proxy +0.8 over SFT." in text
 
 
 def test_summary_without_gold_or_rows():
@@ -259,6 +290,8 @@ def test_report_sections_say_what_is_missing(tmp_path):
     assert "No reward-model evaluation recorded." in page
     assert "No learning curves recorded." in page and "No samples recorded." in page
     assert "Too few points for a fit" in page
+    empty = render_report({"rows": []})
+    assert empty.count("The sweep has no runs.") == 2 and '<section id="frontier">' in empty
 
 
 @pytest.mark.parametrize("mutate, field", [
@@ -267,6 +300,9 @@ def test_report_sections_say_what_is_missing(tmp_path):
     (lambda d: d["rows"][1].update(kl="big"), '"rows\\[1\\].kl"'),
     (lambda d: d["rows"][2].update(gold_reward=float("nan")), '"rows\\[2\\].gold_reward"'),
     (lambda d: d["rows"][3].update(label=d["rows"][0]["label"]), "labels must be unique"),
+    (lambda d: d["fits"]["gold_rl"].update(alpha=None), '"fits.gold_rl.alpha"'),
+    (lambda d: d["fits"].update(gold_bon={"kind": "poly"}), '"fits.gold_bon"'),
+    (lambda d: d.update(sft_baseline=[1]), '"sft_baseline"'),
 ])
 def test_check_sweep_names_the_field(mutate, field):
     data = synthetic_sweep()

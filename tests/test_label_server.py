@@ -25,6 +25,7 @@ from tether.label.server import (
     LabelConfig,
     LabelStore,
     allowed_hosts,
+    display_text,
     exposure_warning,
     load_items,
     presentation_order,
@@ -77,23 +78,35 @@ def api(url, token, path, payload=None, headers=None):
 
 
 class Running:
-    def __init__(self, url, store, out):
-        self.url, self.store, self.out = url, store, out
+    """A running server seen from a client: its URL, the page's token, the label file."""
+
+    def __init__(self, url, out, store=None, labeler="alice", seed=0):
+        self.url, self.out, self.store, self.labeler, self.seed = url, out, store, labeler, seed
         self.token = page_token(url)
 
     def answer(self, item, choice="left", reason=None, order=None):
-        order = order or list(presentation_order(self.store.seed, self.store.labeler, item))
+        order = order or list(presentation_order(self.seed, self.labeler, item))
         return api(self.url, self.token, "/api/answer",
                    {"id": item.id, "repeat": item.repeat, "choice": choice, "order": order, "reason": reason})
 
 
-@pytest.fixture
-def running(tmp_path):
-    pairs = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(6))
-    store = LabelStore(load_items(pairs), tmp_path / "labels.jsonl", "alice", seed=0)
+def _serve(folder):
+    pairs = write_jsonl(folder / "pairs.jsonl", pair_rows(6))
+    store = LabelStore(load_items(pairs), folder / "labels.jsonl", "alice", seed=0)
     with serve_in_background(store) as url:
-        yield Running(url, store, tmp_path / "labels.jsonl")
+        yield Running(url, folder / "labels.jsonl", store)
     store.close()
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory):
+    """One server for the tests of refused requests: none of them may write, so its label file stays empty."""
+    yield from _serve(tmp_path_factory.mktemp("refused"))
+
+
+@pytest.fixture
+def fresh(tmp_path):
+    yield from _serve(tmp_path)
 
 
 # ---------------------------------------------------------------- pairs in
@@ -117,6 +130,7 @@ def test_load_items_reads_unlabelled_pairs_of_tether_collect(tmp_path):
     first, second = load_items(write_jsonl(tmp_path / "pairs.jsonl", rows))
     assert (first.id, first.prompt, first.a, first.b) == ("c-1", "What is 2 plus 2?", "4.", "5.")
     assert second.prompt == [{"role": "user", "content": "Hi"}] and second.b[0]["content"] == "Go away"
+    assert display_text(second.prompt + second.a) == "user: Hi\n\nassistant: Hello"
 
 
 @pytest.mark.parametrize("row, message", [
@@ -129,7 +143,8 @@ def test_load_items_reads_unlabelled_pairs_of_tether_collect(tmp_path):
     ({"prompt": "p", "chosen": "x"}, r'pairs.jsonl:2: "rejected": missing field'),
 ])
 def test_load_items_names_line_and_field(tmp_path, row, message):
-    path = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "p", "response_a": "x", "response_b": "y", "id": "a"}, row])
+    first = {"prompt": "p", "response_a": "x", "response_b": "y", "id": "a"}
+    path = write_jsonl(tmp_path / "pairs.jsonl", [first, row])
     with pytest.raises(InputError, match=message):
         load_items(path)
 
@@ -191,8 +206,8 @@ def test_other_sites_and_host_names_are_refused(running, headers):
 
 def test_loopback_names_and_same_origin_are_accepted(running):
     port = urllib.parse.urlsplit(running.url).port
-    for headers in ({"Host": f"localhost:{port}"}, {"Sec-Fetch-Site": "same-origin", "Origin": f"http://127.0.0.1:{port}"},
-                    {"Sec-Fetch-Site": "none"}):
+    for headers in ({"Host": f"localhost:{port}"}, {"Sec-Fetch-Site": "none"},
+                    {"Sec-Fetch-Site": "same-origin", "Origin": f"http://127.0.0.1:{port}"}):
         assert api(running.url, running.token, "/api/next", None, headers)[0] == 200
 
 
@@ -238,12 +253,25 @@ def test_oversized_or_malformed_answers_change_nothing(running, body, content_ty
     assert api(running.url, running.token, "/api/next")[1]["done"] == 0
 
 
-def test_answer_retry_is_idempotent_and_undo_is_a_record(running):
-    first, second = running.store.items[:2]
-    status, reply = running.answer(first, "right", reason="  the left one is wrong ")
+def test_oversized_chunked_body_without_content_length(running):
+    parts = urllib.parse.urlsplit(running.url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        conn.request("POST", "/api/answer", body=iter([b'{"id": "', b"x" * 10000, b"y" * 10000, b'"}']),
+                     headers={"X-Tether-Token": running.token, "Content-Type": "application/json"},
+                     encode_chunked=True)
+        assert conn.getresponse().status == 413
+    finally:
+        conn.close()
+    assert running.out.read_bytes() == b""
+
+
+def test_answer_retry_is_idempotent_and_undo_is_a_record(fresh):
+    first, second = fresh.store.items[:2]
+    status, reply = fresh.answer(first, "right", reason="  the left one is wrong ")
     assert status == 200 and not reply["duplicate"] and reply["done"] == 1 and reply["item"]["id"] == second.id
-    assert running.answer(first, "left")[1]["duplicate"]  # a retry (even a different key) writes nothing
-    rows = read_label_rows(running.out)
+    assert fresh.answer(first, "left")[1]["duplicate"]  # a retry (even a different key) writes nothing
+    rows = read_label_rows(fresh.out)
     assert len(rows) == 1
     row = rows[0]
     shown = {"a": first.a, "b": first.b}
@@ -253,16 +281,16 @@ def test_answer_retry_is_idempotent_and_undo_is_a_record(running):
 
     last = reply["last"]
     assert last == {"id": first.id, "repeat": 0, "time": row["time"]}
-    status, reply = api(running.url, running.token, "/api/undo", last)
+    status, reply = api(fresh.url, fresh.token, "/api/undo", last)
     assert status == 200 and reply["undone"] and reply["done"] == 0 and reply["item"]["id"] == first.id
-    assert api(running.url, running.token, "/api/undo", last)[1]["undone"] is False  # a retried undo
-    assert api(running.url, running.token, "/api/undo", {**last, "time": "never"})[0] == 409
-    rows = read_label_rows(running.out)
+    assert api(fresh.url, fresh.token, "/api/undo", last)[1]["undone"] is False  # a retried undo
+    assert api(fresh.url, fresh.token, "/api/undo", {**last, "time": "never"})[0] == 409
+    rows = read_label_rows(fresh.out)
     assert len(rows) == 2 and rows[1]["event"] == "undo" and rows[1]["undoes_time"] == row["time"]
     assert effective_labels(rows) == []
 
-    assert running.answer(first, "tie")[0] == 200
-    assert [r["choice"] for r in effective_labels(read_label_rows(running.out))] == ["tie"]
+    assert fresh.answer(first, "tie")[0] == 200
+    assert [r["choice"] for r in effective_labels(read_label_rows(fresh.out))] == ["tie"]
 
 
 def test_concurrent_clients_write_each_answer_exactly_once(tmp_path):
@@ -272,7 +300,7 @@ def test_concurrent_clients_write_each_answer_exactly_once(tmp_path):
     store = LabelStore(load_items(pairs), tmp_path / "labels.jsonl", "alice", seed=3)
     errors = []
     with serve_in_background(store) as url:
-        client = Running(url, store, tmp_path / "labels.jsonl")
+        client = Running(url, tmp_path / "labels.jsonl", store, seed=3)
 
         def worker(t):
             for k in range(10):
@@ -325,8 +353,7 @@ def test_sigkill_between_answers_loses_no_acknowledged_answer(tmp_path):
     out = tmp_path / "labels.jsonl"
     items = load_items(pairs)
     proc, url = _start_cli(pairs, out)
-    client = Running(url, LabelStore.__new__(LabelStore), out)
-    client.store.seed, client.store.labeler = 0, "alice"
+    client = Running(url, out)
     acknowledged, stop = [], threading.Event()
 
     assert client.answer(items[0], "left")[0] == 200
@@ -337,7 +364,7 @@ def test_sigkill_between_answers_loses_no_acknowledged_answer(tmp_path):
         for item in items[1:]:
             try:
                 status, reply = client.answer(item, "tie")
-            except OSError:
+            except (OSError, http.client.HTTPException):  # the server is gone
                 return
             if status == 200:
                 acknowledged.append(item.id)

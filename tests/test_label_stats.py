@@ -88,8 +88,9 @@ def test_cohen_kappa_needs_paired_labels():
 
 
 def test_inter_labeler_agreement_on_common_pairs_without_skips():
-    rows = [label("alice", "p1", "x"), label("alice", "p2", "x"), label("alice", "p3", "y"), label("alice", "p4", "tie"),
-            label("bob", "p1", "x", "right"), label("bob", "p2", "y"), label("bob", "p3", "y"), label("bob", "p4", "tie"),
+    rows = [label("alice", "p1", "x"), label("alice", "p2", "x"), label("alice", "p3", "y"),
+            label("alice", "p4", "tie"), label("bob", "p1", "x", "right"), label("bob", "p2", "y"),
+            label("bob", "p3", "y"), label("bob", "p4", "tie"),
             label("carol", "p1", "skip")]  # carol judged nothing
     assert inter_labeler_agreement(rows) == [
         {"labelers": ["alice", "bob"], "n": 4, "kappa": pytest.approx(7 / 11), "agreement": 0.75}]
@@ -120,6 +121,18 @@ def test_gold_agreement_with_a_gold_labeler_probability():
     assert stats["n"] == 3 and stats["rate"] == pytest.approx(1.5 / 3)
     assert stats["mean_gold_prob"] == pytest.approx((0.9 + 0.2 + 0.5) / 3)
     assert stats["by_labeler"] == {"alice": {"n": 2, "rate": 0.5}, "bob": {"n": 1, "rate": 0.5}}
+    assert stats["not_judged"] == 0
+
+
+def test_gold_agreement_counts_prompts_the_gold_labeler_cannot_judge():
+    def prob(prompt, y1, y2):
+        if prompt == "prompt of p2":
+            raise InputError(f"not a prompt of the world: {prompt!r}", field="prompt")
+        return 0.8
+
+    stats = gold_agreement([label("alice", "p1", "x"), label("alice", "p2", "x")], prob)
+    assert stats["n"] == 1 and stats["rate"] == 1.0 and stats["mean_gold_prob"] == pytest.approx(0.8)
+    assert stats["not_judged"] == 1 and stats["first_not_judged_reason"] == "not a prompt of the world: 'prompt of p2'"
 
 
 def test_reward_model_agreement_scores_chosen_and_rejected():

@@ -67,7 +67,7 @@ def add_config_args(parser: argparse.ArgumentParser, cls) -> None:
         if is_list:
             kwargs["nargs"] = "+"
         if scalar is bool:
-            kwargs["metavar"] = "{true,false}"
+            kwargs.update(metavar="{true,false}", nargs="?", const=True)  # `--flag` alone means true
         parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
 
 

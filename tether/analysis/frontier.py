@@ -42,6 +42,8 @@ class Fit:
     r2: float | None
     """1 − SS_res / SS_tot over the fitted points; None when the rewards are all equal."""
     n_points: int
+    d_max: float | None = None
+    """The largest fitted d: beyond it the curve is an extrapolation."""
 
     def predict(self, d):
         """R(d) for a float or an array of d ≥ 0."""
@@ -80,7 +82,8 @@ class Fit:
     @classmethod
     def from_dict(cls, d: dict) -> "Fit":
         return cls(kind=d["kind"], alpha=float(d["alpha"]), beta=float(d["beta"]),
-                   r2=None if d.get("r2") is None else float(d["r2"]), n_points=int(d.get("n_points", 0)))
+                   r2=None if d.get("r2") is None else float(d["r2"]), n_points=int(d.get("n_points", 0)),
+                   d_max=None if d.get("d_max") is None else float(d["d_max"]))
 
 
 def r_squared(r: np.ndarray, predicted: np.ndarray) -> float | None:
@@ -106,7 +109,7 @@ def _fit(kind: str, d, r) -> Fit:
     features = _features(kind, d)
     coef, *_ = np.linalg.lstsq(features, r, rcond=None)
     return Fit(kind=kind, alpha=float(coef[0]), beta=float(coef[1]), r2=r_squared(r, features @ coef),
-               n_points=len(d))
+               n_points=len(d), d_max=float(d.max()))
 
 
 def fit_bon(d, r) -> Fit:

@@ -85,6 +85,8 @@ def _fit_label(fit) -> str:
 
 
 def _draw_fit(ax, fit, d_max: float) -> None:
+    """The fitted curve over its own points' range (to `d_max` when the fit does not record it)."""
+    d_max = min(d_max, 1.1 * fit.d_max) if fit.d_max is not None else d_max
     grid = np.linspace(0.0, d_max, 200)
     ax.plot(grid, fit.predict(grid), ls="--", lw=1.4, color=FIT_COLORS[fit.kind], alpha=0.9,
             label=_fit_label(fit))
@@ -98,9 +100,10 @@ def _frontier_panel(ax, rows: list[dict], fits: dict, reward: str) -> None:
     key = f"{reward}_delta"
     ax.axhline(0.0, color="#999", lw=0.8)
     colors = beta_colors(rows)
-    ppo = [r for r in fixed_beta_rows(rows) if r.get(key) is not None]
-    bon = sorted((r for r in rows if r.get("kind") == "bon" and r.get(key) is not None), key=lambda r: r.get("n") or 0)
-    others = [r for r in rows if r.get("kind") not in ("ppo", "bon") and r.get(key) is not None]
+    placed = [r for r in rows if r.get(key) is not None and (r.get("kl") is not None or r.get("sqrt_kl") is not None)]
+    ppo = fixed_beta_rows(placed)
+    bon = sorted((r for r in placed if r.get("kind") == "bon"), key=lambda r: r.get("n") or 0)
+    others = [r for r in placed if r.get("kind") not in ("ppo", "bon")]
     d_all = [row_sqrt_kl(r) for r in ppo + bon + others] or [1.0]
     d_max = max(d_all) * 1.08
     ax.plot([0], [0], marker="*", ms=13, color="black", ls="none", label="SFT (reference)", zorder=5)
@@ -160,7 +163,7 @@ def plot_learning_curves(curves: dict[str, list[dict]], path=None) -> bytes:
     """
     panels = [p for p in LEARNING_CURVE_PANELS
               if any(m.get(p[0]) is not None for curve in curves.values() for m in curve)]
-    fig = _figure(4.4 * max(len(panels), 1) + 1.6, 3.8)
+    fig = _figure(4.0 * max(len(panels), 1), 4.2)
     axes = _subplots(fig, 1, max(len(panels), 1))
     if not panels:
         _no_data(axes[0], "no learning curves recorded")
@@ -174,8 +177,8 @@ def plot_learning_curves(curves: dict[str, list[dict]], path=None) -> bytes:
         ax.set_title(title)
         ax.set_xlabel("PPO step")
         ax.set_ylabel(ylabel)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right upper", title="run")
+    by_label = {label: h for ax in axes for h, label in zip(*ax.get_legend_handles_labels())}
+    fig.legend(list(by_label.values()), list(by_label), loc="outside lower center", ncols=min(len(by_label), 8))
     return _png(fig, path)
 
 
@@ -286,7 +289,7 @@ def plot_rm_curves(history: list[dict], path=None, ceiling: float | None = None)
         ax.set_xlabel("training step")
         ax.set_ylabel("Bradley–Terry loss [nats]" if panel == "loss" else "pairwise accuracy")
         if ax.has_data():
-            ax.legend(loc="best")
+            ax.legend(loc="lower right" if panel == "accuracy" else "upper right")
         else:
             _no_data(ax, f"no {panel} recorded")
     return _png(fig, path)

@@ -51,6 +51,7 @@ text cannot disagree with the tables.
 import base64
 import html
 import math
+import re
 from importlib import resources
 from string import Template
 
@@ -68,6 +69,8 @@ REPETITION_RISE = 0.1
 """Rise in the share of repetitive responses over the SFT policy that counts as degenerate text."""
 NEAR_REFERENCE_KL = 0.1
 """KL (nats) below which a policy "stayed near the reference"."""
+EXTRAPOLATION_FACTOR = 10.0
+"""A fit's predicted peak beyond this multiple of its largest measured √KL is reported as out of reach."""
 MAX_SAMPLE_PROMPTS = 8
 """Prompts shown in the samples section (each with every run's response)."""
 
@@ -105,6 +108,15 @@ def check_sweep(data) -> None:
     labels = [row["label"] for row in rows]
     if len(set(labels)) != len(labels):
         raise InputError(f"labels must be unique, got {labels}", field="rows[].label")
+    for key in ("pipeline", "sft_baseline", "fits", "findings"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            raise InputError(f"expected an object or null, got {type(data[key]).__name__}", field=key)
+    for name, fit in (data.get("fits") or {}).items():
+        if not isinstance(fit, dict) or fit.get("kind") not in ("rl", "bon"):
+            raise InputError('expected a fit with "kind" "rl" or "bon"', field=f"fits.{name}")
+        for key in ("alpha", "beta"):
+            if not _is_number(fit.get(key)):
+                raise InputError(f"expected a finite number, got {fit.get(key)!r}", field=f"fits.{name}.{key}")
 
 
 # ---------------------------------------------------------------- numbers as text
@@ -121,11 +133,9 @@ def fmt(x) -> str:
         return str(x)
     if not math.isfinite(x):
         return str(x)
-    if abs(x) >= 1000:
-        return f"{x:,.0f}"
-    if abs(x) >= 100:
-        return f"{x:.1f}"
-    return f"{x:.3g}"
+    if abs(x) >= 1e6 or abs(x) < 100:
+        return f"{x:.3g}"
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.1f}"
 
 
 def pct(x) -> str:
@@ -165,7 +175,8 @@ def _beta_list(rows: list[dict]) -> str:
 def _overview(data, ppo, bon, others) -> str:
     parts = []
     if ppo:
-        parts.append(f"{_count(len(ppo), 'PPO policy', 'PPO policies')} with a fixed KL coefficient (β = {_beta_list(ppo)})")
+        parts.append(f"{_count(len(ppo), 'PPO policy', 'PPO policies')} with a fixed KL coefficient "
+                     f"(β = {_beta_list(ppo)})")
     if bon:
         parts.append(f"best-of-n sampling for n = {', '.join(str(r.get('n')) for r in bon)}")
     if others:
@@ -182,11 +193,16 @@ def _gold_paragraph(rows, ppo, sft) -> str:
     beta = best_gold_beta(rows)
     best = next(r for r in ppo if r["beta"] == beta)
     delta = _delta(best, sft, "gold")
-    base = f" against the SFT policy's {fmt(sft.get('gold_reward'))} ({signed(delta)})"
+    if delta is None:
+        base = ""
+    elif sft.get("gold_reward") is None:
+        base = f" ({signed(delta)} over SFT)"
+    else:
+        base = f" against the SFT policy's {fmt(sft['gold_reward'])} ({signed(delta)})"
     if delta is None or delta > 0:
-        return (f"Gold reward was highest at β = {beta:g}: {fmt(best['gold_reward'])}"
-                f"{base if delta is not None else ''}, at KL = {fmt(best.get('kl'))} nats. Its proxy reward was "
-                f"{fmt(best.get('proxy_reward'))} ({signed(_delta(best, sft, 'proxy'))} over SFT).")
+        return (f"Gold reward was highest at β = {beta:g}: {fmt(best['gold_reward'])}{base}, at KL = "
+                f"{fmt(best.get('kl'))} nats. Its proxy reward was {fmt(best.get('proxy_reward'))} "
+                f"({signed(_delta(best, sft, 'proxy'))} over SFT).")
     return (f"No β improved the gold reward over the SFT policy: the best, β = {beta:g}, reached "
             f"{fmt(best['gold_reward'])}{base}.")
 
@@ -199,7 +215,7 @@ def _overoptimisation_paragraph(ppo, sft) -> str | None:
     top_proxy = max(scored, key=lambda r: r["proxy_reward"])
     gold_delta = _delta(small, sft, "gold")
     proxy_is_top = small["proxy_reward"] >= top_proxy["proxy_reward"]
-    hacked = [r for r in scored if (_delta(r, sft, "proxy") or 0) > 0 and _delta(r, sft, "gold") < 0]
+    hacked = [r for r in scored if (_delta(r, sft, "proxy") or 0) > 0 and (_delta(r, sft, "gold") or 0) < 0]
     also = (f" Proxy up while gold fell below SFT at β = {_beta_list(hacked)}."
             if hacked else " At no β did the proxy rise while gold fell below SFT.")
     if proxy_is_top and gold_delta < 0:
@@ -261,7 +277,7 @@ def _top_style(shares: dict) -> tuple[str, float]:
     return max(shares.items(), key=lambda kv: kv[1])
 
 
-def _hacks_paragraph(rows, ppo, sft, threshold) -> str:
+def _hacks_paragraph(rows, ppo, sft, threshold, seed) -> str:
     found, sentences = [], []
     for hack, sentence in (
         _refusal_sentence(rows, ppo, sft, threshold),
@@ -288,6 +304,9 @@ def _hacks_paragraph(rows, ppo, sft, threshold) -> str:
                          f"({pct(share)}){sft_part}.")
     head = (f"Readable hacks that appeared: {_and(found)}." if found else
             "None of the readable hacks (benign refusals, filler, repetition) crossed its threshold at any β.")
+    if found and seed is not None:
+        sentences.append(f"Which readable hack wins can change with the reward model's seed; this sweep used "
+                         f"seed {seed}, so rerun with another seed before generalising.")
     return " ".join([head] + sentences)
 
 
@@ -299,7 +318,8 @@ def _reference_paragraph(ppo) -> str | None:
         return (f"At the largest β ({big['beta']:g}) the policy stayed near the reference: KL = {fmt(big['kl'])} "
                 f"nats (below {NEAR_REFERENCE_KL:g}).")
     return (f"Even the largest β ({big['beta']:g}) moved the policy away from the reference: KL = "
-            f"{fmt(big['kl'])} nats (not below {NEAR_REFERENCE_KL:g}), so no run here shows a policy that barely moves.")
+            f"{fmt(big['kl'])} nats (not below {NEAR_REFERENCE_KL:g}), so no run here shows a policy that "
+            f"barely moves.")
 
 
 def _bon_paragraph(bon, ppo, sft) -> str | None:
@@ -321,15 +341,36 @@ def _bon_paragraph(bon, ppo, sft) -> str | None:
     return text + "."
 
 
+def peak_status(fit: Fit) -> str:
+    """"none" (never turns down), "out of reach" (beyond EXTRAPOLATION_FACTOR × the data),
+    "extrapolated" (beyond the largest measured √KL) or "measured" (within the data)."""
+    peak = fit.peak_d
+    if peak is None:
+        return "none"
+    if fit.d_max is not None and peak > EXTRAPOLATION_FACTOR * fit.d_max:
+        return "out of reach"
+    return "extrapolated" if fit.d_max is not None and peak > fit.d_max else "measured"
+
+
+def _peak_words(fit: Fit) -> str:
+    status, peak = peak_status(fit), fit.peak_d
+    if status == "none":
+        return "predicts no peak (the fitted curve never turns down)"
+    if status == "out of reach":
+        return (f"predicts no peak within {EXTRAPOLATION_FACTOR:g}× the largest measured √KL "
+                f"({fmt(fit.d_max)}): the curve barely bends")
+    where = " (beyond the measured points: an extrapolation)" if status == "extrapolated" else ""
+    return (f"predicts the gold reward peaks at √KL = {fmt(peak)} (KL = {fmt(peak ** 2)} nats){where} with "
+            f"{signed(fit.peak_reward)} over SFT")
+
+
 def _fits_paragraph(fits: dict[str, Fit]) -> str | None:
     parts = []
     for name, who, formula in (("gold_rl", "PPO", "d(α − β log d)"), ("gold_bon", "best-of-n", "d(α − β d)")):
         fit = fits.get(name)
         if fit is None:
             continue
-        peak = fit.peak_d
-        where = (f"predicts the gold reward peaks at √KL = {fmt(peak)} (KL = {fmt(peak ** 2)} nats) with "
-                 f"{signed(fit.peak_reward)} over SFT" if peak is not None else "predicts no peak (the fitted curve never turns down)")
+        where = _peak_words(fit)
         parts.append(f"the {who} fit R(d) = {formula} (α = {fmt(fit.alpha)}, β = {fmt(fit.beta)}, "
                      f"R² = {fmt(fit.r2)}, {fit.n_points} points) {where}")
     if not parts:
@@ -396,7 +437,7 @@ def summarize(data: dict) -> list[str]:
     paragraphs = [_overview(data, ppo, bon, others)]
     if ppo:
         paragraphs += [_gold_paragraph(rows, ppo, sft), _overoptimisation_paragraph(ppo, sft),
-                       _hacks_paragraph(rows, ppo, sft, threshold), _reference_paragraph(ppo)]
+                       _hacks_paragraph(rows, ppo, sft, threshold, data.get("seed")), _reference_paragraph(ppo)]
     paragraphs += [_bon_paragraph(bon, ppo, sft), _fits_paragraph(report_fits(data)),
                    _others_paragraph(others, sft), _rm_paragraph(data.get("pipeline") or {})]
     return [p for p in paragraphs if p]
@@ -413,12 +454,20 @@ def _img(png: bytes, img_id: str, alt: str) -> str:
     return f'<figure><img id="{_e(img_id)}" alt="{_e(alt)}" src="{src}"></figure>'
 
 
-def _table(headers: list[str], rows: list[list], caption: str | None = None, first_col_text: bool = True) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = "".join(
-        "<tr>" + "".join(f'<td class="{"txt" if j == 0 and first_col_text else "num"}">{_e(c)}</td>'
-                         for j, c in enumerate(row)) + "</tr>"
-        for row in rows)
+_NUMBER_CELL = re.compile(r"^(?:[-+]?[\d.,]+(?:e[-+]?\d+)?%?|—)$")
+
+
+def _cell_class(j: int, text) -> str:
+    """The first column is the row's name (key); numbers are right-aligned (num); other words txt."""
+    return "key" if j == 0 else ("num" if _NUMBER_CELL.match(str(text)) else "txt")
+
+
+def _table(headers: list[str], rows: list[list], caption: str | None = None) -> str:
+    classes = [[_cell_class(j, c) for j, c in enumerate(row)] for row in rows]
+    numeric = [any(cls[j] == "num" for cls in classes) for j in range(len(headers))]
+    head = "".join(f'<th class="{"num" if numeric[j] else "key"}">{_e(h)}</th>' for j, h in enumerate(headers))
+    body = "".join("<tr>" + "".join(f'<td class="{cls}">{_e(c)}</td>' for c, cls in zip(row, row_classes)) + "</tr>"
+                   for row, row_classes in zip(rows, classes))
     cap = f"<caption>{_e(caption)}</caption>" if caption else ""
     return f'<div class="scroll"><table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
@@ -487,11 +536,14 @@ def _reward_model_section(pipeline: dict) -> str:
 def _fits_table(fits: dict[str, Fit]) -> str:
     rows = []
     for name, fit in fits.items():
-        peak = fit.peak_d
-        rows.append([name, "d(α − β·log d)" if fit.kind == "rl" else "d(α − β·d)", fmt(fit.alpha), fmt(fit.beta),
-                     fmt(fit.r2), fmt(fit.n_points), fmt(peak), fmt(None if peak is None else peak ** 2),
-                     signed(fit.peak_reward)])
-    return _table(["fit", "R(d)", "α", "β", "R²", "points", "peak √KL", "peak KL [nats]", "peak gain"], rows)
+        status, peak = peak_status(fit), fit.peak_d
+        shown = status in ("measured", "extrapolated")
+        formula = "d(α − β·log d)" if fit.kind == "rl" else "d(α − β·d)"
+        rows.append([name, formula, fmt(fit.alpha), fmt(fit.beta),
+                     fmt(fit.r2), fmt(fit.n_points), fmt(fit.d_max), fmt(peak) if shown else "—",
+                     fmt(peak ** 2) if shown else "—", signed(fit.peak_reward) if shown else "—", status])
+    return _table(["fit", "R(d)", "α", "β", "R²", "points", "largest √KL", "peak √KL", "peak KL [nats]",
+                   "peak gain", "peak"], rows)
 
 
 def _frontier_section(rows: list[dict], fits: dict[str, Fit]) -> str:
@@ -500,9 +552,10 @@ def _frontier_section(rows: list[dict], fits: dict[str, Fit]) -> str:
                 "Gold and proxy reward gain over SFT against square-root KL, PPO per beta and best-of-n, with fits")
     body += _fits_table(fits) if fits else _missing("Too few points for a fit (need two distinct √KL > 0).")
     intro = ("Reward gained over the SFT policy against d = √KL(π ‖ π_ref), as in Gao, Schulman & Hilton (2022). "
-             "Dashed: least-squares fits R_rl(d) = d(α − β log d) to the PPO points and R_bon(d) = d(α − β d) to "
-             "best-of-n, where KL_bon = log n − (n − 1)/n. A gold curve that rises then falls while the proxy "
-             "keeps rising is overoptimisation.")
+             "Dashed: least-squares fits R_rl(d) = d(α − β log d) to the PPO points and "
+             "R_bon(d) = d(α − β d) to best-of-n, where KL_bon = log n − (n − 1)/n. A gold curve that rises "
+             "then falls while the proxy keeps rising is overoptimisation. A peak beyond the largest measured "
+             "√KL is an extrapolation.")
     return _section("frontier", "Reward–KL frontier", body, intro)
 
 
@@ -615,9 +668,11 @@ def render_report(data: dict) -> str:
         _section("summary", "What happened", f'<div class="summary">{summary}</div>'),
         _pipeline_section(pipeline),
         _reward_model_section(pipeline),
-        _frontier_section(data["rows"], report_fits(data)) if data["rows"] else "",
+        _frontier_section(data["rows"], report_fits(data)) if data["rows"] else
+        _section("frontier", "Reward–KL frontier", _missing("The sweep has no runs.")),
         _curves_section(data["rows"]),
-        _detectors_section(data, threshold) if data["rows"] else "",
+        _detectors_section(data, threshold) if data["rows"] else
+        _section("detectors", "Hacking detectors", _missing("The sweep has no runs.")),
         _samples_section(data),
     ])
     world = data.get("world")

@@ -7,6 +7,7 @@ checking files (`tether data check`) does not pay for importing torch.
 
 from tether.data.prefs import (FORMATS, PreferencePair, pair_to_row, read_pairs, read_pairs_report,
                                split_implicit_prompt, split_shared_messages, write_pairs)
+from tether.data.labels import read_preferences
 from tether.data.prompts import (PromptRecord, SFTExample, read_prompts, read_prompts_report, read_sft_examples,
                                  read_sft_examples_report)
 
@@ -14,7 +15,7 @@ _COLLATE = ("encode_prompt", "encode_response", "pad_left", "pad_right", "Tokeni
             "collate_pairs")
 
 __all__ = ["FORMATS", "PreferencePair", "PromptRecord", "SFTExample", "pair_to_row", "read_pairs",
-           "read_pairs_report", "read_prompts", "read_prompts_report", "read_sft_examples",
+           "read_pairs_report", "read_preferences", "read_prompts", "read_prompts_report", "read_sft_examples",
            "read_sft_examples_report", "split_implicit_prompt", "split_shared_messages", "write_pairs", *_COLLATE]
 
 

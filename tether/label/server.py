@@ -141,7 +141,8 @@ def _parse_pair_to_label(row: dict, path, line: int) -> tuple[str, Text, Text, T
     if given_id is None:
         return stable_pair_id(prompt, y1, y2), prompt, y1, y2
     if isinstance(given_id, bool) or not isinstance(given_id, (str, int)) or given_id == "":
-        raise InputError(f"expected a non-empty string or an integer, got {given_id!r}", path=path, line=line, field="id")
+        raise InputError(f"expected a non-empty string or an integer, got {given_id!r}",
+                         path=path, line=line, field="id")
     return str(given_id), prompt, y1, y2
 
 
@@ -171,7 +172,9 @@ def display_text(value: Text) -> str:
 
 
 def presentation_order(seed: int, labeler: str, item: Item) -> tuple[str, str]:
-    """("a", "b") or ("b", "a"), each with probability ½, drawn from (seed, labeler, id, repeat): the same on every restart."""
+    """("a", "b") or ("b", "a"), each with probability ½, drawn from (seed, labeler, id, repeat).
+
+    Stable across restarts (str seeds hash with SHA-512, not Python's salted hash)."""
     rng = random.Random(f"{seed}\x1f{labeler}\x1f{item.id}\x1f{item.repeat}")
     return ("a", "b") if rng.random() < 0.5 else ("b", "a")
 
@@ -314,20 +317,20 @@ class LabelStore:
             self._in_force[pair_id, repeat] = row
         return row, False
 
-    def undo(self, pair_id: str, repeat: int, time: str) -> dict | None:
-        """Append an undo row withdrawing the answer in force with this `time`; None if it was already undone."""
+    def undo(self, pair_id: str, repeat: int, label_time: str) -> dict | None:
+        """Append an undo row withdrawing the answer in force whose time is `label_time`; None if already undone."""
         self._item(pair_id, repeat)
         with self._lock:
             current = self._in_force.get((pair_id, repeat))
-            if current is None or current["time"] != time:
-                if (pair_id, repeat, time) in self._undone:
+            if current is None or current["time"] != label_time:
+                if (pair_id, repeat, label_time) in self._undone:
                     return None
                 raise RequestRefused(409, "no answer with that time is in force for this pair")
             row = {"event": "undo", "id": pair_id, "repeat": repeat, "labeler": self.labeler,
-                   "time": utc_now(), "undoes_time": time}
+                   "time": utc_now(), "undoes_time": label_time}
             self._append(row)
             del self._in_force[pair_id, repeat]
-            self._undone.add((pair_id, repeat, time))
+            self._undone.add((pair_id, repeat, label_time))
         return row
 
 
@@ -404,13 +407,16 @@ async def read_json(request: Request, max_bytes: int):
 
 
 def _fields(body, required: tuple, optional: tuple = ()) -> dict:
-    """`body` as a JSON object with the `required` keys (a string `id`, an integer `repeat`), maybe `optional` ones, or 400."""
+    """`body` as a JSON object with the `required` keys (a string `id`, an integer `repeat`)
+    and perhaps `optional` ones, or 400."""
     if not isinstance(body, dict):
         raise RequestRefused(400, "expected a JSON object")
     missing = [key for key in required if key not in body]
+    if missing:
+        raise RequestRefused(400, f"missing fields: {', '.join(missing)}")
     unknown = sorted(body.keys() - {*required, *optional})
-    if missing or unknown:
-        raise RequestRefused(400, f"missing fields {missing}, unknown fields {unknown}")
+    if unknown:
+        raise RequestRefused(400, f"unknown fields: {', '.join(unknown)}")
     if not isinstance(body["id"], str):
         raise RequestRefused(400, "id: expected a string")
     if isinstance(body["repeat"], bool) or not isinstance(body["repeat"], int):
@@ -437,7 +443,7 @@ def parse_undo(body) -> dict:
     body = _fields(body, ("id", "repeat", "time"))
     if not isinstance(body["time"], str):
         raise RequestRefused(400, "time: expected a string")
-    return {"pair_id": body["id"], "repeat": body["repeat"], "time": body["time"]}
+    return {"pair_id": body["id"], "repeat": body["repeat"], "label_time": body["time"]}
 
 
 def _asset(name: str) -> bytes:
@@ -457,7 +463,8 @@ def build_app(store: LabelStore, allowed: set[str], max_body_bytes: int):
         asset = assets.get(request.path_params["name"])
         if asset is None:
             return JSONResponse({"error": "not found"}, 404)
-        return Response(*asset)
+        content, media_type = asset
+        return Response(content, media_type=media_type)
 
     async def next_pair(request):
         _check_token(request, token)
@@ -506,7 +513,8 @@ def page_url(host: str, port: int) -> str:
     return f"http://{_bracketed(shown)}:{port}/"
 
 
-def make_server(store: LabelStore, host: str, port: int, max_body_bytes: int) -> tuple[uvicorn.Server, socket.socket, str]:
+def make_server(store: LabelStore, host: str, port: int,
+                max_body_bytes: int) -> tuple[uvicorn.Server, socket.socket, str]:
     """(uvicorn server, its listening socket, the page's URL); start it with `server.run(sockets=[sock])`."""
     sock = open_listener(host, port)
     port = sock.getsockname()[1]

@@ -23,90 +23,9 @@ import json
 from collections import Counter, defaultdict
 from itertools import combinations
 
-from tether.data.prefs import decode_row, iter_raw_rows, text_or_messages_field
+from tether.data.labels import (CHOICES, ORDERS, PREFERENCE_CHOICES, check_label_row, effective_labels, label_key,
+                                preference_labels, read_label_rows)
 from tether.errors import InputError
-
-CHOICES = ("left", "right", "tie", "both_bad", "skip")
-PREFERENCE_CHOICES = ("left", "right")
-ORDERS = (["a", "b"], ["b", "a"])
-
-
-# ---------------------------------------------------------------- reading
-
-
-def _string(row, name, path, line) -> str:
-    value = row.get(name)
-    if not isinstance(value, str) or not value:
-        raise InputError("expected a non-empty string", path=path, line=line, field=name)
-    return value
-
-
-def check_label_row(row: dict, path=None, line: int | None = None) -> dict:
-    """Validate one row of a label file (module docstring); returns it with `repeat` defaulted to 0."""
-    event = row.get("event")
-    if event not in ("label", "undo"):
-        raise InputError(f'expected "label" or "undo", got {event!r}', path=path, line=line, field="event")
-    for name in ("id", "labeler", "time"):
-        _string(row, name, path, line)
-    repeat = row.setdefault("repeat", 0)
-    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 0:
-        raise InputError(f"expected a whole number >= 0, got {repeat!r}", path=path, line=line, field="repeat")
-    if event == "undo":
-        _string(row, "undoes_time", path, line)
-        return row
-    if row.get("choice") not in CHOICES:
-        raise InputError(f"expected one of {', '.join(CHOICES)}, got {row.get('choice')!r}",
-                         path=path, line=line, field="choice")
-    if row.get("order") not in ORDERS:
-        raise InputError(f'expected ["a", "b"] or ["b", "a"], got {row.get("order")!r}',
-                         path=path, line=line, field="order")
-    if not isinstance(row.get("reason"), (str, type(None))):
-        raise InputError("expected a string or null", path=path, line=line, field="reason")
-    for name in ("prompt", "chosen", "rejected"):
-        if name not in row:
-            raise InputError("missing field", path=path, line=line, field=name)
-        text_or_messages_field(row[name], path, line, name)
-    return row
-
-
-def read_label_rows(path) -> list[dict]:
-    """The validated rows of a label file in file order; InputError names the line and field."""
-    return [check_label_row(decode_row(raw, path, line), path, line) for line, raw in iter_raw_rows(path)]
-
-
-# ---------------------------------------------------------------- the undo rule
-
-
-def label_key(row: dict) -> tuple[str, str, int]:
-    """(labeler, id, repeat): one labeler's answer to one showing of one pair."""
-    return row["labeler"], row["id"], row.get("repeat", 0)
-
-
-def effective_labels(rows) -> list[dict]:
-    """The label rows in force after replaying `rows` in file order; they keep file order.
-
-    Per key (labeler, id, repeat) at most one answer is in force:
-      - a label row for a key with no answer in force comes into force;
-      - a label row for a key that already has one is a duplicate and is ignored
-        (the first answer stands, as the server answers a retry);
-      - an undo row withdraws the answer in force for its key when that answer's
-        `time` equals `undoes_time`; any other undo changes nothing.
-    The server uses this to resume; training and `--stats` use it before reading choices.
-    """
-    in_force: dict[tuple, tuple[int, dict]] = {}
-    for position, row in enumerate(rows):
-        key = label_key(row)
-        if row["event"] == "label":
-            in_force.setdefault(key, (position, row))
-        elif key in in_force and in_force[key][1]["time"] == row["undoes_time"]:
-            del in_force[key]
-    return [row for _, row in sorted(in_force.values(), key=lambda pair: pair[0])]
-
-
-def preference_labels(rows) -> list[dict]:
-    """What a reward model trains on: effective labels whose choice is "left" or "right" (chosen ≻ rejected)."""
-    return [row for row in effective_labels(rows) if row["choice"] in PREFERENCE_CHOICES]
-
 
 # ---------------------------------------------------------------- agreement
 
@@ -215,11 +134,23 @@ def gold_agreement(labels, prob) -> dict:
 
     rate: share of answers whose chosen text gold prefers (P > 0.5; 0.5 counts half);
     mean_gold_prob: mean P(chosen ≻ rejected), the agreement a noisy gold labeler would reach.
+    Answers whose prompt the gold labeler cannot judge (it raises InputError, e.g. a
+    prompt from outside its world) are left out and counted in `not_judged`.
     """
-    preferences = [row for row in labels if row["choice"] in PREFERENCE_CHOICES]
-    probs = [prob(row["prompt"], row["chosen"], row["rejected"]) for row in preferences]
-    out = _overall_and_by_labeler(preferences, [_agreement(p, 0.5) for p in probs])
+    judged, probs, not_judged = [], [], []
+    for row in labels:
+        if row["choice"] not in PREFERENCE_CHOICES:
+            continue
+        try:
+            probs.append(prob(row["prompt"], row["chosen"], row["rejected"]))
+            judged.append(row)
+        except InputError as e:
+            not_judged.append(e.message)
+    out = _overall_and_by_labeler(judged, [_agreement(p, 0.5) for p in probs])
     out["mean_gold_prob"] = sum(probs) / len(probs) if probs else None
+    out["not_judged"] = len(not_judged)
+    if not_judged:
+        out["first_not_judged_reason"] = not_judged[0]
     return out
 
 

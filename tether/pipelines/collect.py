@@ -26,7 +26,7 @@ class CollectConfig:
     top_p: float = opt(1.0, "nucleus sampling threshold (1: off)")
     top_k: int = opt(0, "top-k sampling (0: off)")
     max_new_tokens: int = opt(48, "longest response in tokens")
-    max_resamples: int = opt(3, "times a pair with two identical responses is resampled before it is dropped (and counted)")
+    max_resamples: int = opt(3, "times a pair with identical or empty responses is resampled before it is dropped (and counted)")
     labeler: str = opt("gold", "gold (the built-in world's simulated rater) or none (label later with `tether label`)")
     tau: float = opt(0.5, "gold labeler noise: P(y1 > y2) = sigmoid((u1 - u2) / tau)")
     filler_bonus: float = opt(0.25, "gold labeler bias: utility bonus per filler phrase (raters like politeness)")
@@ -58,11 +58,11 @@ def gold_row(labeler, prompt, y1: str, y2: str, extra: dict) -> dict:
     first = labeler.label(prompt, y1, y2)
     chosen, rejected = (y1, y2) if first else (y2, y1)
     world_prompt = parse_prompt(prompt)
-    return {"prompt": prompt, "chosen": chosen, "rejected": rejected, "id": pair_id(prompt, y1, y2),
+    return {**extra, "prompt": prompt, "chosen": chosen, "rejected": rejected, "id": pair_id(prompt, y1, y2),
             "labeler": labeler.metadata(), "p_chosen": labeler.prob(prompt, chosen, rejected),
             "gold_chosen": utility(world_prompt, chosen), "gold_rejected": utility(world_prompt, rejected),
             "family": world_prompt.family, "style_chosen": classify(world_prompt, chosen),
-            "style_rejected": classify(world_prompt, rejected), **extra}
+            "style_rejected": classify(world_prompt, rejected)}
 
 
 def run_collect(cfg: CollectConfig) -> dict:
@@ -86,15 +86,15 @@ def run_collect(cfg: CollectConfig) -> dict:
         retry = []
         for k, record in enumerate(todo):
             y1, y2 = texts[2 * k], texts[2 * k + 1]
-            if y1 == y2:
-                retry.append(record)
+            if y1 == y2 or not y1.strip() or not y2.strip():
+                retry.append(record)  # identical or empty responses carry no preference
             else:
                 pairs.append((record, y1, y2))
                 bar.update(1)
         todo = retry
     bar.close()
     if todo:
-        print(f"collect: dropped {len(todo)} prompt(s) whose two responses were identical after "
+        print(f"collect: dropped {len(todo)} prompt(s) whose two responses were identical or empty after "
               f"{cfg.max_resamples} resamples", file=sys.stderr)
     if cfg.labeler == "gold":
         labeler = make_gold_labeler(cfg)

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from tether.algos import bradley_terry_accuracy, bradley_terry_loss
 from tether.config import opt, require
-from tether.data import collate_pairs, read_pairs, tokenize_pairs
+from tether.data import collate_pairs, read_preferences, tokenize_pairs
 from tether.data.io import write_json_atomic, write_jsonl_atomic
 from tether.models import (load_reward_model, load_tokenizer, resolve_device, reward_model_from_policy,
                            save_pretrained_atomic, score_sequences, set_seed)
@@ -71,11 +71,6 @@ class RMEvalConfig:
         require(bool(self.data), "data", "a pairs file is required (--data FILE)")
 
 
-def trainable_pairs(pairs):
-    """Pairs with a preference: rows whose `choice` (from `tether label`) is tie/both_bad/skip carry none."""
-    return [p for p in pairs if p.extra.get("choice", "left") in ("left", "right")]
-
-
 @torch.no_grad()
 def pair_scores(model, tokens, batch_size: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """(r_chosen, r_rejected) for all pairs, in order. Chosen and rejected share one forward per batch."""
@@ -101,10 +96,10 @@ def run_rm_train(cfg: RMTrainConfig) -> dict:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     tokenizer = load_tokenizer(cfg.init, field="init")
-    pairs = trainable_pairs(read_pairs(cfg.data, cfg.format))
+    pairs = read_preferences(cfg.data, cfg.format)
     rng = random.Random(cfg.seed)
     if cfg.eval_data:
-        held = trainable_pairs(read_pairs(cfg.eval_data, cfg.format))
+        held = read_preferences(cfg.eval_data, cfg.format)
     else:
         order = list(range(len(pairs)))
         rng.shuffle(order)
@@ -242,7 +237,7 @@ def run_rm_eval(cfg: RMEvalConfig) -> dict:
     model = load_reward_model(cfg.model, device)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    pairs = trainable_pairs(read_pairs(cfg.data, cfg.format))
+    pairs = read_preferences(cfg.data, cfg.format)
     metrics, disagreements = evaluate_pairs(model, tokenizer, pairs, cfg.max_length, cfg.truncation, cfg.batch_size, device, cfg.data)
     out = prepare_run_dir(cfg.out, cfg)
     write_json_atomic(out / "eval.json", metrics)

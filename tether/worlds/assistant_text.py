@@ -1,12 +1,11 @@
 """The built-in assistant world's words: questions, prompt templates and response phrases.
 
-Pure data, read by `tether.worlds.assistant` (prompts, responses, the gold
-parser) and by `tether.worlds.assistant_model` (the vocabulary is every word
-written here). House rules for this text, relied on by the parser and the
-tokenizer:
+Pure data, read by the other `assistant*` modules (prompts, responses, the gold
+parser, and the tokenizer, whose vocabulary is every word written here). House
+rules for this text, relied on by the parser and the tokenizer (and tested):
 
-- no apostrophes and no "do not" (the tokenizer's decoder would respace or
-  rewrite them, so decode(encode(x)) == x holds for all world text);
+- no apostrophes (the decoder would space them out, "I ' m"), so that
+  decode(encode(x)) == x holds for all world text;
 - symbols other than . , ! ? stand between spaces ("17 + 25 = 42.");
 - no step phrase is contained in another one, no capital contains a country
   name, and every question's topic phrase is unique;

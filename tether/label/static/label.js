@@ -1,5 +1,5 @@
 // tether label: the page's only script. Every text from the server is shown with
-// textContent (never innerHTML), so a response containing markup stays text.
+// textContent, never parsed as HTML, so a response containing markup stays text.
 "use strict";
 
 (() => {

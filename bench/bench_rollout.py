@@ -1,0 +1,105 @@
+"""Rollout speed on CPU: TorchSampler vs Hugging Face `generate`, in one run.
+
+The model is a 2-layer GPT-2 (n_embd 128, vocabulary 600, ~0.5M parameters, the
+size of the built-in world's policy) with random weights. Prompts are 8–16
+tokens (mean ~12), left-padded. EOS gets a logit bias of −inf, so no row stops
+early and every engine makes exactly batch × new_tokens tokens. Each repeat
+times every engine back to back (a busy machine slows them alike); the table
+shows medians over the repeats, after one warm-up run each.
+
+Engines: `TorchSampler` (the default), `HFGenerateSampler` (`generate` plus the
+logits it needs for the same `Rollout`: ids, masks, log-probs) and bare
+`model.generate` (token ids only, nothing else kept).
+
+    python bench/bench_rollout.py [--threads 2] [--batch 16 64] [--new-tokens 32] [--repeats 5]
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from tether.rollout import HFGenerateSampler, SamplingConfig, TorchSampler, left_pad
+
+VOCAB = 600
+EOS = VOCAB - 1
+PAD = 0
+
+
+def build_model() -> GPT2LMHeadModel:
+    """Random 0.5M-parameter GPT-2 whose LM head gives EOS a logit of −inf (no early stop)."""
+    config = GPT2Config(n_layer=2, n_embd=128, n_head=4, vocab_size=VOCAB, n_positions=128, resid_pdrop=0,
+                        embd_pdrop=0, attn_pdrop=0, bos_token_id=PAD, eos_token_id=EOS)
+    model = GPT2LMHeadModel(config).eval()
+    head = torch.nn.Linear(config.n_embd, VOCAB, bias=True)
+    head.weight = model.lm_head.weight  # keep the tie to the input embeddings
+    with torch.no_grad():
+        head.bias.zero_()
+        head.bias[EOS] = float("-inf")
+    model.lm_head = head
+    return model
+
+
+def random_prompts(batch: int, generator: torch.Generator) -> list[list[int]]:
+    lengths = torch.randint(8, 17, (batch,), generator=generator).tolist()
+    return [torch.randint(1, EOS, (n,), generator=generator).tolist() for n in lengths]
+
+
+class BareGenerate:
+    """`model.generate` returning token ids only: the cheapest use of Hugging Face's loop."""
+
+    def generate(self, model, prompt_ids, cfg, generator=None):
+        prompt, prompt_mask = left_pad(prompt_ids, cfg.pad_token_id)
+        with torch.no_grad():
+            return model.generate(input_ids=prompt, attention_mask=prompt_mask, do_sample=True,
+                                  max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
+                                  top_p=cfg.top_p, eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id)
+
+
+def seconds_per_run(engines: dict, model, prompts, cfg, repeats: int) -> dict[str, list[float]]:
+    """Wall-clock seconds of each engine's `generate`, `repeats` times, engines interleaved."""
+    generator = torch.Generator().manual_seed(0)
+    times = {name: [] for name in engines}
+    for name, engine in engines.items():  # warm-up
+        rollout = engine.generate(model, prompts, cfg, generator)
+        if hasattr(rollout, "response_mask"):
+            assert rollout.response_mask.sum() == len(prompts) * cfg.max_new_tokens, f"{name} stopped early"
+    for _ in range(repeats):
+        for name, engine in engines.items():
+            start = time.perf_counter()
+            engine.generate(model, prompts, cfg, generator)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default: 2)")
+    parser.add_argument("--batch", type=int, nargs="+", default=[16, 64], help="batch sizes (default: 16 64)")
+    parser.add_argument("--new-tokens", type=int, default=32, help="tokens sampled per prompt (default: 32)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per engine (default: 5)")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = build_model()
+    n_params = sum(p.numel() for p in model.parameters())
+    cfg = SamplingConfig(max_new_tokens=args.new_tokens, eos_token_id=EOS, pad_token_id=PAD)
+    engines = {"TorchSampler": TorchSampler(), "HFGenerateSampler": HFGenerateSampler(),
+               "model.generate": BareGenerate()}
+    print(f"GPT-2 {n_params / 1e6:.2f}M parameters, torch {torch.__version__}, {args.threads} threads, "
+          f"{args.new_tokens} new tokens, median of {args.repeats} runs")
+    print(f"{'batch':>5}  {'engine':<18} {'tokens/s':>9}  {'TorchSampler is':>16}")
+    for batch in args.batch:
+        prompts = random_prompts(batch, torch.Generator().manual_seed(batch))
+        times = seconds_per_run(engines, model, prompts, cfg, args.repeats)
+        medians = {name: statistics.median(t) for name, t in times.items()}
+        for name, median in medians.items():
+            speedup = medians[name] / medians["TorchSampler"]
+            print(f"{batch:>5}  {name:<18} {batch * args.new_tokens / median:>9.0f}  {speedup:>15.2f}×")
+
+
+if __name__ == "__main__":
+    main()

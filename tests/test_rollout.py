@@ -1,0 +1,279 @@
+"""Rollout: masks that end at EOS, log-probs that PPO can recompute, padding and seed invariances."""
+
+import math
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from tether.errors import InputError
+from tether.rollout import (HFGenerateSampler, Rollout, SamplingConfig, TorchSampler, inverse_cdf_sample, left_pad,
+                            no_eos_penalty, sample_next_token, sequence_logprobs, top_k_filter, top_p_filter,
+                            truncate_after_eos)
+
+VOCAB, EOS, PAD = 50, 1, 0
+PROMPTS = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14, 15, 16, 17], [18]]  # lengths 7, 2, 4, 1: left padding
+
+
+def tiny_gpt2(eos_bias: float = 0.0, attn_implementation: str = "sdpa") -> GPT2LMHeadModel:
+    """Random 2-layer GPT-2; `eos_bias` is added to the EOS logit so that responses end at varied steps."""
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=VOCAB, n_positions=64, resid_pdrop=0,
+                        embd_pdrop=0, attn_pdrop=0, bos_token_id=EOS, eos_token_id=EOS)
+    config._attn_implementation = attn_implementation
+    model = GPT2LMHeadModel(config).eval()
+    head = torch.nn.Linear(config.n_embd, VOCAB, bias=True)
+    head.weight = model.lm_head.weight
+    with torch.no_grad():
+        head.bias.zero_()
+        head.bias[EOS] = eos_bias
+    model.lm_head = head
+    return model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_gpt2()
+
+
+@pytest.fixture(scope="module")
+def eos_model():
+    return tiny_gpt2(eos_bias=2.5)
+
+
+def sampling(**overrides) -> SamplingConfig:
+    return SamplingConfig(**{"max_new_tokens": 12, "eos_token_id": EOS, "pad_token_id": PAD, **overrides})
+
+
+def seeded(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def greedy_reference(model, prompt: list[int], steps: int) -> list[int]:
+    """Slow reference: no cache, no padding, a full forward per token, argmax."""
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(steps):
+            ids.append(int(model(torch.tensor([ids])).logits[0, -1].argmax()))
+    return ids[len(prompt):]
+
+
+# --- end of response: EOS, masks, the no-EOS rule ------------------------------------------------------------
+
+
+def test_truncate_after_eos_by_hand():
+    sampled = torch.tensor([[5, 1, 7, 1],   # EOS at 1: kept, the rest padded (a second EOS too)
+                            [5, 6, 7, 8],   # no EOS: all kept, ended False
+                            [1, 9, 9, 9]])  # EOS first: a one-token response
+    ids, mask, ended = truncate_after_eos(sampled, eos_token_id=1, pad_token_id=0)
+    assert ids.tolist() == [[5, 1, 0, 0], [5, 6, 7, 8], [1, 0, 0, 0]]
+    assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
+    assert ended.tolist() == [True, False, True]
+
+
+def test_truncate_after_eos_when_pad_is_eos():
+    ids, mask, ended = truncate_after_eos(torch.tensor([[4, 1, 4], [4, 4, 4]]), eos_token_id=1, pad_token_id=1)
+    assert ids.tolist() == [[4, 1, 1], [4, 4, 4]]
+    assert mask.tolist() == [[1, 1, 0], [1, 1, 1]]
+    assert ended.tolist() == [True, False]
+
+
+@pytest.mark.parametrize("engine", [TorchSampler(), HFGenerateSampler()], ids=["torch", "hf"])
+def test_masks_end_at_eos_inclusive(eos_model, engine):
+    rollout = engine.generate(eos_model, PROMPTS * 4, sampling(), seeded(1))
+    assert 0 < int(rollout.ended_with_eos.sum()) < len(rollout.ended_with_eos), "want rows with and without EOS"
+    for ids, mask, logprobs, ended in zip(rollout.response_ids.tolist(), rollout.response_mask.tolist(),
+                                          rollout.logprobs.tolist(), rollout.ended_with_eos.tolist()):
+        length = ids.index(EOS) + 1 if EOS in ids else len(ids)
+        assert ended == (EOS in ids)
+        assert mask == [1] * length + [0] * (len(ids) - length)
+        assert ids[length:] == [PAD] * (len(ids) - length)
+        assert all(lp < 0 for lp in logprobs[:length]) and logprobs[length:] == [0.0] * (len(ids) - length)
+        if not ended:
+            assert length == 12
+
+
+def test_sampling_stops_once_every_row_has_ended():
+    rollout = TorchSampler().generate(tiny_gpt2(eos_bias=30.0), PROMPTS, sampling(), seeded())
+    assert rollout.response_ids.tolist() == [[EOS]] * len(PROMPTS)
+    assert rollout.response_mask.tolist() == [[1]] * len(PROMPTS)
+
+
+def test_no_eos_penalty_by_hand():
+    scores = torch.tensor([0.5, 2.0, -0.3])
+    ended = torch.tensor([True, False, True])
+    assert no_eos_penalty(scores, ended, penalty=-1.0).tolist() == pytest.approx([0.5, -1.0, -0.3])
+    kept = no_eos_penalty(scores, ended, penalty=None)
+    assert kept.tolist() == pytest.approx([0.5, 2.0, -0.3])
+    assert scores.tolist() == pytest.approx([0.5, 2.0, -0.3])  # the input is not modified
+
+
+# --- log-probs agree with one teacher-forced forward ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+@pytest.mark.parametrize("engine", [TorchSampler(), HFGenerateSampler()], ids=["torch", "hf"])
+def test_rollout_logprobs_equal_teacher_forced_logprobs(eos_model, engine, temperature):
+    rollout = engine.generate(eos_model, PROMPTS, sampling(temperature=temperature), seeded(2))
+    with torch.no_grad():
+        recomputed, logits = sequence_logprobs(eos_model, rollout.sequences, rollout.attention_mask,
+                                               rollout.prompt_ids.shape[1], temperature)
+    assert logits.shape == (*rollout.response_ids.shape, VOCAB)
+    torch.testing.assert_close(rollout.logprobs, recomputed * rollout.response_mask, rtol=0, atol=1e-5)
+
+
+def test_logprobs_ignore_top_k_and_top_p_truncation(eos_model):
+    """Filtering decides which tokens can be drawn; the log-prob stays that of softmax(logits / τ)."""
+    cfg = sampling(temperature=0.7, top_k=5, top_p=0.8)
+    rollout = TorchSampler().generate(eos_model, PROMPTS, cfg, seeded(3))
+    with torch.no_grad():
+        recomputed, logits = sequence_logprobs(eos_model, rollout.sequences, rollout.attention_mask,
+                                               rollout.prompt_ids.shape[1], cfg.temperature)
+    torch.testing.assert_close(rollout.logprobs, recomputed * rollout.response_mask, rtol=0, atol=1e-5)
+    rank = (logits > logits.gather(-1, rollout.response_ids.unsqueeze(-1))).sum(-1)  # tokens more probable
+    assert (rank[rollout.response_mask.bool()] < 5).all()
+
+
+def test_sequence_logprobs_match_a_hand_loop_and_ignore_left_padding(model):
+    tokens = [5, 6, 7, 8, 9]  # prompt 5 6, response 7 8 9
+    padded = torch.tensor([[PAD, PAD, 5, 6, 7, 8, 9]])
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1, 1]])
+    with torch.no_grad():
+        logprobs, _ = sequence_logprobs(model, padded, mask, response_start=4, temperature=0.7)
+        alone = model(torch.tensor([tokens])).logits[0]  # (5, V)
+    expected = [torch.log_softmax(alone[t - 1] / 0.7, -1)[tokens[t]].item() for t in (2, 3, 4)]
+    assert logprobs[0].tolist() == pytest.approx(expected, abs=1e-5)
+
+
+def test_sequence_logprobs_rejects_a_start_outside_the_sequence(model):
+    with pytest.raises(ValueError, match=r"response_start must be in \[1, 2\], got 0"):
+        sequence_logprobs(model, torch.tensor([[5, 6, 7]]), torch.ones(1, 3, dtype=torch.long), 0, 1.0)
+
+
+# --- invariances: padding, seeds, greedy --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+def test_left_padding_does_not_change_a_greedy_response(attn_implementation):
+    model = tiny_gpt2(eos_bias=1.0, attn_implementation=attn_implementation)
+    cfg = sampling(top_k=1)
+    alone = TorchSampler().generate(model, [PROMPTS[1]], cfg, seeded(4))
+    batched = TorchSampler().generate(model, PROMPTS, cfg, seeded(5))
+    width = alone.response_ids.shape[1]
+    assert batched.response_ids[1, :width].tolist() == alone.response_ids[0].tolist()
+    assert batched.response_mask[1].sum() == alone.response_mask[0].sum()
+    torch.testing.assert_close(batched.logprobs[1, :width], alone.logprobs[0], rtol=0, atol=1e-5)
+    assert alone.response_ids[0].tolist() == greedy_reference(model, PROMPTS[1], 12)[:width]
+
+
+def test_top_k_1_is_greedy_argmax(model):
+    rollout = TorchSampler().generate(model, PROMPTS, sampling(temperature=1.3, top_k=1), seeded(6))
+    for prompt, response in zip(PROMPTS, rollout.response_ids.tolist()):
+        assert response == greedy_reference(model, prompt, 12)
+
+
+@pytest.mark.parametrize("engine", [TorchSampler(), HFGenerateSampler()], ids=["torch", "hf"])
+def test_same_seed_same_rollout(eos_model, engine):
+    first, second, other = (engine.generate(eos_model, PROMPTS, sampling(temperature=0.9, top_p=0.95), seeded(s))
+                            for s in (7, 7, 8))
+    for name in ("prompt_ids", "prompt_mask", "response_ids", "response_mask", "logprobs", "ended_with_eos"):
+        assert torch.equal(getattr(first, name), getattr(second, name)), name
+    assert not torch.equal(first.response_ids, other.response_ids)
+
+
+def test_hf_sampler_leaves_the_global_rng_alone(model):
+    state = torch.get_rng_state()
+    HFGenerateSampler().generate(model, PROMPTS, sampling(), seeded())
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_both_engines_agree_on_greedy_tokens(eos_model):
+    cfg = sampling(top_k=1)
+    ours = TorchSampler().generate(eos_model, PROMPTS, cfg, seeded())
+    theirs = HFGenerateSampler().generate(eos_model, PROMPTS, cfg, seeded())
+    for name in ("prompt_ids", "prompt_mask", "response_ids", "response_mask", "ended_with_eos"):
+        assert torch.equal(getattr(ours, name), getattr(theirs, name)), name
+    torch.testing.assert_close(ours.logprobs, theirs.logprobs, rtol=0, atol=1e-5)
+
+
+# --- the Rollout object -------------------------------------------------------------------------------------
+
+
+def test_rollout_sequences_concatenate_prompt_and_response():
+    rollout = Rollout(prompt_ids=torch.tensor([[0, 5]]), prompt_mask=torch.tensor([[0, 1]]),
+                      response_ids=torch.tensor([[7, 1, 0]]), response_mask=torch.tensor([[1, 1, 0]]),
+                      logprobs=torch.tensor([[-0.5, -0.1, 0.0]]), ended_with_eos=torch.tensor([True]))
+    assert rollout.sequences.tolist() == [[0, 5, 7, 1, 0]]
+    assert rollout.attention_mask.tolist() == [[0, 1, 1, 1, 0]]
+
+
+def test_rollout_tensors_can_feed_a_training_forward(model):
+    rollout = TorchSampler().generate(model, PROMPTS, sampling(), seeded())
+    logprobs, _ = sequence_logprobs(model, rollout.sequences, rollout.attention_mask,
+                                    rollout.prompt_ids.shape[1], 1.0)
+    (logprobs * rollout.response_mask).sum().backward()  # inference tensors would raise here
+    assert model.transformer.wte.weight.grad is not None
+    model.zero_grad(set_to_none=True)
+
+
+# --- sampling helpers by hand -------------------------------------------------------------------------------
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    logits = torch.tensor([[0.2, 0.5, 0.3]]).log()  # sorted: 0.5, 0.3, 0.2
+    kept = lambda p: torch.isfinite(top_p_filter(logits, p))[0].tolist()  # noqa: E731
+    assert kept(0.5) == [False, True, False]  # 0.5 alone reaches 0.5
+    assert kept(0.6) == [False, True, True]   # 0.5 < 0.6: the crossing token 0.3 is kept
+    assert kept(0.8) == [False, True, True]   # 0.5 + 0.3 = 0.8 reaches 0.8
+    assert kept(0.81) == [True, True, True]
+    assert kept(1.0) == [True, True, True]
+    assert torch.equal(top_p_filter(logits, 0.6)[0, 1:], logits[0, 1:])  # kept logits are unchanged
+
+
+def test_top_k_keeps_the_k_largest_and_their_ties():
+    logits = torch.tensor([[1.0, 3.0, 2.0, 3.0, 0.0]])
+    assert torch.isfinite(top_k_filter(logits, 1))[0].tolist() == [False, True, False, True, False]
+    assert torch.isfinite(top_k_filter(logits, 3))[0].tolist() == [False, True, True, True, False]
+    assert torch.equal(top_k_filter(logits, 0), logits)
+
+
+def test_inverse_cdf_sample_follows_the_weights_and_never_draws_a_zero():
+    weights = torch.tensor([[0.0, 1.0, 0.0, 3.0, 0.0]]).expand(20000, 5)  # unnormalised: ¼ and ¾
+    draws = inverse_cdf_sample(weights, seeded())
+    counts = torch.bincount(draws, minlength=5).tolist()
+    assert counts[0] == counts[2] == counts[4] == 0
+    assert counts[1] / 20000 == pytest.approx(0.25, abs=0.015)  # 5 standard deviations ≈ 0.015
+
+
+def test_sample_next_token_returns_the_unfiltered_logprob():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
+    token, logprob = sample_next_token(logits, temperature=0.5, top_k=1, top_p=1.0, generator=seeded())
+    assert token.tolist() == [0]
+    expected = 4.0 - math.log(sum(math.exp(x / 0.5) for x in (2.0, 1.0, 0.0, -1.0)))
+    assert logprob.tolist() == pytest.approx([expected])
+
+
+# --- bad input ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"temperature": 0.0}, r'"temperature": must be > 0'),
+    ({"top_k": -1}, r'"top_k": must be ≥ 0'),
+    ({"top_p": 0.0}, r'"top_p": must be in \(0, 1\]'),
+    ({"max_new_tokens": 0}, r'"max_new_tokens": must be ≥ 1'),
+])
+def test_sampling_config_names_the_bad_field(overrides, message):
+    with pytest.raises(InputError, match=message):
+        sampling(**overrides)
+
+
+def test_empty_prompts_are_input_errors():
+    with pytest.raises(InputError, match=r'"prompt_ids": prompt 1 is empty'):
+        left_pad([[5], []], PAD)
+    with pytest.raises(InputError, match=r'"prompt_ids": no prompts'):
+        left_pad([], PAD)
+
+
+def test_too_long_for_the_model_is_an_input_error(model):
+    with pytest.raises(InputError, match=r'"max_new_tokens": longest prompt \+ max_new_tokens = 67 exceeds'):
+        TorchSampler().generate(model, PROMPTS, sampling(max_new_tokens=60), seeded())

@@ -1,0 +1,30 @@
+"""tether.rollout: sampling responses from a causal LM, with masks that end at EOS and log-probs.
+
+`TorchSampler` is the default engine (a KV-cached PyTorch loop, fast on CPU);
+`HFGenerateSampler` wraps `model.generate` as a baseline. Both satisfy
+`RolloutEngine`, so a faster engine can be dropped in (DESIGN §7).
+"""
+
+from tether.rollout.hf_sampler import HFGenerateSampler
+from tether.rollout.interface import Rollout, RolloutEngine, SamplingConfig
+from tether.rollout.logprobs import sequence_logprobs
+from tether.rollout.masks import left_pad, no_eos_penalty, position_ids_from_mask, truncate_after_eos
+from tether.rollout.sampling import inverse_cdf_sample, sample_next_token, top_k_filter, top_p_filter
+from tether.rollout.torch_sampler import TorchSampler
+
+__all__ = [
+    "SamplingConfig",
+    "Rollout",
+    "RolloutEngine",
+    "TorchSampler",
+    "HFGenerateSampler",
+    "sequence_logprobs",
+    "no_eos_penalty",
+    "truncate_after_eos",
+    "left_pad",
+    "position_ids_from_mask",
+    "top_k_filter",
+    "top_p_filter",
+    "inverse_cdf_sample",
+    "sample_next_token",
+]
