@@ -116,6 +116,8 @@ def synthetic_sweep(hack: bool = True) -> dict:
             "reward_model": {"accuracy": 0.71, "loss": 0.56, "n_pairs": 600, "label_ceiling": 0.84,
                              "length_bias": {"longer_wins_labels": 0.52, "longer_wins_model": 0.64,
                                              "reward_length_corr": 0.31},
+                             "by_category": {"family": {"arithmetic": {"accuracy": 0.55, "n": 150},
+                                                        "harmful": {"accuracy": 0.9, "n": 150}}},
                              "history": history},
             "timings_s": {"sft": 70.2, "collect": 10.1, "reward_model": 15.3, "sweep": 240.0},
         },
@@ -290,6 +292,7 @@ def test_report_sections_say_what_is_missing(tmp_path):
     assert "No reward-model evaluation recorded." in page
     assert "No learning curves recorded." in page and "No samples recorded." in page
     assert "Too few points for a fit" in page
+    assert "family = harmful" in render_report(synthetic_sweep())
     empty = render_report({"rows": []})
     assert empty.count("The sweep has no runs.") == 2 and '<section id="frontier">' in empty
 

@@ -139,7 +139,7 @@ def fmt(x) -> str:
 
 
 def pct(x) -> str:
-    """A share as a percentage: 0.625 → "62%"; below 10% one decimal: 0.034 → "3.4%"."""
+    """A share as a percentage: 0.634 → "63%"; below 10% one decimal: 0.034 → "3.4%"."""
     return "—" if x is None else (f"{x:.0%}" if x == 0 or abs(x) >= 0.1 else f"{x:.1%}")
 
 
@@ -522,6 +522,11 @@ def _reward_model_section(pipeline: dict) -> str:
     parts = [_key_values(main, caption="held-out pairs")]
     if isinstance(rm.get("length_bias"), dict):
         parts.append(_key_values(rm["length_bias"], caption="length bias"))
+    if isinstance(rm.get("by_category"), dict):
+        rows = [[f"{field} = {value}", pct(cell.get("accuracy")), fmt(cell.get("n"))]
+                for field, values in rm["by_category"].items() if isinstance(values, dict)
+                for value, cell in values.items() if isinstance(cell, dict)]
+        parts.append(_table(["category", "accuracy", "pairs"], rows, caption="accuracy by category"))
     body = f'<div class="tables">{"".join(parts)}</div>'
     if rm.get("history"):
         from tether.analysis.plots import plot_rm_curves

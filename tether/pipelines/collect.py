@@ -13,6 +13,7 @@ from tether.data.io import write_jsonl_atomic
 from tether.models import load_causal_lm, load_tokenizer, resolve_device, set_seed
 from tether.pipelines.common import prepare_run_dir, sample_responses
 from tether.rollout import SamplingConfig
+from tether.worlds.assistant import GoldLabeler, LabelerBiases
 
 
 @dataclass
@@ -29,8 +30,9 @@ class CollectConfig:
     max_resamples: int = opt(3, "times a pair with identical or empty responses is resampled before it is dropped (and counted)")
     labeler: str = opt("gold", "gold (the built-in world's simulated rater) or none (label later with `tether label`)")
     tau: float = opt(0.5, "gold labeler noise: P(y1 > y2) = sigmoid((u1 - u2) / tau)")
-    filler_bonus: float = opt(0.25, "gold labeler bias: utility bonus per filler phrase (raters like politeness)")
-    edgy_refusal_bonus: float = opt(1.6, "gold labeler bias: bonus for refusing an edgy-sounding benign prompt")
+    filler_bonus: float = opt(LabelerBiases.filler_bonus, "gold labeler bias: utility bonus per filler phrase (raters like politeness)")
+    filler_cap: int = opt(LabelerBiases.filler_cap, "gold labeler bias: filler phrases that earn the bonus at most")
+    edgy_refusal_bonus: float = opt(LabelerBiases.edgy_refusal_bonus, "gold labeler bias: bonus for refusing an edgy-sounding benign prompt")
     batch_size: int = opt(128, "prompts per generation batch")
     seed: int = opt(0, "random seed (sampling and labels)")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
@@ -44,8 +46,8 @@ class CollectConfig:
 
 
 def make_gold_labeler(cfg):
-    from tether.worlds.assistant import GoldLabeler, LabelerBiases
-    return GoldLabeler(tau=cfg.tau, biases=LabelerBiases(filler_bonus=cfg.filler_bonus, edgy_refusal_bonus=cfg.edgy_refusal_bonus), seed=cfg.seed)
+    biases = LabelerBiases(filler_bonus=cfg.filler_bonus, filler_cap=cfg.filler_cap, edgy_refusal_bonus=cfg.edgy_refusal_bonus)
+    return GoldLabeler(tau=cfg.tau, biases=biases, seed=cfg.seed)
 
 
 def pair_id(prompt, y1: str, y2: str) -> str:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from tether.analysis import best_gold_beta, fit_bon, fit_rl, safe_but_useless_beta, write_report
+from tether.analysis import frontier_fits, sweep_findings
+from tether.analysis.report import write_report
 from tether.config import opt, require
 from tether.data import read_prompts
 from tether.data.io import write_json_atomic
@@ -115,18 +116,6 @@ def with_deltas(row: dict, baseline: dict) -> dict:
     return row
 
 
-def frontier_fits(rows: list[dict]) -> dict:
-    """Gao et al. 2022 fits of gold and proxy gains vs d = √KL, for PPO (fixed β) and best-of-n."""
-    fits = {}
-    for kind, fit in (("ppo", fit_rl), ("bon", fit_bon)):
-        pts = [r for r in rows if r["kind"] == kind and r["sqrt_kl"] > 0]
-        for metric in ("gold", "proxy"):
-            if len(pts) >= 2 and all(f"{metric}_delta" in r for r in pts):
-                name = f"{metric}_{'rl' if kind == 'ppo' else 'bon'}"
-                fits[name] = dataclasses.asdict(fit([r["sqrt_kl"] for r in pts], [r[f"{metric}_delta"] for r in pts]))
-    return fits
-
-
 def run_sweep(cfg: SweepConfig) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -157,14 +146,11 @@ def run_sweep(cfg: SweepConfig) -> dict:
         print(f"sweep: best-of-n for n in {cfg.bon_ns}")
         for row in best_of_n(sft, reward_fn, tokenizer, eval_records, cfg.bon_ns, cfg.bon_prompts, sampling, gold, seed=cfg.seed):
             rows.append(with_deltas(row, baseline))
-    fixed = [r for r in rows if r["kind"] == "ppo"]
     data = {
         "world": cfg.gold, "pipeline": cfg.pipeline,
         "sft_baseline": {**baseline, "samples": baseline_samples[:16]},
-        "rows": rows, "fits": frontier_fits(rows),
-        "findings": {"safe_but_useless_beta": safe_but_useless_beta(fixed, cfg.refusal_threshold) if gold else None,
-                     "best_gold_beta": best_gold_beta(fixed) if gold else None,
-                     "refusal_threshold": cfg.refusal_threshold},
+        "rows": rows, "fits": {name: fit.as_dict() for name, fit in frontier_fits(rows).items()},
+        "findings": sweep_findings(rows, cfg.refusal_threshold),
     }
     write_json_atomic(out / "sweep.json", data)
     write_report(out / "report.html", data)

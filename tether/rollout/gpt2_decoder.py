@@ -1,0 +1,96 @@
+"""GPT-2's forward as plain tensor ops over the model's own weights, with a preallocated KV cache.
+
+Why: calling a Hugging Face `GPT2LMHeadModel` for one new token runs some forty
+module calls, decorators and mask builders; at the built-in world's size
+(2 layers, n_embd 128) that Python overhead is most of a decoding step (DESIGN
+§7). The same arithmetic written as ~15 tensor ops per layer decodes about twice
+as fast, which is what brings `TorchSampler` past 2× `generate` on two CPU
+cores (bench/bench_rollout.py). `TorchSampler` uses it only for a plain GPT-2
+(`fast_gpt2_supported`); anything else — another architecture, LoRA adapters,
+hooks, training mode — goes through the model's own forward. tests/test_rollout.py
+checks its log-probs against the Hugging Face forward.
+
+Layer math (Radford et al. 2019; transformers' modeling_gpt2.py):
+    h ← h + W_o · attn(LN_1(h)),   h ← h + MLP(LN_2(h)),   logits = lm_head(LN_f(h)),
+with Conv1D layers computing x·W + b and attention scaled by 1/√d_head
+(and 1/(layer + 1) when `scale_attn_by_inverse_layer_idx`).
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def fast_gpt2_supported(model) -> bool:
+    """True for a plain `GPT2LMHeadModel` in eval mode whose layers this module reproduces exactly.
+
+    False (so the model's own forward is used) for subclasses, training mode,
+    cross-attention, upcast/reordered attention, any module hook, or any layer
+    replaced by a wrapper (LoRA, quantisation).
+    """
+    from transformers import GPT2LMHeadModel
+    from transformers.pytorch_utils import Conv1D
+    if type(model) is not GPT2LMHeadModel or model.training:
+        return False
+    config = model.config
+    if config.add_cross_attention or config.reorder_and_upcast_attn:
+        return False
+    if any(m._forward_hooks or m._forward_pre_hooks for m in model.modules()):
+        return False
+    gpt2 = model.transformer
+    expected = [(gpt2.wte, nn.Embedding), (gpt2.wpe, nn.Embedding), (gpt2.ln_f, nn.LayerNorm),
+                (model.lm_head, nn.Linear)]
+    for block in gpt2.h:
+        expected += [(block.ln_1, nn.LayerNorm), (block.ln_2, nn.LayerNorm), (block.attn.c_attn, Conv1D),
+                     (block.attn.c_proj, Conv1D), (block.mlp.c_fc, Conv1D), (block.mlp.c_proj, Conv1D)]
+    return all(type(module) is kind for module, kind in expected)
+
+
+def conv1d(x: torch.Tensor, layer) -> torch.Tensor:
+    """GPT-2's Conv1D: x · W + b with W of shape (in, out). x: (B, T, in) → (B, T, out)."""
+    return torch.addmm(layer.bias, x.reshape(-1, x.shape[-1]), layer.weight).view(*x.shape[:-1], -1)
+
+
+def layer_norm(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+    return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+
+class FastGPT2:
+    """A GPT-2 that decodes from its own KV buffers (B, heads, max_len, d_head), filled left to right."""
+
+    def __init__(self, model, batch: int, max_len: int):
+        config = model.config
+        self.model = model
+        self.heads = config.n_head
+        self.head_dim = config.n_embd // config.n_head
+        self.scales = [(self.head_dim ** -0.5 if config.scale_attn_weights else 1.0)
+                       / (i + 1 if config.scale_attn_by_inverse_layer_idx else 1) for i in range(config.n_layer)]
+        weight = model.transformer.wte.weight
+        shape = (batch, self.heads, max_len, self.head_dim)
+        self.keys = [weight.new_empty(shape) for _ in range(config.n_layer)]
+        self.values = [weight.new_empty(shape) for _ in range(config.n_layer)]
+        self.length = 0  # positions of the buffers filled so far
+
+    def last_logits(self, input_ids: torch.Tensor, position_ids: torch.Tensor,
+                    attention_mask: torch.Tensor) -> torch.Tensor:
+        """Append T tokens to the cache and return the logits after the last one.
+
+        input_ids, position_ids: (B, T). attention_mask: (B, 1, T, length + T) bool,
+        True where query t may attend to key j. Returns (B, V).
+        """
+        batch, new = input_ids.shape
+        start, end = self.length, self.length + new
+        gpt2 = self.model.transformer
+        h = F.embedding(input_ids, gpt2.wte.weight) + F.embedding(position_ids, gpt2.wpe.weight)  # (B, T, E)
+        for block, keys, values, scale in zip(gpt2.h, self.keys, self.values, self.scales):
+            qkv = conv1d(layer_norm(h, block.ln_1), block.attn.c_attn).view(batch, new, 3, self.heads, self.head_dim)
+            query, key, value = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, T, d_head)
+            keys[:, :, start:end] = key
+            values[:, :, start:end] = value
+            attended = F.scaled_dot_product_attention(query, keys[:, :, :end], values[:, :, :end],
+                                                      attn_mask=attention_mask, scale=scale)
+            h = h + conv1d(attended.transpose(1, 2).reshape(batch, new, -1), block.attn.c_proj)
+            h = h + conv1d(block.mlp.act(conv1d(layer_norm(h, block.ln_2), block.mlp.c_fc)), block.mlp.c_proj)
+        self.length = end
+        head = self.model.lm_head
+        return F.linear(layer_norm(h[:, -1], gpt2.ln_f), head.weight, head.bias)
