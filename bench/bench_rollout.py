@@ -7,9 +7,11 @@ early and every engine makes exactly batch × new_tokens tokens. Each repeat
 times every engine back to back (a busy machine slows them alike); the table
 shows medians over the repeats, after one warm-up run each.
 
-Engines: `TorchSampler` (the default), `HFGenerateSampler` (`generate` plus the
-logits it needs for the same `Rollout`: ids, masks, log-probs) and bare
-`model.generate` (token ids only, nothing else kept).
+Engines: `TorchSampler` (the default; a plain GPT-2 decodes through
+`FastGPT2Decoder`), `TorchSampler(fast_gpt2=False)` (the path every other model
+takes: the model's own forward with a DynamicCache), `HFGenerateSampler`
+(`generate` plus the logits it needs for the same `Rollout`: ids, masks,
+log-probs) and bare `model.generate` (token ids only, nothing else kept).
 
     python bench/bench_rollout.py [--threads 2] [--batch 16 64] [--new-tokens 32] [--repeats 5]
 """
@@ -87,18 +89,18 @@ def main(argv=None) -> None:
     model = build_model()
     n_params = sum(p.numel() for p in model.parameters())
     cfg = SamplingConfig(max_new_tokens=args.new_tokens, eos_token_id=EOS, pad_token_id=PAD)
-    engines = {"TorchSampler": TorchSampler(), "HFGenerateSampler": HFGenerateSampler(),
-               "model.generate": BareGenerate()}
+    engines = {"TorchSampler": TorchSampler(), "TorchSampler, HF fwd": TorchSampler(fast_gpt2=False),
+               "HFGenerateSampler": HFGenerateSampler(), "model.generate": BareGenerate()}
     print(f"GPT-2 {n_params / 1e6:.2f}M parameters, torch {torch.__version__}, {args.threads} threads, "
           f"{args.new_tokens} new tokens, median of {args.repeats} runs")
-    print(f"{'batch':>5}  {'engine':<18} {'tokens/s':>9}  {'TorchSampler is':>16}")
+    print(f"{'batch':>5}  {'engine':<20} {'tokens/s':>9}  {'TorchSampler is':>16}")
     for batch in args.batch:
         prompts = random_prompts(batch, torch.Generator().manual_seed(batch))
         times = seconds_per_run(engines, model, prompts, cfg, args.repeats)
         medians = {name: statistics.median(t) for name, t in times.items()}
         for name, median in medians.items():
             speedup = medians[name] / medians["TorchSampler"]
-            print(f"{batch:>5}  {name:<18} {batch * args.new_tokens / median:>9.0f}  {speedup:>15.2f}×")
+            print(f"{batch:>5}  {name:<20} {batch * args.new_tokens / median:>9.0f}  {speedup:>15.2f}×")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from tether.errors import InputError
+from tether.rollout.gpt2_decoder import fast_gpt2_supported
 from tether.rollout import (HFGenerateSampler, Rollout, SamplingConfig, TorchSampler, inverse_cdf_sample, left_pad,
                             no_eos_penalty, sample_next_token, sequence_logprobs, top_k_filter, top_p_filter,
                             truncate_after_eos)
@@ -15,11 +16,17 @@ VOCAB, EOS, PAD = 50, 1, 0
 PROMPTS = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14, 15, 16, 17], [18]]  # lengths 7, 2, 4, 1: left padding
 
 
-def tiny_gpt2(eos_bias: float = 0.0, attn_implementation: str = "sdpa") -> GPT2LMHeadModel:
+# Every engine and decoding path: the GPT-2 fast decoder, the model's own forward, Hugging Face generate.
+ENGINES = {"fast": TorchSampler(), "model": TorchSampler(fast_gpt2=False), "hf": HFGenerateSampler()}
+engines = pytest.mark.parametrize("engine", ENGINES.values(), ids=ENGINES.keys())
+
+
+def tiny_gpt2(eos_bias: float = 0.0, attn_implementation: str = "sdpa", **config_overrides) -> GPT2LMHeadModel:
     """Random 2-layer GPT-2; `eos_bias` is added to the EOS logit so that responses end at varied steps."""
     torch.manual_seed(0)
-    config = GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=VOCAB, n_positions=64, resid_pdrop=0,
-                        embd_pdrop=0, attn_pdrop=0, bos_token_id=EOS, eos_token_id=EOS)
+    settings = dict(n_layer=2, n_embd=32, n_head=2, vocab_size=VOCAB, n_positions=64, resid_pdrop=0, embd_pdrop=0,
+                    attn_pdrop=0, bos_token_id=EOS, eos_token_id=EOS)
+    config = GPT2Config(**{**settings, **config_overrides})
     config._attn_implementation = attn_implementation
     model = GPT2LMHeadModel(config).eval()
     head = torch.nn.Linear(config.n_embd, VOCAB, bias=True)
@@ -29,6 +36,16 @@ def tiny_gpt2(eos_bias: float = 0.0, attn_implementation: str = "sdpa") -> GPT2L
         head.bias[EOS] = eos_bias
     model.lm_head = head
     return model
+
+
+def tiny_llama():
+    """Another architecture (rotary positions, grouped KV heads): always the model's own forward."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
+                         bos_token_id=EOS, eos_token_id=EOS, pad_token_id=PAD)
+    return LlamaForCausalLM(config).eval()
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +95,7 @@ def test_truncate_after_eos_when_pad_is_eos():
     assert ended.tolist() == [True, False]
 
 
-@pytest.mark.parametrize("engine", [TorchSampler(), HFGenerateSampler()], ids=["torch", "hf"])
+@engines
 def test_masks_end_at_eos_inclusive(eos_model, engine):
     rollout = engine.generate(eos_model, PROMPTS * 4, sampling(), seeded(1))
     assert 0 < int(rollout.ended_with_eos.sum()) < len(rollout.ended_with_eos), "want rows with and without EOS"
@@ -93,8 +110,9 @@ def test_masks_end_at_eos_inclusive(eos_model, engine):
             assert length == 12
 
 
-def test_sampling_stops_once_every_row_has_ended():
-    rollout = TorchSampler().generate(tiny_gpt2(eos_bias=30.0), PROMPTS, sampling(), seeded())
+@engines
+def test_sampling_stops_once_every_row_has_ended(engine):
+    rollout = engine.generate(tiny_gpt2(eos_bias=30.0), PROMPTS, sampling(), seeded())
     assert rollout.response_ids.tolist() == [[EOS]] * len(PROMPTS)
     assert rollout.response_mask.tolist() == [[1]] * len(PROMPTS)
 
@@ -112,13 +130,29 @@ def test_no_eos_penalty_by_hand():
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
-@pytest.mark.parametrize("engine", [TorchSampler(), HFGenerateSampler()], ids=["torch", "hf"])
+@engines
 def test_rollout_logprobs_equal_teacher_forced_logprobs(eos_model, engine, temperature):
     rollout = engine.generate(eos_model, PROMPTS, sampling(temperature=temperature), seeded(2))
     with torch.no_grad():
         recomputed, logits = sequence_logprobs(eos_model, rollout.sequences, rollout.attention_mask,
                                                rollout.prompt_ids.shape[1], temperature)
     assert logits.shape == (*rollout.response_ids.shape, VOCAB)
+    torch.testing.assert_close(rollout.logprobs, recomputed * rollout.response_mask, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, model", [
+    ("gpt2 scaled by 1/(layer+1), relu", lambda: tiny_gpt2(eos_bias=2.5, scale_attn_by_inverse_layer_idx=True,
+                                                          activation_function="relu")),
+    ("gpt2 eager attention", lambda: tiny_gpt2(eos_bias=2.5, attn_implementation="eager")),
+    ("llama", tiny_llama),
+])
+@pytest.mark.parametrize("engine", [ENGINES["fast"], ENGINES["model"]], ids=["fast", "model"])
+def test_logprobs_equal_teacher_forced_logprobs_for_other_models(name, model, engine):
+    model = model()
+    rollout = engine.generate(model, PROMPTS, sampling(temperature=0.7), seeded(2))
+    with torch.no_grad():
+        recomputed, _ = sequence_logprobs(model, rollout.sequences, rollout.attention_mask,
+                                          rollout.prompt_ids.shape[1], 0.7)
     torch.testing.assert_close(rollout.logprobs, recomputed * rollout.response_mask, rtol=0, atol=1e-5)
 
 
@@ -153,12 +187,18 @@ def test_sequence_logprobs_rejects_a_start_outside_the_sequence(model):
 # --- invariances: padding, seeds, greedy --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
-def test_left_padding_does_not_change_a_greedy_response(attn_implementation):
-    model = tiny_gpt2(eos_bias=1.0, attn_implementation=attn_implementation)
+@pytest.mark.parametrize("engine, model", [
+    (ENGINES["fast"], lambda: tiny_gpt2(eos_bias=1.0)),
+    (ENGINES["model"], lambda: tiny_gpt2(eos_bias=1.0)),
+    (ENGINES["model"], lambda: tiny_gpt2(eos_bias=1.0, attn_implementation="eager")),
+    (ENGINES["hf"], lambda: tiny_gpt2(eos_bias=1.0)),
+    (ENGINES["model"], tiny_llama),
+], ids=["fast", "model", "model-eager", "hf", "model-llama"])
+def test_left_padding_does_not_change_a_greedy_response(engine, model):
+    model = model()
     cfg = sampling(top_k=1)
-    alone = TorchSampler().generate(model, [PROMPTS[1]], cfg, seeded(4))
-    batched = TorchSampler().generate(model, PROMPTS, cfg, seeded(5))
+    alone = engine.generate(model, [PROMPTS[1]], cfg, seeded(4))
+    batched = engine.generate(model, PROMPTS, cfg, seeded(5))
     width = alone.response_ids.shape[1]
     assert batched.response_ids[1, :width].tolist() == alone.response_ids[0].tolist()
     assert batched.response_mask[1].sum() == alone.response_mask[0].sum()
@@ -166,13 +206,14 @@ def test_left_padding_does_not_change_a_greedy_response(attn_implementation):
     assert alone.response_ids[0].tolist() == greedy_reference(model, PROMPTS[1], 12)[:width]
 
 
-def test_top_k_1_is_greedy_argmax(model):
-    rollout = TorchSampler().generate(model, PROMPTS, sampling(temperature=1.3, top_k=1), seeded(6))
+@engines
+def test_top_k_1_is_greedy_argmax(model, engine):
+    rollout = engine.generate(model, PROMPTS, sampling(temperature=1.3, top_k=1), seeded(6))
     for prompt, response in zip(PROMPTS, rollout.response_ids.tolist()):
         assert response == greedy_reference(model, prompt, 12)
 
 
-@pytest.mark.parametrize("engine", [TorchSampler(), HFGenerateSampler()], ids=["torch", "hf"])
+@engines
 def test_same_seed_same_rollout(eos_model, engine):
     first, second, other = (engine.generate(eos_model, PROMPTS, sampling(temperature=0.9, top_p=0.95), seeded(s))
                             for s in (7, 7, 8))
@@ -187,13 +228,45 @@ def test_hf_sampler_leaves_the_global_rng_alone(model):
     assert torch.equal(torch.get_rng_state(), state)
 
 
-def test_both_engines_agree_on_greedy_tokens(eos_model):
+def test_all_engines_agree_on_greedy_tokens(eos_model):
     cfg = sampling(top_k=1)
-    ours = TorchSampler().generate(eos_model, PROMPTS, cfg, seeded())
-    theirs = HFGenerateSampler().generate(eos_model, PROMPTS, cfg, seeded())
-    for name in ("prompt_ids", "prompt_mask", "response_ids", "response_mask", "ended_with_eos"):
-        assert torch.equal(getattr(ours, name), getattr(theirs, name)), name
-    torch.testing.assert_close(ours.logprobs, theirs.logprobs, rtol=0, atol=1e-5)
+    fast, *others = (engine.generate(eos_model, PROMPTS, cfg, seeded()) for engine in ENGINES.values())
+    for other in others:
+        for name in ("prompt_ids", "prompt_mask", "response_ids", "response_mask", "ended_with_eos"):
+            assert torch.equal(getattr(fast, name), getattr(other, name)), name
+        torch.testing.assert_close(fast.logprobs, other.logprobs, rtol=0, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")  # raised by peft
+def test_fast_gpt2_only_for_a_plain_gpt2_without_dropout():
+    from peft import LoraConfig, get_peft_model
+    assert fast_gpt2_supported(tiny_gpt2())
+    assert not fast_gpt2_supported(tiny_llama())
+    assert fast_gpt2_supported(tiny_gpt2().train())  # dropout p = 0: training mode changes nothing
+    assert not fast_gpt2_supported(tiny_gpt2(resid_pdrop=0.1).train())
+    assert fast_gpt2_supported(tiny_gpt2(resid_pdrop=0.1).eval())
+    hooked = tiny_gpt2()
+    hooked.transformer.h[1].mlp.register_forward_hook(lambda module, args, out: out * 2)
+    assert not fast_gpt2_supported(hooked)
+    lora = get_peft_model(tiny_gpt2(), LoraConfig(r=2, target_modules=["c_attn"], fan_in_fan_out=True))
+    assert not fast_gpt2_supported(lora)
+    assert not fast_gpt2_supported(lora.get_base_model())  # the LoRA layers are injected in place
+
+
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
+def test_lora_adapters_are_sampled_with(eos_model):
+    """A LoRA policy goes through its own forward, so the adapter shapes the samples and log-probs."""
+    from peft import LoraConfig, get_peft_model
+    policy = get_peft_model(tiny_gpt2(eos_bias=2.5), LoraConfig(r=2, target_modules=["c_attn"], fan_in_fan_out=True,
+                                                                 init_lora_weights=False)).eval()
+    rollout = TorchSampler().generate(policy, PROMPTS, sampling(temperature=0.7), seeded(9))
+    with torch.no_grad():
+        recomputed, _ = sequence_logprobs(policy, rollout.sequences, rollout.attention_mask,
+                                          rollout.prompt_ids.shape[1], 0.7)
+        without_adapter, _ = sequence_logprobs(eos_model, rollout.sequences, rollout.attention_mask,
+                                               rollout.prompt_ids.shape[1], 0.7)
+    torch.testing.assert_close(rollout.logprobs, recomputed * rollout.response_mask, rtol=0, atol=1e-5)
+    assert (rollout.logprobs - without_adapter * rollout.response_mask).abs().max() > 1e-3
 
 
 # --- the Rollout object -------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ class DemoConfig:
     sft_examples: int = opt(60000, "SFT corpus size")
     sft_epochs: int = opt(2, "SFT epochs")
     train_prompts: int = opt(0, "training prompts (0: the whole train split)")
+    eval_prompts: int = opt(512, "evaluation prompts (fresh draws, another seed)")
     n_pairs: int = opt(3000, "labelled pairs for the reward model")
     eval_pairs: int = opt(600, "held-out labelled pairs for reward-model evaluation")
     ensemble_size: int = opt(3, "reward models in the ensemble mitigation (1: no ensemble row)")
@@ -63,7 +64,9 @@ def run_demo(cfg: DemoConfig) -> dict:
     def world_data():
         write_sft_corpus(data / "sft.jsonl", cfg.sft_examples, seed=cfg.seed)
         write_prompt_file(data / "train_prompts.jsonl", "train", cfg.train_prompts or None, seed=cfg.seed)
-        write_prompt_file(data / "heldout_prompts.jsonl", "heldout", None, seed=cfg.seed)
+        # Evaluation prompts are fresh draws of the train distribution (new arithmetic questions, new
+        # phrasings); the world's "heldout" split asks questions the small SFT model has never seen.
+        write_prompt_file(data / "eval_prompts.jsonl", "train", cfg.eval_prompts, seed=cfg.seed + 1)
 
     common = dict(seed=cfg.seed, device=cfg.device)
     stage("world data", world_data)
@@ -73,22 +76,22 @@ def run_demo(cfg: DemoConfig) -> dict:
     collect = stage("collect", run_collect, CollectConfig(
         policy=policy, prompts=str(data / "train_prompts.jsonl"), out=str(out / "collect"),
         pairs_per_prompt=-(-cfg.n_pairs // n_train_prompts), **common))
-    stage("collect held-out", run_collect, CollectConfig(
-        policy=policy, prompts=str(data / "heldout_prompts.jsonl"), out=str(out / "collect_heldout"),
-        pairs_per_prompt=max(1, -(-cfg.eval_pairs // sum(1 for _ in open(data / "heldout_prompts.jsonl")))),
+    stage("collect eval pairs", run_collect, CollectConfig(
+        policy=policy, prompts=str(data / "eval_prompts.jsonl"), out=str(out / "collect_eval"),
+        pairs_per_prompt=max(1, -(-cfg.eval_pairs // sum(1 for _ in open(data / "eval_prompts.jsonl")))),
         seed=cfg.seed + 1, device=cfg.device))
     rm_dirs = []
     for k in range(max(1, cfg.ensemble_size)):
         rm_out = out / ("rm" if k == 0 else f"rm_{k}")
         stage(f"reward model {k}" if k else "reward model", run_rm_train, RMTrainConfig(
-            init=policy, data=str(out / "collect" / "pairs.jsonl"), eval_data=str(out / "collect_heldout" / "pairs.jsonl"),
+            init=policy, data=str(out / "collect" / "pairs.jsonl"), eval_data=str(out / "collect_eval" / "pairs.jsonl"),
             out=str(rm_out), seed=cfg.seed + k, device=cfg.device))
         rm_dirs.append(str(rm_out / "model"))
     rm_eval = stage("reward model eval", run_rm_eval, RMEvalConfig(
-        model=rm_dirs[0], data=str(out / "collect_heldout" / "pairs.jsonl"), out=str(out / "rm_eval"), device=cfg.device))
+        model=rm_dirs[0], data=str(out / "collect_eval" / "pairs.jsonl"), out=str(out / "rm_eval"), device=cfg.device))
     sweep_cfg = SweepConfig(
         policy=policy, reward_model=rm_dirs[0], prompts=str(data / "train_prompts.jsonl"),
-        eval_prompts=str(data / "heldout_prompts.jsonl"), out=str(out / "sweep"), betas=cfg.betas,
+        eval_prompts=str(data / "eval_prompts.jsonl"), out=str(out / "sweep"), betas=cfg.betas,
         bon_ns=[2 ** i for i in range(cfg.bon_max.bit_length())], ensemble=rm_dirs[1:],
         early_stop_benign_refusal=0.3 if cfg.early_stop else None, gold="assistant", steps=cfg.ppo_steps,
         eval_samples=cfg.eval_samples, bon_prompts=32 if cfg.quick else 64, **common,

@@ -7,7 +7,7 @@ module calls, decorators and mask builders; at the built-in world's size
 as fast, which is what brings `TorchSampler` past 2× `generate` on two CPU
 cores (bench/bench_rollout.py). `TorchSampler` uses it only for a plain GPT-2
 (`fast_gpt2_supported`); anything else — another architecture, LoRA adapters,
-hooks, training mode — goes through the model's own forward. tests/test_rollout.py
+hooks, active dropout — goes through the model's own forward. tests/test_rollout.py
 checks its log-probs against the Hugging Face forward.
 
 Layer math (Radford et al. 2019; transformers' modeling_gpt2.py):
@@ -20,17 +20,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tether.rollout.masks import position_ids_from_mask
+
 
 def fast_gpt2_supported(model) -> bool:
-    """True for a plain `GPT2LMHeadModel` in eval mode whose layers this module reproduces exactly.
+    """True for a plain `GPT2LMHeadModel` whose forward this module reproduces (to float rounding).
 
-    False (so the model's own forward is used) for subclasses, training mode,
-    cross-attention, upcast/reordered attention, any module hook, or any layer
-    replaced by a wrapper (LoRA, quantisation).
+    False (so the model's own forward is used) for subclasses, active dropout
+    (training mode with p > 0), cross-attention, upcast/reordered attention, any
+    module hook, or any layer replaced by a wrapper (LoRA, quantisation).
     """
     from transformers import GPT2LMHeadModel
     from transformers.pytorch_utils import Conv1D
-    if type(model) is not GPT2LMHeadModel or model.training:
+    if type(model) is not GPT2LMHeadModel:
+        return False
+    if model.training and any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()):
         return False
     config = model.config
     if config.add_cross_attention or config.reorder_and_upcast_attn:
@@ -55,29 +59,51 @@ def layer_norm(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
     return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
 
 
-class FastGPT2:
-    """A GPT-2 that decodes from its own KV buffers (B, heads, max_len, d_head), filled left to right."""
+class FastGPT2Decoder:
+    """Decodes a plain GPT-2 from its own KV buffers (B, heads, P + R, d_head), filled left to right.
 
-    def __init__(self, model, batch: int, max_len: int):
+    Same interface as `ModelDecoder`: `prefill(prompt, prompt_mask)`, then
+    `decode(token_ids, position_ids, length)` once per new token.
+    """
+
+    def __init__(self, model, prompt_mask: torch.Tensor, steps: int):
         config = model.config
         self.model = model
-        self.heads = config.n_head
-        self.head_dim = config.n_embd // config.n_head
+        self.heads, self.head_dim = config.n_head, config.n_embd // config.n_head
         self.scales = [(self.head_dim ** -0.5 if config.scale_attn_weights else 1.0)
                        / (i + 1 if config.scale_attn_by_inverse_layer_idx else 1) for i in range(config.n_layer)]
+        batch, prompt_len = prompt_mask.shape
+        shape = (batch, self.heads, prompt_len + steps, self.head_dim)
         weight = model.transformer.wte.weight
-        shape = (batch, self.heads, max_len, self.head_dim)
         self.keys = [weight.new_empty(shape) for _ in range(config.n_layer)]
         self.values = [weight.new_empty(shape) for _ in range(config.n_layer)]
-        self.length = 0  # positions of the buffers filled so far
+        self.length = 0  # buffer positions filled so far
+        # (B, 1, 1, P + R): which keys a new token may attend to; response columns are all True.
+        self.key_mask = torch.cat([prompt_mask.bool(), prompt_mask.new_ones(batch, steps, dtype=torch.bool)],
+                                  dim=1)[:, None, None, :]
+
+    def prefill(self, prompt: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
+        """Run the (B, P) left-padded prompt; return the logits for the first response token (B, V).
+
+        Query i attends to the real tokens at j ≤ i. A padding query attends to itself
+        only: its output is never read, but some SDPA backends return NaN for an
+        all-masked row, and NaN values times zero attention weights would reach the
+        real rows through the cache.
+        """
+        prompt_len = prompt.shape[1]
+        causal = torch.ones(prompt_len, prompt_len, dtype=torch.bool, device=prompt.device).tril()
+        itself = torch.eye(prompt_len, dtype=torch.bool, device=prompt.device)
+        mask = causal & (prompt_mask.bool()[:, None, :] | itself)  # (B, P queries, P keys)
+        return self.last_logits(prompt, position_ids_from_mask(prompt_mask), mask[:, None])
+
+    def decode(self, token_ids: torch.Tensor, position_ids: torch.Tensor, length: int) -> torch.Tensor:
+        """Feed one token per row (B, 1) at `position_ids` (B, 1); `length` = P + tokens so far. → (B, V)."""
+        return self.last_logits(token_ids, position_ids, self.key_mask[..., :length])
 
     def last_logits(self, input_ids: torch.Tensor, position_ids: torch.Tensor,
                     attention_mask: torch.Tensor) -> torch.Tensor:
-        """Append T tokens to the cache and return the logits after the last one.
-
-        input_ids, position_ids: (B, T). attention_mask: (B, 1, T, length + T) bool,
-        True where query t may attend to key j. Returns (B, V).
-        """
+        """Append T tokens (B, T) to the cache; attention_mask (B, 1, T, keys) is True where
+        query t may attend to key j. Returns the logits after the last token (B, V)."""
         batch, new = input_ids.shape
         start, end = self.length, self.length + new
         gpt2 = self.model.transformer

@@ -15,7 +15,7 @@ from tether.errors import InputError
 
 @dataclass(kw_only=True)
 class SamplingConfig:
-    """How to sample a response (a plain dataclass; stage configs carry their own copies of these fields).
+    """How to sample a response: a plain, keyword-only dataclass (stage configs carry their own fields).
 
     max_new_tokens: the most tokens a response may have, EOS included.
     temperature: logits are divided by it before softmax; > 0 (greedy is top_k=1).
