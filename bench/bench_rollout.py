@@ -4,8 +4,9 @@ The model is a 2-layer GPT-2 (n_embd 128, vocabulary 600, ~0.5M parameters, the
 size of the built-in world's policy) with random weights. Prompts are 8–16
 tokens (mean ~12), left-padded. EOS gets a logit bias of −inf, so no row stops
 early and every engine makes exactly batch × new_tokens tokens. Each repeat
-times every engine back to back (a busy machine slows them alike); the table
-shows medians over the repeats, after one warm-up run each.
+times every engine back to back; the table shows medians over the repeats,
+after one warm-up run each. Run it on an otherwise idle machine: with two torch
+threads on two cores, another busy process slows every engine several-fold.
 
 Engines: `TorchSampler` (the default; a plain GPT-2 decodes through
 `FastGPT2Decoder`), `TorchSampler(fast_gpt2=False)` (the path every other model

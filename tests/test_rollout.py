@@ -7,10 +7,10 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from tether.errors import InputError
-from tether.rollout.gpt2_decoder import fast_gpt2_supported
 from tether.rollout import (HFGenerateSampler, Rollout, SamplingConfig, TorchSampler, inverse_cdf_sample, left_pad,
                             no_eos_penalty, sample_next_token, sequence_logprobs, top_k_filter, top_p_filter,
                             truncate_after_eos)
+from tether.rollout.gpt2_decoder import fast_gpt2_supported
 
 VOCAB, EOS, PAD = 50, 1, 0
 PROMPTS = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14, 15, 16, 17], [18]]  # lengths 7, 2, 4, 1: left padding
@@ -25,9 +25,8 @@ def tiny_gpt2(eos_bias: float = 0.0, attn_implementation: str = "sdpa", **config
     """Random 2-layer GPT-2; `eos_bias` is added to the EOS logit so that responses end at varied steps."""
     torch.manual_seed(0)
     settings = dict(n_layer=2, n_embd=32, n_head=2, vocab_size=VOCAB, n_positions=64, resid_pdrop=0, embd_pdrop=0,
-                    attn_pdrop=0, bos_token_id=EOS, eos_token_id=EOS)
+                    attn_pdrop=0, bos_token_id=EOS, eos_token_id=EOS, attn_implementation=attn_implementation)
     config = GPT2Config(**{**settings, **config_overrides})
-    config._attn_implementation = attn_implementation
     model = GPT2LMHeadModel(config).eval()
     head = torch.nn.Linear(config.n_embd, VOCAB, bias=True)
     head.weight = model.lm_head.weight
@@ -140,14 +139,14 @@ def test_rollout_logprobs_equal_teacher_forced_logprobs(eos_model, engine, tempe
     torch.testing.assert_close(rollout.logprobs, recomputed * rollout.response_mask, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("name, model", [
-    ("gpt2 scaled by 1/(layer+1), relu", lambda: tiny_gpt2(eos_bias=2.5, scale_attn_by_inverse_layer_idx=True,
-                                                          activation_function="relu")),
-    ("gpt2 eager attention", lambda: tiny_gpt2(eos_bias=2.5, attn_implementation="eager")),
-    ("llama", tiny_llama),
+@pytest.mark.parametrize("model", [
+    pytest.param(lambda: tiny_gpt2(eos_bias=2.5, scale_attn_by_inverse_layer_idx=True, activation_function="relu"),
+                 id="gpt2-layer-scaled-relu"),
+    pytest.param(lambda: tiny_gpt2(eos_bias=2.5, attn_implementation="eager"), id="gpt2-eager"),
+    pytest.param(tiny_llama, id="llama"),
 ])
 @pytest.mark.parametrize("engine", [ENGINES["fast"], ENGINES["model"]], ids=["fast", "model"])
-def test_logprobs_equal_teacher_forced_logprobs_for_other_models(name, model, engine):
+def test_logprobs_equal_teacher_forced_logprobs_for_other_models(model, engine):
     model = model()
     rollout = engine.generate(model, PROMPTS, sampling(temperature=0.7), seeded(2))
     with torch.no_grad():
@@ -206,11 +205,15 @@ def test_left_padding_does_not_change_a_greedy_response(engine, model):
     assert alone.response_ids[0].tolist() == greedy_reference(model, PROMPTS[1], 12)[:width]
 
 
+@pytest.fixture(scope="module")
+def greedy_responses(model):
+    return [greedy_reference(model, prompt, 12) for prompt in PROMPTS]
+
+
 @engines
-def test_top_k_1_is_greedy_argmax(model, engine):
+def test_top_k_1_is_greedy_argmax(model, engine, greedy_responses):
     rollout = engine.generate(model, PROMPTS, sampling(temperature=1.3, top_k=1), seeded(6))
-    for prompt, response in zip(PROMPTS, rollout.response_ids.tolist()):
-        assert response == greedy_reference(model, prompt, 12)
+    assert rollout.response_ids.tolist() == greedy_responses
 
 
 @engines

@@ -6,6 +6,7 @@ naming file, line and field), 1 any other failure.
 
 import argparse
 import importlib
+import os
 import sys
 
 from tether.config import add_config_args, build_config
@@ -52,6 +53,8 @@ def main(argv=None) -> int:
         print(f"\ntether: error: unknown command {' '.join(argv[:2]) or '(none)'!r}", file=sys.stderr)
         return 2
     module_name, cls_name, fn_name, help_text = COMMANDS[name]
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local directories only: never reach for a hub
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # one progress bar per stage, ours
     module = importlib.import_module(module_name)
     cls, fn = getattr(module, cls_name), getattr(module, fn_name)
     parser = argparse.ArgumentParser(prog=f"tether {name}", description=help_text + ". " + (cls.__doc__ or "").strip())

@@ -83,8 +83,8 @@ def sample_loop(decoder, prompt: torch.Tensor, prompt_mask: torch.Tensor, cfg: S
 class ModelDecoder:
     """Decoding through the model's own forward with a transformers `DynamicCache`: any causal LM.
 
-    transformers 5 renames the forward's `past_key_values` to `cache` (the old name
-    warns on every call); models written for either name work, and a PEFT model is
+    Recent transformers 5 releases rename the forward's `past_key_values` to `cache`
+    (the old name warns on every call); models written for either name work, and a PEFT model is
     asked about the model it wraps. `logits_to_keep=1` skips the LM head over the
     prompt when the model supports it.
     """
@@ -101,7 +101,8 @@ class ModelDecoder:
 
     def prefill(self, prompt: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
         """Run the (B, P) left-padded prompt; return the logits for the first response token (B, V)."""
-        return self.model(input_ids=prompt, attention_mask=prompt_mask, position_ids=position_ids_from_mask(prompt_mask),
+        positions = position_ids_from_mask(prompt_mask)
+        return self.model(input_ids=prompt, attention_mask=prompt_mask, position_ids=positions,
                           **self.cache_kwargs, **self.prefill_kwargs).logits[:, -1]
 
     def decode(self, token_ids: torch.Tensor, position_ids: torch.Tensor, length: int) -> torch.Tensor:
