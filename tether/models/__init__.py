@@ -10,6 +10,7 @@ from tether.models.loading import (
 from tether.models.reward import (
     load_reward_model,
     reward_model_from_policy,
+    SequenceScorer,
     score_head,
     score_sequences,
     score_texts,

@@ -56,6 +56,17 @@ def score_sequences(model, input_ids, attention_mask) -> torch.Tensor:
     return scores.gather(1, last_token_index(attention_mask).unsqueeze(1)).squeeze(1)
 
 
+class SequenceScorer(torch.nn.Module):
+    """`score_sequences` as a module's forward, so DistributedDataParallel can wrap it: (B, T) -> (B,)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        return score_sequences(self.model, input_ids, attention_mask)
+
+
 @torch.no_grad()
 def score_texts(model_or_dir, prompts, responses, tokenizer=None, batch_size: int = 64, device="cpu") -> list[float]:
     """Score (prompt, response) texts or message lists: prompt tokens + response tokens + EOS, right-padded."""

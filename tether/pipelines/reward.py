@@ -17,7 +17,8 @@ from tether.algos import bradley_terry_accuracy, bradley_terry_loss
 from tether.config import opt, require
 from tether.data import collate_pairs, read_preferences, tokenize_pairs
 from tether.data.io import write_json_atomic, write_jsonl_atomic
-from tether.models import (load_reward_model, load_tokenizer, resolve_device, reward_model_from_policy,
+from tether.distributed import init_replica, local_slice, mean_across, share_weight, shutdown, wrap
+from tether.models import (SequenceScorer, load_reward_model, load_tokenizer, resolve_device, reward_model_from_policy,
                            save_pretrained_atomic, score_sequences, set_seed)
 from tether.pipelines.common import check_finite, cosine_lr, length_bucketed_batches, prepare_run_dir, set_lr
 from tether.runlog import MetricsLogger, read_metrics
@@ -91,10 +92,14 @@ def margins_tensor(margins, use_margin: bool):
 
 
 def run_rm_train(cfg: RMTrainConfig) -> dict:
-    """Train, evaluate every `eval_every` steps, write OUT/model, curves and metrics."""
+    """Train, evaluate every `eval_every` steps, write OUT/model, curves and metrics.
+
+    Under torchrun each process takes its share of every global batch of `batch_size` pairs.
+    """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    replica = init_replica(cfg.device)
+    device = replica.device
     tokenizer = load_tokenizer(cfg.init, field="init")
     pairs = read_preferences(cfg.data, cfg.format)
     rng = random.Random(cfg.seed)
@@ -107,20 +112,22 @@ def run_rm_train(cfg: RMTrainConfig) -> dict:
         held, pairs = [pairs[i] for i in order[:n_eval]], [pairs[i] for i in order[n_eval:]]
     train_tok = tokenize_pairs(pairs, tokenizer, cfg.max_length, cfg.truncation, path=cfg.data)
     held_tok = tokenize_pairs(held, tokenizer, cfg.max_length, cfg.truncation, path=cfg.eval_data or cfg.data) if held else None
-    out = prepare_run_dir(cfg.out, cfg)
+    out = prepare_run_dir(cfg.out, cfg) if replica.is_main else Path(cfg.out)
     set_seed(cfg.seed)
     model = reward_model_from_policy(cfg.init, tokenizer.pad_token_id, device)
+    scorer = wrap(SequenceScorer(model), replica)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     lengths = [len(c) + len(r) for c, r in zip(train_tok.chosen_ids, train_tok.rejected_ids)]
     total = -(-len(lengths) // cfg.batch_size) * cfg.epochs
-    logger = MetricsLogger(out)
+    logger = MetricsLogger(out, enabled=replica.is_main)
     step, eval_metrics = 0, {}
-    bar = tqdm(total=total, desc="rm train", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=total, desc="rm train", unit="step", dynamic_ncols=True, disable=not replica.is_main)
     for _ in range(cfg.epochs):
-        for idx in length_bucketed_batches(lengths, cfg.batch_size, rng):
+        for global_idx in length_bucketed_batches(lengths, cfg.batch_size, rng):
+            idx = local_slice(global_idx, replica)
             model.train()
             batch = collate_pairs([train_tok.chosen_ids[i] for i in idx], [train_tok.rejected_ids[i] for i in idx], tokenizer.pad_token_id)
-            r = score_sequences(model, batch["input_ids"].to(device), batch["attention_mask"].to(device))
+            r = scorer(batch["input_ids"].to(device), batch["attention_mask"].to(device))
             r_chosen, r_rejected = r[: len(idx)], r[len(idx):]
             margin = margins_tensor([train_tok.margins[i] for i in idx], cfg.use_margin)
             loss = bradley_terry_loss(r_chosen, r_rejected, None if margin is None else margin.to(device))
@@ -129,13 +136,13 @@ def run_rm_train(cfg: RMTrainConfig) -> dict:
             check_finite(loss, step)
             set_lr(optimizer, cosine_lr(step, total, cfg.warmup_steps, cfg.lr))
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * share_weight(len(idx), len(global_idx), replica)).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             step += 1
             bar.update(1)
-            row = {"train/loss": loss.item(), "train/accuracy": bradley_terry_accuracy(r_chosen, r_rejected).item()}
-            if held_tok is not None and (step % cfg.eval_every == 0 or step == total):
+            row = mean_across({"train/loss": loss.item(), "train/accuracy": bradley_terry_accuracy(r_chosen, r_rejected).item()}, replica)
+            if held_tok is not None and replica.is_main and (step % cfg.eval_every == 0 or step == total):
                 rc, rr = pair_scores(model, held_tok, 2 * cfg.batch_size, device)
                 eval_metrics = {"eval/loss": bradley_terry_loss(rc, rr).item(), "eval/accuracy": bradley_terry_accuracy(rc, rr).item()}
                 row.update(eval_metrics)
@@ -144,9 +151,11 @@ def run_rm_train(cfg: RMTrainConfig) -> dict:
     bar.close()
     logger.close()
     model.eval()
-    save_pretrained_atomic(out / "model", model, tokenizer)
-    from tether.analysis.plots import plot_rm_curves
-    plot_rm_curves(read_metrics(out / "metrics.jsonl"), out / "curves.png")
+    if replica.is_main:
+        save_pretrained_atomic(out / "model", model, tokenizer)
+        from tether.analysis.plots import plot_rm_curves
+        plot_rm_curves(read_metrics(out / "metrics.jsonl"), out / "curves.png")
+    shutdown(replica)
     return {"steps": step, "n_train": len(pairs), "n_eval": len(held), **eval_metrics}
 
 

@@ -1,0 +1,44 @@
+"""Data parallelism: two gloo processes on CPU train like one process with the same global batch."""
+
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+
+from tether.runlog import read_metrics
+
+WORDS = "paris yes no great question i hope this helps five a b c d e f g h".split()
+
+
+def write_pairs(path, n=48, seed=0):
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        prompt = "what is the capital of france ?"
+        chosen = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 6))) + " ."
+        rejected = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 6)))
+        rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "id": str(i)})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def rm_train(tiny_dirs, data, out, nproc):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)] \
+        if nproc > 1 else [sys.executable]
+    args = ["-m", "tether", "rm", "train", "--init", str(tiny_dirs["policy"]), "--data", str(data), "--out", str(out),
+            "--eval-fraction", "0", "--batch-size", "8", "--epochs", "2", "--lr", "3e-3", "--warmup-steps", "2",
+            "--device", "cpu", "--threads", "1"]
+    result = subprocess.run(launcher + args, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [row["train/loss"] for row in read_metrics(out / "metrics.jsonl")]
+
+
+def test_two_processes_give_the_one_process_loss_curve(tiny_dirs, tmp_path):
+    data = tmp_path / "pairs.jsonl"
+    write_pairs(data)
+    single = rm_train(tiny_dirs, data, tmp_path / "one", 1)
+    double = rm_train(tiny_dirs, data, tmp_path / "two", 2)
+    assert len(single) == len(double) == 12
+    assert double == pytest.approx(single, abs=1e-5)
+    assert single[-1] < single[0]

@@ -1,0 +1,110 @@
+"""Data parallelism through torch.distributed, as launched by `torchrun` or `accelerate launch`.
+
+One process per replica. Each process trains on its own shard of every global
+batch; `DistributedDataParallel` all-reduces (averages) gradients; metrics are
+averaged across processes before logging; only rank 0 writes files. Backend: gloo
+on CPU, NCCL on CUDA. A plain `python`/`tether` run is world size 1 and none of
+this does anything.
+"""
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from tether.models import resolve_device
+
+
+@dataclass(frozen=True)
+class Replica:
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def init_replica(device: str = "auto") -> Replica:
+    """Join the process group that torchrun/accelerate describe in the environment (RANK, WORLD_SIZE, ...)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Replica(0, 1, resolve_device(device))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    resolved = resolve_device(device)
+    if resolved.type == "cuda":
+        resolved = torch.device("cuda", local_rank)
+        torch.cuda.set_device(resolved)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if resolved.type == "cuda" else "gloo")
+    return Replica(dist.get_rank(), world_size, resolved)
+
+
+def local_slice(items: list, replica: Replica) -> list:
+    """This replica's contiguous share of a global batch (sizes differ by at most one)."""
+    n, w, r = len(items), replica.world_size, replica.rank
+    return items[r * n // w:(r + 1) * n // w]
+
+
+def share_weight(n_local: float, n_global: float, replica: Replica) -> float:
+    """Scale for a local mean loss so that DDP's gradient average equals the global-batch mean's gradient.
+
+    DDP averages gradients over W replicas: (1/W) Σ_r w_r ∇mean_r = Σ_r (n_r/N) ∇mean_r when w_r = W·n_r/N.
+    """
+    return replica.world_size * n_local / n_global
+
+
+def wrap(model: torch.nn.Module, replica: Replica) -> torch.nn.Module:
+    """DistributedDataParallel around `model` when there are several replicas, else `model` itself."""
+    if not replica.distributed:
+        return model
+    device_ids = [replica.device.index] if replica.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def no_sync(model: torch.nn.Module, active: bool):
+    """Skip the gradient all-reduce (for all but the last micro-batch of a gradient-accumulation step)."""
+    if active and isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return model.no_sync()
+    return contextlib.nullcontext()
+
+
+def mean_across(metrics: dict, replica: Replica) -> dict:
+    """Average numeric metrics over replicas (one all-reduce); others are taken from this replica."""
+    if not replica.distributed:
+        return metrics
+    keys = [k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    values = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64,
+                          device=replica.device if replica.device.type == "cuda" else "cpu")
+    dist.all_reduce(values)
+    return {**metrics, **dict(zip(keys, (values / replica.world_size).tolist()))}
+
+
+def gather_objects(obj, replica: Replica) -> list:
+    """Every replica's `obj`, in rank order (for per-rank RNG states in checkpoints)."""
+    if not replica.distributed:
+        return [obj]
+    out = [None] * replica.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier(replica: Replica) -> None:
+    if replica.distributed:
+        dist.barrier()
+
+
+def shutdown(replica: Replica) -> None:
+    if replica.distributed and dist.is_initialized():
+        dist.destroy_process_group()
