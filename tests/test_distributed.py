@@ -42,3 +42,25 @@ def test_two_processes_give_the_one_process_loss_curve(tiny_dirs, tmp_path):
     assert len(single) == len(double) == 12
     assert double == pytest.approx(single, abs=1e-5)
     assert single[-1] < single[0]
+
+
+def test_ppo_and_sft_run_under_torchrun_and_ppo_resumes_with_the_same_process_count(tiny_dirs, tmp_path):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "tether"]
+    ppo = ["ppo", "--policy", str(tiny_dirs["policy"]), "--reward-model", str(tiny_dirs["rm"]), "--prompts",
+           str(tiny_dirs["prompts"]), "--out", str(tmp_path / "ppo"), "--batch-size", "8", "--minibatch-size", "4",
+           "--micro-batch-size", "2", "--max-new-tokens", "6", "--eval-samples", "8", "--save-every", "2",
+           "--device", "cpu", "--threads", "1"]
+    for steps, extra in (("2", []), ("4", ["--resume"])):
+        result = subprocess.run(launcher + ppo + ["--steps", steps, *extra], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+    steps = [row["step"] for row in read_metrics(tmp_path / "ppo" / "metrics.jsonl") if "objective/kl" in row]
+    assert steps == [1, 2, 3, 4]
+    single = subprocess.run([sys.executable, "-m", "tether", *ppo, "--steps", "6", "--resume"], capture_output=True, text=True)
+    assert single.returncode == 2 and "resume with as many" in single.stderr
+    corpus = tmp_path / "sft.jsonl"
+    corpus.write_text("".join(json.dumps({"prompt": "what is two plus three ?", "completion": " five ."}) + "\n" for _ in range(16)))
+    sft = subprocess.run(launcher + ["sft", "--model", str(tiny_dirs["policy"]), "--data", str(corpus), "--out", str(tmp_path / "sft"),
+                                     "--batch-size", "8", "--epochs", "1", "--eval-fraction", "0", "--device", "cpu"],
+                         capture_output=True, text=True, timeout=300)
+    assert sft.returncode == 0, sft.stderr[-3000:]
+    assert (tmp_path / "sft" / "model" / "model.safetensors").is_file()

@@ -19,6 +19,7 @@ from tether.models import resolve_device
 
 @dataclass(frozen=True)
 class Replica:
+    """This process's place among the data-parallel replicas."""
     rank: int
     world_size: int
     device: torch.device
@@ -91,6 +92,15 @@ def mean_across(metrics: dict, replica: Replica) -> dict:
     return {**metrics, **dict(zip(keys, (values / replica.world_size).tolist()))}
 
 
+def sum_across(value: float, replica: Replica) -> float:
+    """Σ over replicas of a number (e.g. response tokens in a global minibatch)."""
+    if not replica.distributed:
+        return value
+    t = torch.tensor([float(value)], dtype=torch.float64, device=replica.device if replica.device.type == "cuda" else "cpu")
+    dist.all_reduce(t)
+    return t.item()
+
+
 def gather_objects(obj, replica: Replica) -> list:
     """Every replica's `obj`, in rank order (for per-rank RNG states in checkpoints)."""
     if not replica.distributed:
@@ -108,3 +118,6 @@ def barrier(replica: Replica) -> None:
 def shutdown(replica: Replica) -> None:
     if replica.distributed and dist.is_initialized():
         dist.destroy_process_group()
+
+
+SINGLE = Replica(0, 1, torch.device("cpu"))  # a plain one-process run (only rank and world size are read)

@@ -26,8 +26,10 @@ from tether.algos import (AdaptiveKLController, FixedKLController, entropy_from_
 from tether.config import opt, require
 from tether.data import encode_prompt, read_prompts
 from tether.data.io import atomic_open, write_json_atomic, write_jsonl_atomic
+from tether.distributed import (SINGLE, gather_objects, init_replica, mean_across, no_sync, shutdown, sum_across,
+                                unwrap, wrap)
 from tether.errors import InputError
-from tether.models import (PolicyWithValue, load_causal_lm, load_reward_model, load_tokenizer, resolve_device,
+from tether.models import (PolicyWithValue, load_causal_lm, load_reward_model, load_tokenizer,
                            save_pretrained_atomic, score_head, set_seed)
 from tether.pipelines.common import check_finite, decode_responses, prepare_run_dir
 from tether.pipelines.policy_eval import evaluate_policy
@@ -185,23 +187,33 @@ def rng_state(generator, stream) -> dict:
             "generator": generator.get_state(), "stream": stream.state_dict()}
 
 
-def save_checkpoint(path: Path, step, model, optimizer, kl_ctl, generator, stream, early_stop_state) -> None:
-    """Atomic (write, fsync, rename): everything needed for a resumed run to equal an uninterrupted one."""
+def save_checkpoint(path: Path, step, model, optimizer, kl_ctl, generator, stream, early_stop_state, replica) -> None:
+    """Atomic (write, fsync, rename): everything needed for a resumed run to equal an uninterrupted one.
+
+    Models, optimiser and KL controller are the same on every replica; RNG states and
+    prompt positions are per replica, gathered to rank 0, which alone writes.
+    """
+    rng_states = gather_objects(rng_state(generator, stream), replica)
+    if not replica.is_main:
+        return
     state = {"step": step, "model": {k: v for k, v in model.state_dict().items() if not k.startswith("ref.")},
              "optimizer": optimizer.state_dict(), "kl_ctl": kl_ctl.state_dict(),
-             "rng": rng_state(generator, stream), "early_stop": early_stop_state}
+             "rng": rng_states, "early_stop": early_stop_state}
     with atomic_open(path, "wb") as f:
         torch.save(state, f)
 
 
-def load_checkpoint(path: Path, model, optimizer, kl_ctl, generator, stream) -> tuple[int, dict]:
+def load_checkpoint(path: Path, model, optimizer, kl_ctl, generator, stream, replica) -> tuple[int, dict]:
     if not path.is_file():
         raise InputError("no checkpoint to resume from", path=path, field="resume")
-    state = torch.load(path, weights_only=False)
+    state = torch.load(path, weights_only=False, map_location="cpu")
+    if len(state["rng"]) != replica.world_size:
+        raise InputError(f"checkpoint was written by {len(state['rng'])} process(es); resume with as many, "
+                         f"not {replica.world_size}", path=path, field="resume")
     model.load_state_dict(state["model"], strict=False)
     optimizer.load_state_dict(state["optimizer"])
     kl_ctl.load_state_dict(state["kl_ctl"])
-    rng = state["rng"]
+    rng = state["rng"][replica.rank]
     random.setstate(rng["python"])
     np.random.set_state(rng["numpy"])
     torch.set_rng_state(rng["torch"])
@@ -256,23 +268,31 @@ def minibatch_loss(model, exp: dict, idx: torch.Tensor, cfg) -> tuple[torch.Tens
     return pg_loss + cfg.vf_coef * vf_loss, {"pg": pg_loss, "vf": vf_loss, **pg_stats, **vf_stats}
 
 
-def ppo_update(model, optimizer, exp: dict, cfg, generator, step: int) -> dict:
-    """PPO epochs, each over a fresh shuffle; gradient accumulation over micro-batches; mean stats."""
+def ppo_update(model, optimizer, exp: dict, cfg, generator, step: int, replica=SINGLE) -> dict:
+    """PPO epochs, each over a fresh shuffle; gradient accumulation over micro-batches; mean stats.
+
+    Each replica holds batch_size/W rollouts and takes minibatch_size/W of them per
+    optimiser step. Every micro-batch's token-mean loss is weighted by its share of the
+    global minibatch's response tokens, so the gradient is the global token mean.
+    """
     model.train()
     stats: dict[str, list[float]] = {}
-    n_micro = cfg.minibatch_size // cfg.micro_batch_size
+    local_batch, local_mb = cfg.batch_size // replica.world_size, cfg.minibatch_size // replica.world_size
+    n_micro = local_mb // cfg.micro_batch_size
+    params = unwrap(model).trainable_parameters()
     for _ in range(cfg.ppo_epochs):
-        for mb in epoch_minibatches(cfg.batch_size, cfg.minibatch_size, generator):
+        for mb in epoch_minibatches(local_batch, local_mb, generator):
             optimizer.zero_grad(set_to_none=True)
-            mb_tokens = exp["mask"][mb].sum()
-            for micro in mb.view(n_micro, cfg.micro_batch_size):
-                loss, parts = minibatch_loss(model, exp, micro, cfg)
-                loss = loss * exp["mask"][micro].sum() / mb_tokens  # micro-batch token means → the minibatch's
-                check_finite(loss, step, "PPO loss")
-                loss.backward()
+            global_tokens = sum_across(exp["mask"][mb].sum().item(), replica)
+            for k, micro in enumerate(mb.view(n_micro, cfg.micro_batch_size)):
+                with no_sync(model, active=k < n_micro - 1):
+                    loss, parts = minibatch_loss(model, exp, micro, cfg)
+                    loss = loss * exp["mask"][micro].sum() * replica.world_size / global_tokens
+                    check_finite(loss, step, "PPO loss")
+                    loss.backward()
                 for key, value in parts.items():
                     stats.setdefault(key, []).append(value.item())
-            torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), cfg.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
     return {k: float(np.mean(v)) for k, v in stats.items()}
 
@@ -308,18 +328,30 @@ def early_stop_reason(cfg: PPOConfig, ev: dict, first_agreement: float | None) -
     return None
 
 
+def check_split(cfg: PPOConfig, replica) -> None:
+    """Each replica holds batch_size/W rollouts and minibatch_size/W per step, whole micro-batches of them."""
+    w = replica.world_size
+    require(cfg.batch_size % w == 0 and cfg.minibatch_size % w == 0, "batch_size",
+            f"batch_size {cfg.batch_size} and minibatch_size {cfg.minibatch_size} must divide over {w} processes")
+    require((cfg.minibatch_size // w) % cfg.micro_batch_size == 0, "micro_batch_size",
+            f"minibatch_size/processes = {cfg.minibatch_size // w} is not a multiple of micro_batch_size {cfg.micro_batch_size}")
+
+
 def run_ppo(cfg: PPOConfig) -> dict:
     """Train; write OUT/model, metrics.jsonl, samples.jsonl, eval.json and checkpoints; return the final evaluation."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    replica = init_replica(cfg.device)
+    device = replica.device
+    check_split(cfg, replica)
     tokenizer = load_tokenizer(cfg.policy, field="policy")
     prompts = read_prompts(cfg.prompts)
     eval_prompts = read_prompts(cfg.eval_prompts) if cfg.eval_prompts else prompts
     prompt_ids = [encode_prompt(tokenizer, p.prompt) for p in prompts]
-    out = prepare_run_dir(cfg.out, cfg)
+    out = prepare_run_dir(cfg.out, cfg) if replica.is_main else Path(cfg.out)
     set_seed(cfg.seed)
     model = ActorCritic(cfg, device)
+    ddp_model = wrap(model, replica)
     reward_fn = RewardFunction([cfg.reward_model, *cfg.ensemble], tokenizer, device, cfg.uncertainty_coef)
     gold = WorldGold(cfg.gold) if cfg.gold else None
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr, eps=1e-5)
@@ -328,23 +360,25 @@ def run_ppo(cfg: PPOConfig) -> dict:
     sampler = TorchSampler()
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    stream = PromptStream(len(prompts), cfg.seed)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed + 7919 * replica.rank)  # own samples per replica
+    stream = PromptStream(len(prompts), cfg.seed + 7919 * replica.rank)
+    local_batch = cfg.batch_size // replica.world_size
     ckpt_path = out / "checkpoints" / "last.pt"
     start, early = 0, {"first_agreement": None, "good_state": None, "stopped": None}
     if cfg.resume:
-        start, early = load_checkpoint(ckpt_path, model, optimizer, kl_ctl, generator, stream)
-    logger = MetricsLogger(out, resume_from_step=start if cfg.resume else None)
-    if cfg.resume:
+        start, early = load_checkpoint(ckpt_path, model, optimizer, kl_ctl, generator, stream, replica)
+    logger = MetricsLogger(out, enabled=replica.is_main, resume_from_step=start if cfg.resume else None)
+    if cfg.resume and replica.is_main:
         truncate_jsonl(out / "samples.jsonl", start)
-    samples_file = (out / "samples.jsonl").open("a" if cfg.resume else "w", encoding="utf-8")
+    samples_file = (out / "samples.jsonl").open("a" if cfg.resume else "w", encoding="utf-8") if replica.is_main else None
     evaluate = lambda: evaluate_policy(model.policy, model.ref_logits, reward_fn, tokenizer, eval_prompts,
                                        cfg.eval_samples, sampling, gold, seed=cfg.seed, batch_size=cfg.batch_size)
-    bar = tqdm(range(start, cfg.steps), desc="ppo", unit="it", initial=start, total=cfg.steps, dynamic_ncols=True)
+    bar = tqdm(range(start, cfg.steps), desc="ppo", unit="it", initial=start, total=cfg.steps, dynamic_ncols=True,
+               disable=not replica.is_main)
     for step in bar:
         # 1. Rollout: sample responses; masks end at EOS.
         t0 = time.perf_counter()
-        batch_idx = stream.take(cfg.batch_size)
+        batch_idx = stream.take(local_batch)
         model.eval()
         rollout = sampler.generate(model.policy, [prompt_ids[i] for i in batch_idx], sampling, generator)
         texts = decode_responses(tokenizer, rollout)
@@ -355,13 +389,14 @@ def run_ppo(cfg: PPOConfig) -> dict:
         exp = make_experience(model, reward_fn, kl_fn, rollout, batch_prompts, texts, beta, cfg)
         t2 = time.perf_counter()
         # 4. PPO epochs over shuffled minibatches.
-        stats = ppo_update(model, optimizer, exp, cfg, generator, step)
+        stats = ppo_update(ddp_model, optimizer, exp, cfg, generator, step, replica)
         t3 = time.perf_counter()
-        kl_ctl.update(exp["kl"].sum(1).mean().item(), cfg.batch_size)
-        # 5. Log.
+        # 5. Log: metrics averaged over replicas; the KL controller sees the global mean KL.
         metrics = step_metrics(exp, stats, beta, rollout) | {"time/rollout": t1 - t0, "time/score": t2 - t1, "time/train": t3 - t2}
         if gold is not None:
             metrics["gold/score"] = float(np.mean(gold.utilities(batch_prompts, texts)))
+        metrics = mean_across(metrics, replica)
+        kl_ctl.update(metrics["objective/kl"], cfg.batch_size)
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
             ev = evaluate()
             metrics.update({f"eval/{k}": v for k, v in ev.items() if isinstance(v, (int, float))})
@@ -374,28 +409,32 @@ def run_ppo(cfg: PPOConfig) -> dict:
                 early["good_state"] = {k: v.detach().clone() for k, v in model.policy.state_dict().items()}
         logger.log(step + 1, metrics)
         bar.set_postfix(score=f"{metrics['objective/scores']:.2f}", kl=f"{metrics['objective/kl']:.2f}", beta=f"{beta:.3g}")
-        if cfg.samples_every and (step + 1) % cfg.samples_every == 0:
+        if samples_file and cfg.samples_every and (step + 1) % cfg.samples_every == 0:
             for p, r, s in list(zip(batch_prompts, texts, exp["raw_scores"].tolist()))[:4]:
                 samples_file.write(json.dumps({"step": step + 1, "prompt": p, "response": r, "score": s}) + "\n")
             samples_file.flush()
         if early["stopped"]:
             break
         if cfg.save_every and (step + 1) % cfg.save_every == 0:
-            save_checkpoint(ckpt_path, step + 1, model, optimizer, kl_ctl, generator, stream, early)
+            save_checkpoint(ckpt_path, step + 1, model, optimizer, kl_ctl, generator, stream, early, replica)
     bar.close()
-    samples_file.close()
-    if early["stopped"]:
+    if samples_file:
+        samples_file.close()
+    if early["stopped"] and replica.is_main:
         print(f"ppo: early stop at iteration {early['stopped']['step']}: {early['stopped']['reason']}; "
               "keeping the policy of the last evaluation that passed")
-        if early["good_state"] is not None:
-            model.policy.load_state_dict(early["good_state"])
+    if early["stopped"] and early["good_state"] is not None:
+        model.policy.load_state_dict(early["good_state"])
     final = evaluate()
     final["early_stop"] = early["stopped"]
     final["steps_done"] = early["stopped"]["step"] if early["stopped"] else cfg.steps
     logger.log(final["steps_done"], {f"eval/{k}": v for k, v in final.items() if isinstance(v, (int, float))})
     logger.close()
-    policy = model.policy.merge_and_unload() if cfg.lora_r else model.policy
-    save_pretrained_atomic(out / "model", policy, tokenizer)
-    write_jsonl_atomic(out / "eval_samples.jsonl", final.pop("samples"))
-    write_json_atomic(out / "eval.json", final)
+    if replica.is_main:
+        policy = model.policy.merge_and_unload() if cfg.lora_r else model.policy
+        save_pretrained_atomic(out / "model", policy, tokenizer)
+        write_jsonl_atomic(out / "eval_samples.jsonl", final["samples"])
+        write_json_atomic(out / "eval.json", {k: v for k, v in final.items() if k != "samples"})
+    shutdown(replica)
+    final.pop("samples")
     return final

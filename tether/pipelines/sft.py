@@ -8,6 +8,7 @@ batches would up-weight short sequences and bias the policy towards short styles
 
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -15,8 +16,9 @@ from tqdm.auto import tqdm
 from tether.algos import token_logprobs
 from tether.config import opt, require
 from tether.data import encode_prompt, encode_response, pad_right, read_sft_examples
+from tether.distributed import init_replica, local_slice, mean_across, share_weight, shutdown, wrap
 from tether.errors import InputError
-from tether.models import load_causal_lm, load_tokenizer, resolve_device, save_pretrained_atomic, set_seed
+from tether.models import load_causal_lm, load_tokenizer, save_pretrained_atomic, set_seed
 from tether.models.loading import BUILTIN_POLICY, disable_dropout
 from tether.pipelines.common import check_finite, cosine_lr, length_bucketed_batches, prepare_run_dir, set_lr
 from tether.runlog import MetricsLogger
@@ -100,12 +102,17 @@ def eval_loss(model, rows, pad_id, batch_size, device) -> float:
 
 
 def run_sft(cfg: SFTConfig) -> dict:
-    """Train, write OUT/model (a transformers directory) and OUT/metrics.jsonl; return final metrics."""
+    """Train, write OUT/model (a transformers directory) and OUT/metrics.jsonl; return final metrics.
+
+    Under torchrun each process takes its share of every global batch of `batch_size` sequences.
+    """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-    out = prepare_run_dir(cfg.out, cfg)
+    replica = init_replica(cfg.device)
+    device = replica.device
+    out = prepare_run_dir(cfg.out, cfg) if replica.is_main else Path(cfg.out)
     model, tokenizer = init_policy(cfg.model, cfg.seed, device)
+    ddp_model = wrap(model, replica)
     train = tokenize_sft(read_sft_examples(cfg.data), tokenizer, cfg.max_length, cfg.data)
     rng = random.Random(cfg.seed)
     if cfg.eval_data:
@@ -120,29 +127,33 @@ def run_sft(cfg: SFTConfig) -> dict:
     lengths = [len(r[0]) for r in train]
     steps_per_epoch = -(-len(train) // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
-    logger = MetricsLogger(out)
+    logger = MetricsLogger(out, enabled=replica.is_main)
     step, metrics = 0, {}
-    bar = tqdm(total=total, desc="sft", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=total, desc="sft", unit="step", dynamic_ncols=True, disable=not replica.is_main)
     for epoch in range(cfg.epochs):
         model.train()
-        for batch_idx in length_bucketed_batches(lengths, cfg.batch_size, rng):
+        for global_idx in length_bucketed_batches(lengths, cfg.batch_size, rng):
+            batch_idx = local_slice(global_idx, replica)
             set_lr(optimizer, cosine_lr(step, total, cfg.warmup_steps, cfg.lr))
-            loss = sft_loss(model, *sft_batch([train[i] for i in batch_idx], tokenizer.pad_token_id, device))
+            loss = sft_loss(ddp_model, *sft_batch([train[i] for i in batch_idx], tokenizer.pad_token_id, device))
             check_finite(loss, step)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * share_weight(len(batch_idx), len(global_idx), replica)).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             step += 1
             bar.update(1)
             if step % cfg.log_every == 0:
-                logger.log(step, {"train/loss": loss.item(), "train/lr": optimizer.param_groups[0]["lr"], "train/epoch": epoch})
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-        if held:
+                row = mean_across({"train/loss": loss.item()}, replica)
+                logger.log(step, {**row, "train/lr": optimizer.param_groups[0]["lr"], "train/epoch": epoch})
+                bar.set_postfix(loss=f"{row['train/loss']:.3f}")
+        if held and replica.is_main:
             metrics = {"eval/loss": eval_loss(model, held, tokenizer.pad_token_id, cfg.batch_size, device), "train/epoch": epoch + 1}
             logger.log(step, metrics)
     bar.close()
     logger.close()
     model.eval()
-    save_pretrained_atomic(out / "model", model, tokenizer)
+    if replica.is_main:
+        save_pretrained_atomic(out / "model", model, tokenizer)
+    shutdown(replica)
     return {"train/loss": loss.item(), **metrics, "steps": step}
