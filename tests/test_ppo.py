@@ -17,8 +17,8 @@ from tether.errors import RunError
 from tether.models import load_causal_lm, load_reward_model, load_tokenizer, score_head
 from tether.pipelines.ppo import (ActorCritic, PPOConfig, epoch_minibatches, make_experience, minibatch_loss,
                                   ppo_update, run_ppo)
-from tether.pipelines.scoring import RewardFunction, policy_forward
-from tether.rollout import SamplingConfig, TorchSampler
+from tether.pipelines.scoring import RewardFunction
+from tether.rollout import SamplingConfig, TorchSampler, policy_forward
 from tether.runlog import read_metrics
 
 

@@ -15,4 +15,4 @@ from tether.models.reward import (
     score_sequences,
     score_texts,
 )
-from tether.models.value import PolicyWithValue, position_ids_from_mask
+from tether.models.value import PolicyWithValue

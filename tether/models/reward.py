@@ -13,7 +13,7 @@ import torch
 from tether.algos import last_token_index
 from tether.errors import InputError
 from tether.models.loading import _check_model_dir, disable_dropout, load_tokenizer
-from tether.models.value import position_ids_from_mask
+from tether.rollout.masks import position_ids_from_mask
 
 
 def reward_model_from_policy(policy_dir, pad_token_id: int, device="cpu"):

@@ -3,10 +3,7 @@
 import torch
 from torch import nn
 
-
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions counted over real tokens only, so left padding does not shift them: (B, T) -> (B, T)."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+from tether.rollout.masks import position_ids_from_mask
 
 
 class PolicyWithValue(nn.Module):

@@ -10,8 +10,7 @@ from tether.algos import best_of_n_kl, entropy_from_logits, kl_k1
 from tether.analysis import detector_summary
 from tether.data import encode_prompt
 from tether.pipelines.common import decode_responses
-from tether.pipelines.scoring import policy_forward, response_logprobs
-from tether.rollout import TorchSampler
+from tether.rollout import TorchSampler, policy_forward, response_logprobs
 
 
 def paired_prompts(records, n_samples: int) -> list:

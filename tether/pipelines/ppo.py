@@ -33,8 +33,8 @@ from tether.models import (PolicyWithValue, load_causal_lm, load_reward_model, l
                            save_pretrained_atomic, score_head, set_seed)
 from tether.pipelines.common import check_finite, decode_responses, prepare_run_dir
 from tether.pipelines.policy_eval import evaluate_policy
-from tether.pipelines.scoring import RewardFunction, WorldGold, policy_forward, response_logprobs
-from tether.rollout import SamplingConfig, TorchSampler, no_eos_penalty
+from tether.pipelines.scoring import RewardFunction, WorldGold
+from tether.rollout import SamplingConfig, TorchSampler, no_eos_penalty, policy_forward, response_logprobs
 from tether.runlog import MetricsLogger, truncate_jsonl
 
 KL_ESTIMATORS = {"k1": kl_k1, "k3": kl_k3}

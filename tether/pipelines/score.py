@@ -5,7 +5,6 @@ one response: exact for that sample, an unbiased estimate of KL(π ‖ π_ref) o
 samples of π. With `--prompts`, responses are first sampled from the policy.
 """
 
-import sys
 from dataclasses import dataclass
 
 import torch
@@ -17,8 +16,8 @@ from tether.data.io import write_json_atomic
 from tether.errors import InputError
 from tether.models import load_causal_lm, load_tokenizer, resolve_device, set_seed
 from tether.pipelines.common import prepare_run_dir, sample_responses
-from tether.pipelines.scoring import RewardFunction, policy_forward, response_logprobs
-from tether.rollout import SamplingConfig
+from tether.pipelines.scoring import RewardFunction
+from tether.rollout import SamplingConfig, policy_forward, response_logprobs
 
 
 @dataclass
@@ -77,7 +76,8 @@ def score_rows(policy, ref, reward_fn, tokenizer, rows, betas, batch_size, devic
     return out
 
 
-def print_table(rows, betas, file=sys.stdout) -> None:
+def print_table(rows, betas, file=None) -> None:
+    """One line per row: reward, KL and r − β·KL per β (to `file`, default the current sys.stdout)."""
     head = f"{'#':>4} {'reward':>8} {'KL':>8} " + " ".join(f"{'β=' + format(b, 'g'):>9}" for b in betas) + "  response"
     print(head, file=file)
     for i, row in enumerate(rows):

@@ -1,4 +1,4 @@
-"""What PPO, best-of-n, `tether score` and the sweep share: the reward function, response log-probs, gold.
+"""What PPO, best-of-n, `tether score` and the sweep share: the reward function and the world's gold.
 
 `RewardFunction` scores (prompt, response) token sequences with one reward model or
 an ensemble (mean − λ·std, Coste et al. 2023). When the reward model's tokenizer
@@ -9,24 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
-from tether.algos import token_logprobs
 from tether.data import encode_prompt, encode_response, pad_right
 from tether.models import load_reward_model, load_tokenizer, score_sequences
-from tether.models.value import position_ids_from_mask
-
-
-def policy_forward(model, sequences, attention_mask):
-    """Logits of a causal LM with positions counted over real tokens (left padding safe). -> (B, T, V)"""
-    return model(input_ids=sequences, attention_mask=attention_mask,
-                 position_ids=position_ids_from_mask(attention_mask)).logits
-
-
-def response_logprobs(logits, sequences, prompt_len: int, temperature: float) -> torch.Tensor:
-    """log π(y_t | x, y_<t) of each response token under logits / temperature: (B, T, V) -> (B, R).
-
-    The logit at position t scores token t+1, so response tokens P … T−1 are scored by rows P−1 … T−2.
-    """
-    return token_logprobs(logits, sequences, temperature)[:, prompt_len - 1:]
 
 
 @dataclass

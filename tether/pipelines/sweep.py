@@ -22,8 +22,8 @@ from tether.models import load_causal_lm, load_tokenizer, resolve_device, set_se
 from tether.pipelines.common import prepare_run_dir
 from tether.pipelines.policy_eval import best_of_n, evaluate_policy
 from tether.pipelines.ppo import PPOConfig, run_ppo
-from tether.pipelines.scoring import RewardFunction, WorldGold, policy_forward
-from tether.rollout import SamplingConfig
+from tether.pipelines.scoring import RewardFunction, WorldGold
+from tether.rollout import SamplingConfig, policy_forward
 from tether.runlog import read_metrics
 
 

@@ -6,6 +6,20 @@ from tether.algos import token_logprobs
 from tether.rollout.masks import position_ids_from_mask
 
 
+def policy_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Logits of a causal LM with positions counted over real tokens (left padding safe): (B, T) -> (B, T, V)."""
+    return model(input_ids=input_ids, attention_mask=attention_mask,
+                 position_ids=position_ids_from_mask(attention_mask)).logits
+
+
+def response_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, response_start: int, temperature: float) -> torch.Tensor:
+    """log π(y_t | x, y_<t) of each response token under logits / temperature: (B, T, V) -> (B, R).
+
+    The logit at position t scores token t+1, so response tokens P … T−1 are scored by rows P−1 … T−2.
+    """
+    return token_logprobs(logits[:, response_start - 1:], input_ids[:, response_start - 1:], temperature)
+
+
 def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_start: int,
                       temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward over prompt + response: (log-probs (B, R), logits / temperature (B, R, V)).
@@ -22,8 +36,5 @@ def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     """
     if not 0 < response_start < input_ids.shape[1]:
         raise ValueError(f"response_start must be in [1, {input_ids.shape[1] - 1}], got {response_start}")
-    logits = model(input_ids=input_ids, attention_mask=attention_mask,
-                   position_ids=position_ids_from_mask(attention_mask)).logits  # (B, P+R, V)
-    scored = logits[:, response_start - 1:]  # (B, R+1, V): the last position scores nothing
-    logprobs = token_logprobs(scored, input_ids[:, response_start - 1:], temperature)  # (B, R)
-    return logprobs, scored[:, :-1] / temperature
+    logits = policy_forward(model, input_ids, attention_mask)  # (B, P+R, V)
+    return response_logprobs(logits, input_ids, response_start, temperature), logits[:, response_start - 1:-1] / temperature

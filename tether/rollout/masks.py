@@ -2,6 +2,7 @@
 
 import torch
 
+from tether.data.collate import pad_left
 from tether.errors import InputError
 
 
@@ -16,11 +17,8 @@ def left_pad(prompt_ids: list[list[int]], pad_token_id: int, device=None) -> tup
     for i, ids in enumerate(prompt_ids):
         if len(ids) == 0:
             raise InputError(f"prompt {i} is empty (a response needs at least one prompt token)", field="prompt_ids")
-    width = max(len(ids) for ids in prompt_ids)
-    padded = [[pad_token_id] * (width - len(ids)) + list(ids) for ids in prompt_ids]
-    mask = [[0] * (width - len(ids)) + [1] * len(ids) for ids in prompt_ids]
-    return (torch.tensor(padded, dtype=torch.long, device=device),
-            torch.tensor(mask, dtype=torch.long, device=device))
+    ids, mask = pad_left([list(ids) for ids in prompt_ids], pad_token_id)
+    return ids.to(device), mask.to(device)
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
