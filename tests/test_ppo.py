@@ -193,3 +193,10 @@ def test_cli_ppo_bad_input_exits_2_with_one_line(tiny_dirs, tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert "missing.jsonl" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bf16_autocast_runs_and_stays_finite(tiny_dirs, tmp_path):
+    result = run_ppo(config(tiny_dirs, tmp_path, out=str(tmp_path / "bf16"), steps=2, bf16=True))
+    rows = training_rows(tmp_path / "bf16")
+    assert all(torch.isfinite(torch.tensor(r["loss/policy"])) for r in rows if "loss/policy" in r)
+    assert result["n_samples"] == 8

@@ -50,6 +50,11 @@ def length_bucketed_batches(lengths: list[int], batch_size: int, rng: random.Ran
     return batches
 
 
+def autocast(device: torch.device, bf16: bool):
+    """bfloat16 autocast for forward passes when asked (weights and optimiser stay fp32)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
 def check_finite(loss: torch.Tensor, step: int, what: str = "loss") -> None:
     """Stop the run with a clear message on a NaN/inf loss (the last checkpoint stays as it was)."""
     if not torch.isfinite(loss).all():

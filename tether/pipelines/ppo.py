@@ -31,7 +31,7 @@ from tether.distributed import (SINGLE, gather_objects, init_replica, mean_acros
 from tether.errors import InputError
 from tether.models import (PolicyWithValue, load_causal_lm, load_reward_model, load_tokenizer,
                            save_pretrained_atomic, score_head, set_seed)
-from tether.pipelines.common import check_finite, decode_responses, prepare_run_dir
+from tether.pipelines.common import autocast, check_finite, decode_responses, prepare_run_dir
 from tether.pipelines.policy_eval import evaluate_policy
 from tether.pipelines.scoring import RewardFunction, WorldGold
 from tether.rollout import SamplingConfig, TorchSampler, no_eos_penalty, policy_forward, response_logprobs
@@ -88,6 +88,7 @@ class PPOConfig:
     early_stop_gold_agreement_drop: float | None = opt(None, "stop when the reward model's agreement with gold on the policy's own samples falls this far below its first value")
     seed: int = opt(0, "random seed")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
+    bf16: bool = opt(False, "bfloat16 autocast for the PPO loss forward passes (GPUs with bf16; weights stay fp32)")
     threads: int = opt(0, "torch CPU threads (0: torch's default)")
 
     def __post_init__(self):
@@ -285,7 +286,7 @@ def ppo_update(model, optimizer, exp: dict, cfg, generator, step: int, replica=S
             optimizer.zero_grad(set_to_none=True)
             global_tokens = sum_across(exp["mask"][mb].sum().item(), replica)
             for k, micro in enumerate(mb.view(n_micro, cfg.micro_batch_size)):
-                with no_sync(model, active=k < n_micro - 1):
+                with no_sync(model, active=k < n_micro - 1), autocast(exp["seqs"].device, cfg.bf16):
                     loss, parts = minibatch_loss(model, exp, micro, cfg)
                     loss = loss * exp["mask"][micro].sum() * replica.world_size / global_tokens
                     check_finite(loss, step, "PPO loss")

@@ -20,7 +20,7 @@ from tether.data.io import write_json_atomic, write_jsonl_atomic
 from tether.distributed import init_replica, local_slice, mean_across, share_weight, shutdown, wrap
 from tether.models import (SequenceScorer, load_reward_model, load_tokenizer, resolve_device, reward_model_from_policy,
                            save_pretrained_atomic, score_sequences, set_seed)
-from tether.pipelines.common import check_finite, cosine_lr, length_bucketed_batches, prepare_run_dir, set_lr
+from tether.pipelines.common import autocast, check_finite, cosine_lr, length_bucketed_batches, prepare_run_dir, set_lr
 from tether.runlog import MetricsLogger, read_metrics
 
 
@@ -45,6 +45,7 @@ class RMTrainConfig:
     eval_every: int = opt(50, "steps between evaluations on the held-out pairs")
     seed: int = opt(0, "random seed (head init, data order, split)")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
+    bf16: bool = opt(False, "bfloat16 autocast for forward passes (GPUs with bf16; weights stay fp32)")
     threads: int = opt(0, "torch CPU threads (0: torch's default)")
 
     def __post_init__(self):
@@ -127,7 +128,8 @@ def run_rm_train(cfg: RMTrainConfig) -> dict:
             idx = local_slice(global_idx, replica)
             model.train()
             batch = collate_pairs([train_tok.chosen_ids[i] for i in idx], [train_tok.rejected_ids[i] for i in idx], tokenizer.pad_token_id)
-            r = scorer(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+            with autocast(device, cfg.bf16):
+                r = scorer(batch["input_ids"].to(device), batch["attention_mask"].to(device)).float()
             r_chosen, r_rejected = r[: len(idx)], r[len(idx):]
             margin = margins_tensor([train_tok.margins[i] for i in idx], cfg.use_margin)
             loss = bradley_terry_loss(r_chosen, r_rejected, None if margin is None else margin.to(device))

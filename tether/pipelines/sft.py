@@ -20,7 +20,7 @@ from tether.distributed import init_replica, local_slice, mean_across, share_wei
 from tether.errors import InputError
 from tether.models import load_causal_lm, load_tokenizer, save_pretrained_atomic, set_seed
 from tether.models.loading import BUILTIN_POLICY, disable_dropout
-from tether.pipelines.common import check_finite, cosine_lr, length_bucketed_batches, prepare_run_dir, set_lr
+from tether.pipelines.common import autocast, check_finite, cosine_lr, length_bucketed_batches, prepare_run_dir, set_lr
 from tether.runlog import MetricsLogger
 
 
@@ -40,6 +40,7 @@ class SFTConfig:
     max_length: int = opt(128, "longest prompt+completion in tokens; longer rows are an error")
     seed: int = opt(0, "random seed (init, data order)")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
+    bf16: bool = opt(False, "bfloat16 autocast for forward passes (GPUs with bf16; weights stay fp32)")
     threads: int = opt(0, "torch CPU threads (0: torch's default)")
     log_every: int = opt(50, "steps between metrics rows")
 
@@ -135,7 +136,8 @@ def run_sft(cfg: SFTConfig) -> dict:
         for global_idx in length_bucketed_batches(lengths, cfg.batch_size, rng):
             batch_idx = local_slice(global_idx, replica)
             set_lr(optimizer, cosine_lr(step, total, cfg.warmup_steps, cfg.lr))
-            loss = sft_loss(ddp_model, *sft_batch([train[i] for i in batch_idx], tokenizer.pad_token_id, device))
+            with autocast(device, cfg.bf16):
+                loss = sft_loss(ddp_model, *sft_batch([train[i] for i in batch_idx], tokenizer.pad_token_id, device))
             check_finite(loss, step)
             optimizer.zero_grad(set_to_none=True)
             (loss * share_weight(len(batch_idx), len(global_idx), replica)).backward()
