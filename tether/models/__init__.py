@@ -15,4 +15,5 @@ from tether.models.reward import (
     score_sequences,
     score_texts,
 )
+from tether.models.lora import apply_lora
 from tether.models.value import PolicyWithValue

@@ -29,7 +29,7 @@ from tether.data.io import atomic_open, write_json_atomic, write_jsonl_atomic
 from tether.distributed import (SINGLE, gather_objects, init_replica, mean_across, no_sync, shutdown, sum_across,
                                 unwrap, wrap)
 from tether.errors import InputError
-from tether.models import (PolicyWithValue, load_causal_lm, load_reward_model, load_tokenizer,
+from tether.models import (PolicyWithValue, apply_lora, load_causal_lm, load_reward_model, load_tokenizer,
                            save_pretrained_atomic, score_head, set_seed)
 from tether.pipelines.common import autocast, check_finite, decode_responses, prepare_run_dir
 from tether.pipelines.policy_eval import evaluate_policy
@@ -130,12 +130,6 @@ class PromptStream:
         self.rng.setstate(state["rng"])
 
 
-def wrap_lora(policy, r: int, alpha: int):
-    """peft LoRA on every linear layer of the trunk; the base weights are frozen."""
-    from peft import LoraConfig, get_peft_model
-    return get_peft_model(policy, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules="all-linear"))
-
-
 class ActorCritic(torch.nn.Module):
     """Policy logits and per-token values; the reference is a separate frozen model or the LoRA-disabled policy."""
 
@@ -144,7 +138,7 @@ class ActorCritic(torch.nn.Module):
         policy = load_causal_lm(cfg.policy, device, field="policy")
         rm = load_reward_model(cfg.reward_model, device, field="reward_model")
         if cfg.lora_r:
-            policy = wrap_lora(policy, cfg.lora_r, cfg.lora_alpha)
+            policy = apply_lora(policy, cfg.lora_r, cfg.lora_alpha, "CAUSAL_LM")
             self.ref = None
         else:
             self.ref = load_causal_lm(cfg.ref_policy or cfg.policy, device, field="ref_policy").requires_grad_(False)

@@ -18,7 +18,7 @@ from tether.config import opt, require
 from tether.data import collate_pairs, read_preferences, tokenize_pairs
 from tether.data.io import write_json_atomic, write_jsonl_atomic
 from tether.distributed import init_replica, local_slice, mean_across, share_weight, shutdown, wrap
-from tether.models import (SequenceScorer, load_reward_model, load_tokenizer, resolve_device, reward_model_from_policy,
+from tether.models import (SequenceScorer, apply_lora, load_reward_model, load_tokenizer, resolve_device, reward_model_from_policy,
                            save_pretrained_atomic, score_sequences, set_seed)
 from tether.pipelines.common import autocast, check_finite, cosine_lr, length_bucketed_batches, prepare_run_dir, set_lr
 from tether.runlog import MetricsLogger, read_metrics
@@ -41,6 +41,8 @@ class RMTrainConfig:
     max_length: int = opt(256, "longest prompt+response in tokens")
     truncation: str = opt("error", "longer pairs: error, left (cut the prompt's start) or skip (reported)")
     use_margin: bool = opt(True, "use a pair's `margin` field in the loss: -log σ(r_c - r_r - m)")
+    lora_r: int = opt(0, "LoRA rank (0: full fine-tuning); the scalar head is always trained in full, adapters are merged on save")
+    lora_alpha: int = opt(16, "LoRA alpha")
     center_rewards_coef: float = opt(0.0, "weight of the centering penalty mean((r_c + r_r)^2) (Eisenstein et al. 2023)")
     eval_every: int = opt(50, "steps between evaluations on the held-out pairs")
     seed: int = opt(0, "random seed (head init, data order, split)")
@@ -116,8 +118,12 @@ def run_rm_train(cfg: RMTrainConfig) -> dict:
     out = prepare_run_dir(cfg.out, cfg) if replica.is_main else Path(cfg.out)
     set_seed(cfg.seed)
     model = reward_model_from_policy(cfg.init, tokenizer.pad_token_id, device)
+    if cfg.lora_r:
+        peft_model = apply_lora(model, cfg.lora_r, cfg.lora_alpha, "SEQ_CLS")
+        model = peft_model.get_base_model()  # adapters are injected in place: same modules, same pooling
     scorer = wrap(SequenceScorer(model), replica)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     lengths = [len(c) + len(r) for c, r in zip(train_tok.chosen_ids, train_tok.rejected_ids)]
     total = -(-len(lengths) // cfg.batch_size) * cfg.epochs
     logger = MetricsLogger(out, enabled=replica.is_main)
@@ -139,7 +145,7 @@ def run_rm_train(cfg: RMTrainConfig) -> dict:
             set_lr(optimizer, cosine_lr(step, total, cfg.warmup_steps, cfg.lr))
             optimizer.zero_grad(set_to_none=True)
             (loss * share_weight(len(idx), len(global_idx), replica)).backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             step += 1
             bar.update(1)
@@ -153,6 +159,8 @@ def run_rm_train(cfg: RMTrainConfig) -> dict:
     bar.close()
     logger.close()
     model.eval()
+    if cfg.lora_r:
+        model = peft_model.merge_and_unload()
     if replica.is_main:
         save_pretrained_atomic(out / "model", model, tokenizer)
         from tether.analysis.plots import plot_rm_curves
