@@ -9,6 +9,15 @@ WORDS = ("what is the capital of france paris two plus three five yes no great q
          "sorry cannot help with that a b c d e f g h").split()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Tiny models run fastest on one thread; two threads on shared, busy cores run up to 20x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def make_tokenizer(pad_is_eos: bool = False):
     """A word-level PreTrainedTokenizerFast: <pad>, <eos>, <unk> plus WORDS and a few punctuation marks."""
     from tokenizers import Tokenizer, models, pre_tokenizers, decoders

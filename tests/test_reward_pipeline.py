@@ -55,7 +55,7 @@ def save_world_policy(path, seed: int = 0):
 
 @pytest.fixture(scope="module")
 def world_rm(tmp_path_factory):
-    """{'policy', 'train', 'eval', 'run'}: a reward model trained by `run_rm_train` on 200 world pairs."""
+    """{'policy', 'train', 'eval', 'run', 'result'}: a reward model trained by `run_rm_train` on 200 world pairs."""
     root = tmp_path_factory.mktemp("rm")
     policy = save_world_policy(root / "policy")
     train = write_jsonl(root / "train.jsonl", world_pairs(200, seed=0))
@@ -167,8 +167,6 @@ def test_disagreements_are_the_wrong_pairs_most_confident_first(foreign_eval):
     assert all(d["family"] == rows[i]["family"] for d, i in zip(disagreements, wrong))
 
 
-@pytest.mark.xfail(strict=True, reason="tether/pipelines/reward.py evaluate_pairs: the pair's own `p_chosen` "
-                                       "field (the labeler's, written by `tether collect`) overwrites the model's")
 def test_disagreements_p_chosen_is_the_models(foreign_eval):
     rc, rr, disagreements = (foreign_eval[k] for k in ("rc", "rr", "disagreements"))
     p_chosen = np.sort(1 / (1 + np.exp(-(rc - rr)))[rc <= rr])

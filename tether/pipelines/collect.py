@@ -102,7 +102,7 @@ def run_collect(cfg: CollectConfig) -> dict:
         labeler = make_gold_labeler(cfg)
         rows = [gold_row(labeler, r.prompt, y1, y2, r.extra) for r, y1, y2 in pairs]
     else:
-        rows = [{"prompt": r.prompt, "response_a": y1, "response_b": y2, "id": pair_id(r.prompt, y1, y2),
-                 "labeler": None, **r.extra} for r, y1, y2 in pairs]
+        rows = [{**r.extra, "prompt": r.prompt, "response_a": y1, "response_b": y2, "id": pair_id(r.prompt, y1, y2),
+                 "labeler": None} for r, y1, y2 in pairs]
     write_jsonl_atomic(out / "pairs.jsonl", rows)
     return {"n_pairs": len(rows), "dropped_identical": len(todo), "path": str(out / "pairs.jsonl")}

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import torch
 
+from tether.analysis.report import write_report
 from tether.config import opt, require
+from tether.data.io import write_json_atomic
 from tether.pipelines.collect import CollectConfig, run_collect
 from tether.pipelines.reward import RMEvalConfig, RMTrainConfig, run_rm_eval, run_rm_train
 from tether.pipelines.sft import SFTConfig, run_sft
@@ -22,7 +24,7 @@ from tether.pipelines.sweep import SweepConfig, run_sweep
 class DemoConfig:
     """Run SFT, preference collection, reward modelling, a PPO β sweep and best-of-n on the built-in world."""
     out: str = opt("runs/demo", "demo directory; the report is OUT/sweep/report.html")
-    quick: bool = opt(False, "a small run (about two minutes) used by the tests")
+    quick: bool = opt(False, "a small run (about two minutes) used by the tests; sets the sizes below to small values")
     sft_examples: int = opt(60000, "SFT corpus size")
     sft_epochs: int = opt(2, "SFT epochs")
     train_prompts: int = opt(0, "training prompts (0: the whole train split)")
@@ -97,7 +99,9 @@ def run_demo(cfg: DemoConfig) -> dict:
         eval_samples=cfg.eval_samples, bon_prompts=32 if cfg.quick else 64, **common,
         pipeline={"sft": sft, "collect": collect, "reward_model": {k: v for k, v in rm_eval.items()}, "timings_s": timings})
     report = stage("sweep", run_sweep, sweep_cfg)
-    report["pipeline"]["timings_s"] = timings
+    report["pipeline"]["timings_s"] = timings  # now with the sweep's own time
+    write_json_atomic(out / "sweep" / "sweep.json", report)
+    write_report(out / "sweep" / "report.html", report)
     print("\ntimings (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()))
     print(f"report: {out / 'sweep' / 'report.html'}")
     return report

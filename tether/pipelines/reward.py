@@ -244,10 +244,16 @@ def evaluate_pairs(model, tokenizer, pairs, max_length, truncation, batch_size, 
         metrics["label_ceiling"] = sum(max(x, 1 - x) for x in label_probs) / len(label_probs)
     wrong = (~correct).nonzero().flatten().tolist()
     wrong.sort(key=lambda i: p_chosen[i].item())
-    disagreements = [{"prompt": kept[i].prompt, "chosen": kept[i].chosen, "rejected": kept[i].rejected,
-                      "reward_chosen": r_chosen[i].item(), "reward_rejected": r_rejected[i].item(),
-                      "p_chosen": p_chosen[i].item(), **kept[i].extra} for i in wrong]
+    disagreements = [disagreement_row(kept[i], r_chosen[i].item(), r_rejected[i].item(), p_chosen[i].item()) for i in wrong]
     return metrics, disagreements
+
+
+def disagreement_row(pair, r_chosen: float, r_rejected: float, p_chosen: float) -> dict:
+    """A pair the model orders against its label, with its other fields; the labeler's own P(chosen ≻ rejected),
+    if the pair carries one (`tether collect` writes `p_chosen`), is kept as `label_p_chosen`."""
+    extra = {("label_p_chosen" if key == "p_chosen" else key): value for key, value in pair.extra.items()}
+    return {**extra, "prompt": pair.prompt, "chosen": pair.chosen, "rejected": pair.rejected,
+            "reward_chosen": r_chosen, "reward_rejected": r_rejected, "p_chosen": p_chosen}
 
 
 def run_rm_eval(cfg: RMEvalConfig) -> dict:

@@ -111,7 +111,6 @@ def run_sft(cfg: SFTConfig) -> dict:
         torch.set_num_threads(cfg.threads)
     replica = init_replica(cfg.device)
     device = replica.device
-    out = prepare_run_dir(cfg.out, cfg) if replica.is_main else Path(cfg.out)
     model, tokenizer = init_policy(cfg.model, cfg.seed, device)
     ddp_model = wrap(model, replica)
     train = tokenize_sft(read_sft_examples(cfg.data), tokenizer, cfg.max_length, cfg.data)
@@ -123,6 +122,7 @@ def run_sft(cfg: SFTConfig) -> dict:
         rng.shuffle(order)
         n_eval = int(len(train) * cfg.eval_fraction)
         held, train = [train[i] for i in order[:n_eval]], [train[i] for i in order[n_eval:]]
+    out = prepare_run_dir(cfg.out, cfg) if replica.is_main else Path(cfg.out)
     set_seed(cfg.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     lengths = [len(r[0]) for r in train]

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 
 from tether.analysis import frontier_fits, sweep_findings
 from tether.analysis.report import write_report
-from tether.config import opt, require
+from tether.config import opt, require, to_dict
 from tether.data import read_prompts
 from tether.data.io import write_json_atomic
+from tether.errors import InputError
 from tether.models import load_causal_lm, load_tokenizer, resolve_device, set_seed
 from tether.pipelines.common import prepare_run_dir
 from tether.pipelines.policy_eval import best_of_n, evaluate_policy
@@ -93,8 +95,19 @@ def ppo_config(cfg: SweepConfig, run_dir: Path, overrides: dict) -> PPOConfig:
 
 
 def run_or_load(cfg: PPOConfig) -> dict:
-    """A finished run's eval.json, or the run (resumed from its checkpoint if it has one)."""
+    """A finished run's eval.json, or the run (resumed from its checkpoint if it has one).
+
+    A finished run is reused only if it was made with the same PPO settings.
+    """
     out = Path(cfg.out)
+    saved = out / "config.yaml"
+    if saved.is_file():
+        before = {k: v for k, v in yaml.safe_load(saved.read_text()).items() if k != "resume"}
+        now = {k: v for k, v in to_dict(cfg).items() if k != "resume"}
+        changed = sorted(k for k in now if before.get(k) != now[k])
+        if changed:
+            raise InputError(f"this run was made with other settings ({', '.join(changed)}); "
+                             "use another --out or delete the run", path=out, field=changed[0])
     if (out / "eval.json").is_file():
         print(f"sweep: {out.name} finished earlier, not redone")
         return json.loads((out / "eval.json").read_text())

@@ -1,0 +1,153 @@
+"""`tether demo --quick` end to end, its report, and sweep resumability (issue 7).
+
+The demo runs once (a module fixture, about a minute on 2 CPU cores) and every test reads its output.
+"""
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import torch
+
+from tether.analysis.report import fmt
+from tether.config import build_config
+from tether.pipelines.demo import DemoConfig
+from tether.pipelines.sweep import SweepConfig, run_sweep
+
+pytestmark = pytest.mark.slow
+
+QUICK = DemoConfig(quick=True)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    result = subprocess.run([sys.executable, "-m", "tether", "demo", "--quick", "--threads", "1", "--out", str(out)],
+                            capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return {"out": out, "stdout": result.stdout, "sweep": json.loads((out / "sweep" / "sweep.json").read_text())}
+
+
+def test_demo_runs_every_stage_and_prints_the_report_path(demo):
+    out = demo["out"]
+    for path in ("data/sft.jsonl", "sft/model/model.safetensors", "collect/pairs.jsonl", "collect_eval/pairs.jsonl",
+                 "rm/model/model.safetensors", "rm/curves.png", "rm_1/model/model.safetensors", "rm_eval/eval.json",
+                 "rm_eval/disagreements.jsonl", "sweep/sweep.json", "sweep/report.html"):
+        assert (out / path).is_file(), path
+    assert f"report: {out / 'sweep' / 'report.html'}" in demo["stdout"]
+
+
+def test_sweep_has_a_ppo_row_per_beta_and_best_of_n_rows_with_their_analytic_kl(demo):
+    rows = demo["sweep"]["rows"]
+    ppo = [r for r in rows if r["kind"] == "ppo"]
+    assert sorted(r["beta"] for r in ppo) == sorted(QUICK.betas)
+    for row in ppo:
+        finished = json.loads((demo["out"] / "sweep" / row["run_dir"] / "eval.json").read_text())
+        assert row["kl"] == finished["kl"] and row["proxy_reward"] == finished["proxy_reward"]
+        assert math.isfinite(row["gold_reward"]) and row["curve"]
+    bon = {r["n"]: r for r in rows if r["kind"] == "bon"}
+    assert sorted(bon) == [2 ** i for i in range(QUICK.bon_max.bit_length())]
+    for n, row in bon.items():
+        assert row["kl"] == pytest.approx(math.log(n) - (n - 1) / n, abs=1e-12), n
+    assert {r["kind"] for r in rows} >= {"ppo", "bon", "ppo_ensemble", "ppo_early_stop"}
+
+
+class TableParser(HTMLParser):
+    """Every <table> of a page as {caption: [[cell text, ...] per body row]}."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self.caption, self.rows, self.cell, self.in_caption, self.in_body = {}, "", [], None, False, False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.caption, self.rows = "", []
+        elif tag == "caption":
+            self.in_caption = True
+        elif tag == "tbody":
+            self.in_body = True
+        elif tag == "tr" and self.in_body:
+            self.rows.append([])
+        elif tag == "td" and self.in_body:
+            self.cell = ""
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self.tables[self.caption] = self.rows
+        elif tag == "caption":
+            self.in_caption = False
+        elif tag == "tbody":
+            self.in_body = False
+        elif tag == "td" and self.cell is not None:
+            self.rows[-1].append(self.cell)
+            self.cell = None
+
+    def handle_data(self, data):
+        if self.in_caption:
+            self.caption += data
+        elif self.cell is not None:
+            self.cell += data
+
+
+def test_report_tables_show_the_numbers_of_sweep_json(demo):
+    parser = TableParser()
+    parser.feed((demo["out"] / "sweep" / "report.html").read_text())
+    table = next(rows for caption, rows in parser.tables.items() if caption.startswith("rewards and KL"))
+    header = ["run", "kind", "β", "n", "KL [nats]", "√KL", "proxy", "Δ proxy", "gold", "Δ gold", "gap"]
+    shown = {cells[0]: dict(zip(header, cells)) for cells in table}
+    sweep = demo["sweep"]
+    expected = [{"label": "SFT", "kl": 0.0, **sweep["sft_baseline"]}] + sweep["rows"]
+    assert len(table) == len(expected)
+    for row in expected:
+        cells = shown[row["label"]]
+        assert (cells["KL [nats]"], cells["proxy"], cells["gold"]) == \
+            (fmt(row["kl"]), fmt(row["proxy_reward"]), fmt(row["gold_reward"])), row["label"]
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or \
+    ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH or at /usr/bin/chromium")
+def test_report_images_load_in_headless_chromium(demo):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    errors = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto((demo["out"] / "sweep" / "report.html").as_uri())
+            page.wait_for_load_state("load")
+            images = page.evaluate("Array.from(document.images).map(i => [i.id, i.complete, i.naturalWidth])")
+        finally:
+            browser.close()
+    assert errors == []
+    assert len(images) >= 4 and all(complete and width > 0 for _, complete, width in images), images
+
+
+def test_rerun_sweep_does_not_redo_finished_runs(demo, tmp_path, capsys):
+    """The quick demo's sweep, copied and run again (small best-of-n): every PPO run is read back, not redone."""
+    sweep_dir = tmp_path / "sweep"
+    shutil.copytree(demo["out"] / "sweep", sweep_dir)
+    metrics = sorted(sweep_dir.glob("runs/*/metrics.jsonl"))
+    assert len(metrics) == len(QUICK.betas) + 2  # the β runs, the ensemble and the early-stopping row
+    mtimes = {p: p.stat().st_mtime_ns for p in metrics}
+    cfg = build_config(SweepConfig, {"out": str(sweep_dir), "bon_ns": [1, 2], "bon_prompts": 4},
+                       sweep_dir / "config.yaml")
+    data = run_sweep(cfg)
+    printed = capsys.readouterr().out
+    for path in metrics:
+        assert f"sweep: {path.parent.name} finished earlier, not redone" in printed
+        assert path.stat().st_mtime_ns == mtimes[path], path
+    before = {r["label"]: r for r in demo["sweep"]["rows"] if r["kind"] != "bon"}
+    after = {r["label"]: r for r in data["rows"] if r["kind"] != "bon"}
+    assert before.keys() == after.keys()
+    assert all(after[k]["kl"] == before[k]["kl"] and after[k]["proxy_reward"] == before[k]["proxy_reward"] for k in before)
