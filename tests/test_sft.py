@@ -112,7 +112,7 @@ def test_bad_sft_data_exits_2_with_one_line_and_writes_no_model(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "bad.jsonl:2:" in lines[0] and '"completion"' in lines[0], result.stderr
     assert "Traceback" not in result.stderr
-    assert not (out / "model").exists()
+    assert not out.exists()  # validated before anything is written
 
 
 @pytest.mark.parametrize("bad_row, extra", [
@@ -126,4 +126,4 @@ def test_cli_names_line_and_field_of_other_bad_rows(tmp_path, capsys, bad_row, e
     assert main(["sft", "--data", str(data), "--out", str(out), "--device", "cpu", *extra]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "bad.jsonl:2:" in lines[0] and '"completion"' in lines[0], lines
-    assert not (out / "model").exists()
+    assert not out.exists()  # validated before anything is written
