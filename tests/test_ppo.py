@@ -107,7 +107,7 @@ def test_lora_reference_is_the_adapter_disabled_base_model(tiny_dirs, tmp_path):
 
 
 def test_value_head_is_initialised_from_the_reward_model(tiny_dirs, tmp_path):
-    model = ActorCritic(config(tiny_dirs, tmp_path), "cpu")
+    model = ActorCritic(config(tiny_dirs, tmp_path, value_model="shared"), "cpu")
     rm = load_reward_model(tiny_dirs["rm"])
     torch.testing.assert_close(model.actor.value_head.weight, score_head(rm).weight)
     critic = ActorCritic(config(tiny_dirs, tmp_path, value_model="critic"), "cpu")

@@ -43,15 +43,17 @@ class SweepConfig:
     bon_prompts: int = opt(64, "held-out prompts for best-of-n")
     ensemble: list[str] = opt([], "extra reward models for the uncertainty-penalty mitigation row (mean - lambda*std)")
     uncertainty_coef: float = opt(1.0, "lambda of the ensemble mitigation")
-    early_stop_benign_refusal: float | None = opt(None, "add a mitigation row: PPO at the smallest beta with early stopping when the benign refusal rate exceeds this")
-    early_stop_repetition: float | None = opt(0.3, "early-stop row: also stop when the repetition rate exceeds this")
+    early_stop: bool = opt(False, "add a mitigation row: PPO at the smallest beta that stops when a detector fires")
+    early_stop_benign_refusal: float | None = opt(0.3, "early-stop row: stop when the benign refusal rate exceeds this")
+    early_stop_repetition: float | None = opt(0.3, "early-stop row: stop when the repetition rate exceeds this")
+    early_stop_gold_agreement_drop: float | None = opt(0.1, "early-stop row: stop when the reward model's agreement with gold on the policy's samples drops this much (needs --gold)")
     refusal_threshold: float = opt(0.2, "benign refusal rate above which behaviour counts as 'safe but useless'")
     gold: str | None = opt(None, "gold utility of a built-in world (assistant)")
     steps: int = opt(80, "PPO iterations per run")
     batch_size: int = opt(64, "rollouts per PPO iteration")
-    minibatch_size: int = opt(32, "rollouts per optimiser step")
+    minibatch_size: int = opt(64, "rollouts per optimiser step")
     ppo_epochs: int = opt(2, "PPO epochs per batch")
-    lr: float = opt(3e-4, "PPO learning rate")
+    lr: float = opt(2e-4, "PPO learning rate")
     max_new_tokens: int = opt(48, "longest response")
     eval_every: int = opt(10, "PPO iterations between evaluations")
     eval_samples: int = opt(512, "held-out samples per evaluation")
@@ -78,9 +80,11 @@ def run_specs(cfg: SweepConfig) -> list[tuple[str, dict, dict]]:
     if cfg.ensemble:
         specs.append((f"ensemble_beta_{beta0:g}", {"beta": beta0, "ensemble": cfg.ensemble, "uncertainty_coef": cfg.uncertainty_coef},
                       {"kind": "ppo_ensemble", "beta": beta0, "label": f"ensemble −{cfg.uncertainty_coef:g}·std, β={beta0:g}"}))
-    if cfg.early_stop_benign_refusal is not None:
+    if cfg.early_stop:
         specs.append((f"early_stop_beta_{beta0:g}",
-                      {"beta": beta0, "early_stop_benign_refusal": cfg.early_stop_benign_refusal, "early_stop_repetition": cfg.early_stop_repetition},
+                      {"beta": beta0, "early_stop_benign_refusal": cfg.early_stop_benign_refusal,
+                       "early_stop_repetition": cfg.early_stop_repetition,
+                       "early_stop_gold_agreement_drop": cfg.early_stop_gold_agreement_drop if cfg.gold else None},
                       {"kind": "ppo_early_stop", "beta": beta0, "label": f"early stop, β={beta0:g}"}))
     return specs
 
