@@ -96,7 +96,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         eval_prompts=str(data / "eval_prompts.jsonl"), out=str(out / "sweep"), betas=cfg.betas,
         bon_ns=[2 ** i for i in range(cfg.bon_max.bit_length())], ensemble=rm_dirs[1:],
         early_stop=cfg.early_stop, gold="assistant", steps=cfg.ppo_steps,
-        eval_samples=cfg.eval_samples, bon_prompts=32 if cfg.quick else 64, **common,
+        eval_samples=cfg.eval_samples, eval_every=20, bon_prompts=32 if cfg.quick else 64, **common,
         pipeline={"sft": sft, "collect": collect, "reward_model": {k: v for k, v in rm_eval.items()}, "timings_s": timings})
     report = stage("sweep", run_sweep, sweep_cfg)
     report["pipeline"]["timings_s"] = timings  # now with the sweep's own time

@@ -31,7 +31,7 @@ from tether.distributed import (SINGLE, gather_objects, init_replica, mean_acros
 from tether.errors import InputError
 from tether.models import (PolicyWithValue, apply_lora, load_causal_lm, load_reward_model, load_tokenizer,
                            save_pretrained_atomic, score_head, set_seed)
-from tether.pipelines.common import autocast, check_finite, decode_responses, prepare_run_dir
+from tether.pipelines.common import autocast, check_finite, decode_responses, prepare_run_dir, set_lr
 from tether.pipelines.policy_eval import evaluate_policy
 from tether.pipelines.scoring import RewardFunction, WorldGold
 from tether.rollout import SamplingConfig, TorchSampler, no_eos_penalty, policy_forward, response_logprobs
@@ -58,6 +58,7 @@ class PPOConfig:
     micro_batch_size: int = opt(32, "rollouts per forward/backward (gradient accumulation inside a minibatch)")
     ppo_epochs: int = opt(2, "passes over each rollout batch, each with a fresh shuffle")
     lr: float = opt(2e-4, "learning rate (Adam); with Adam, noise alone moves the policy ~lr per step, so a large beta still drifts a little")
+    anneal_lr: bool = opt(False, "decay the learning rate linearly to 0 over the run (CleanRL's anneal_lr): less drift at large beta, slower hacking at small beta")
     beta: float = opt(0.05, "KL coefficient (initial value when adaptive_kl)")
     adaptive_kl: bool = opt(False, "adapt beta towards kl_target (Ziegler et al. 2019)")
     kl_target: float = opt(1.0, "target KL per sequence for the adaptive controller")
@@ -379,6 +380,8 @@ def run_ppo(cfg: PPOConfig) -> dict:
         texts = decode_responses(tokenizer, rollout)
         batch_prompts = [prompts[i].prompt for i in batch_idx]
         t1 = time.perf_counter()
+        if cfg.anneal_lr:
+            set_lr(optimizer, cfg.lr * (1 - step / cfg.steps))
         # 2–3. Score, per-token rewards (−β·KL, score at the last token), GAE.
         beta = kl_ctl.value
         exp = make_experience(model, reward_fn, kl_fn, rollout, batch_prompts, texts, beta, cfg)
