@@ -200,3 +200,9 @@ def test_bf16_autocast_runs_and_stays_finite(tiny_dirs, tmp_path):
     rows = training_rows(tmp_path / "bf16")
     assert all(torch.isfinite(torch.tensor(r["loss/policy"])) for r in rows if "loss/policy" in r)
     assert result["n_samples"] == 8
+
+
+def test_anneal_lr_decays_linearly_to_zero(tiny_dirs, tmp_path):
+    run_ppo(config(tiny_dirs, tmp_path, out=str(tmp_path / "anneal"), steps=4, anneal_lr=True, lr=1e-3))
+    lrs = [r["policy/lr"] for r in training_rows(tmp_path / "anneal") if "policy/lr" in r]
+    assert lrs == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4])

@@ -390,7 +390,8 @@ def run_ppo(cfg: PPOConfig) -> dict:
         stats = ppo_update(ddp_model, optimizer, exp, cfg, generator, step, replica)
         t3 = time.perf_counter()
         # 5. Log: metrics averaged over replicas; the KL controller sees the global mean KL.
-        metrics = step_metrics(exp, stats, beta, rollout) | {"time/rollout": t1 - t0, "time/score": t2 - t1, "time/train": t3 - t2}
+        metrics = step_metrics(exp, stats, beta, rollout) | {"policy/lr": optimizer.param_groups[0]["lr"],
+                                                             "time/rollout": t1 - t0, "time/score": t2 - t1, "time/train": t3 - t2}
         if gold is not None:
             metrics["gold/score"] = float(np.mean(gold.utilities(batch_prompts, texts)))
         metrics = mean_across(metrics, replica)
