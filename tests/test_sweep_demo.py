@@ -151,3 +151,17 @@ def test_rerun_sweep_does_not_redo_finished_runs(demo, tmp_path, capsys):
     after = {r["label"]: r for r in data["rows"] if r["kind"] != "bon"}
     assert before.keys() == after.keys()
     assert all(after[k]["kl"] == before[k]["kl"] and after[k]["proxy_reward"] == before[k]["proxy_reward"] for k in before)
+
+
+def test_sweep_refuses_to_reuse_a_run_made_with_other_settings(tiny_dirs, tmp_path):
+    import dataclasses
+    from tether.errors import InputError
+    from tether.pipelines.ppo import PPOConfig, run_ppo
+    from tether.pipelines.sweep import run_or_load
+    cfg = PPOConfig(policy=str(tiny_dirs["policy"]), reward_model=str(tiny_dirs["rm"]), prompts=str(tiny_dirs["prompts"]),
+                    out=str(tmp_path / "run"), steps=1, batch_size=8, minibatch_size=8, micro_batch_size=8,
+                    max_new_tokens=4, eval_every=0, eval_samples=8, save_every=0, device="cpu")
+    first = run_ppo(cfg)
+    assert run_or_load(dataclasses.replace(cfg, threads=1))["proxy_reward"] == first["proxy_reward"]
+    with pytest.raises(InputError, match=r'"lr": this run was made with other settings \(lr\)'):
+        run_or_load(dataclasses.replace(cfg, lr=1e-5))

@@ -101,13 +101,15 @@ def ppo_config(cfg: SweepConfig, run_dir: Path, overrides: dict) -> PPOConfig:
 def run_or_load(cfg: PPOConfig) -> dict:
     """A finished run's eval.json, or the run (resumed from its checkpoint if it has one).
 
-    A finished run is reused only if it was made with the same PPO settings.
+    A finished run is reused only if it was made with the same PPO settings (where it
+    lives, the device and the thread count may differ).
     """
     out = Path(cfg.out)
     saved = out / "config.yaml"
     if saved.is_file():
-        before = {k: v for k, v in yaml.safe_load(saved.read_text()).items() if k != "resume"}
-        now = {k: v for k, v in to_dict(cfg).items() if k != "resume"}
+        ignored = ("out", "resume", "device", "threads")
+        before = {k: v for k, v in yaml.safe_load(saved.read_text()).items() if k not in ignored}
+        now = {k: v for k, v in to_dict(cfg).items() if k not in ignored}
         changed = sorted(k for k in now if before.get(k) != now[k])
         if changed:
             raise InputError(f"this run was made with other settings ({', '.join(changed)}); "
