@@ -1,6 +1,9 @@
 """Shared fixtures: a tiny word-level tokenizer and tiny GPT-2 policy / reward-model directories."""
 
 import json
+import os
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -58,3 +61,22 @@ def tiny_dirs(tmp_path_factory):
     texts = ["what is the capital of france ?", "what is two plus three ?", "great question : a b c ?", "what is e f g ?"]
     prompts.write_text("".join(json.dumps({"prompt": t}) + "\n" for t in texts))
     return {"policy": root / "policy", "rm": root / "rm", "prompts": prompts}
+
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's chromium driven by Playwright. Without it a local run skips; CI (which installs it) fails."""
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (.ci/run installs Debian's chromium)")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

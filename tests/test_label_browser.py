@@ -3,19 +3,11 @@
 The screenshot is left in the test's tmp_path as label.png for a person to look at.
 """
 
-import shutil
-from pathlib import Path
 
-import pytest
 
 from tether.label.server import LabelStore, load_items, serve_in_background
-from tether.label.stats import effective_labels, read_label_rows
+from tether.data.labels import effective_labels, read_label_rows
 
-sync_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 
 SCRIPT = "<script>window.__pwned = 1</script>"
 IMG = '"><img src=x onerror="window.__pwned = 2">'
@@ -38,17 +30,17 @@ def write_pairs(path):
     return path
 
 
-def test_label_three_pairs_with_the_keyboard_then_undo(tmp_path):
+def test_label_three_pairs_with_the_keyboard_then_undo(tmp_path, browser):
+    from playwright.sync_api import expect
     out = tmp_path / "labels.jsonl"
     store = LabelStore(load_items(write_pairs(tmp_path / "pairs.jsonl")), out, "alice", seed=0)
     problems = []
-    with serve_in_background(store) as url, sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with serve_in_background(store) as url:
         page = browser.new_page(viewport={"width": 1280, "height": 860})
         page.on("pageerror", lambda error: problems.append(str(error)))
         page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
         page.goto(url)
-        progress, expect = page.locator("#progress-text"), sync_api.expect
+        progress = page.locator("#progress-text")
         expect(progress).to_have_text("0 of 4")
 
         # Markup in a prompt or a response is shown as text, whitespace kept, and never runs.
@@ -78,7 +70,7 @@ def test_label_three_pairs_with_the_keyboard_then_undo(tmp_path):
         expect(page.locator("#status")).to_have_text("Undone: answer this pair again.")
         assert page.locator("#prompt").text_content() == PAIRS[2]["prompt"]
         page.screenshot(path=str(tmp_path / "label.png"), full_page=True)
-        browser.close()
+        page.close()
     store.close()
 
     assert problems == []  # no script error, nothing blocked by the Content-Security-Policy

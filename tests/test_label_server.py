@@ -34,7 +34,7 @@ from tether.label.server import (
     serve_in_background,
     stable_pair_id,
 )
-from tether.label.stats import effective_labels, read_label_rows
+from tether.data.labels import effective_labels, read_label_rows
 
 XSS = ['<script>window.__pwned = 1</script>', '"><img src=x onerror="window.__pwned = 2">']
 

@@ -5,16 +5,13 @@ import json
 import pytest
 
 from tether.errors import InputError
+from tether.data.labels import check_label_row, effective_labels, preference_labels, read_label_rows
 from tether.label.stats import (
-    check_label_row,
     cohen_kappa,
-    effective_labels,
     gold_agreement,
     inter_labeler_agreement,
     label_stats,
     position_bias,
-    preference_labels,
-    read_label_rows,
     reward_model_agreement,
     self_agreement,
     verdict,

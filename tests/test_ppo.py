@@ -1,7 +1,5 @@
 """PPO's implementation details (DESIGN §3, Huang et al. 2024), each a test that fails if its bug returns."""
 
-import json
-import os
 import random
 import signal
 import subprocess

@@ -9,10 +9,8 @@ import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
-import torch
 
 from tether.analysis.report import fmt
 from tether.config import build_config
@@ -109,26 +107,16 @@ def test_report_tables_show_the_numbers_of_sweep_json(demo):
             (fmt(row["kl"]), fmt(row["proxy_reward"]), fmt(row["gold_reward"])), row["label"]
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or \
-    ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-
-
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH or at /usr/bin/chromium")
-def test_report_images_load_in_headless_chromium(demo):
-    sync_api = pytest.importorskip("playwright.sync_api")
+def test_report_images_load_in_headless_chromium(demo, browser):
     errors = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto((demo["out"] / "sweep" / "report.html").as_uri())
-            page.wait_for_load_state("load")
-            images = page.evaluate("Array.from(document.images).map(i => [i.id, i.complete, i.naturalWidth])")
-        finally:
-            browser.close()
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto((demo["out"] / "sweep" / "report.html").as_uri())
+        page.wait_for_load_state("load")
+        images = page.evaluate("Array.from(document.images).map(i => [i.id, i.complete, i.naturalWidth])")
+    finally:
+        page.close()
     assert errors == []
     assert len(images) >= 4 and all(complete and width > 0 for _, complete, width in images), images
 

@@ -46,7 +46,8 @@ from starlette.routing import Route
 from tether.config import opt, require
 from tether.data.prefs import Text, parse_pair_row, read_records, settle, text_or_messages_field
 from tether.errors import InputError, RunError
-from tether.label.stats import CHOICES, ORDERS, effective_labels, label_stats, read_label_rows
+from tether.data.labels import CHOICES, ORDERS, effective_labels, read_label_rows
+from tether.label.stats import label_stats
 
 REASON_MAX_CHARS = 500
 LABELER_MAX_CHARS = 64

@@ -23,8 +23,7 @@ import json
 from collections import Counter, defaultdict
 from itertools import combinations
 
-from tether.data.labels import (CHOICES, ORDERS, PREFERENCE_CHOICES, check_label_row, effective_labels, label_key,
-                                preference_labels, read_label_rows)
+from tether.data.labels import PREFERENCE_CHOICES, effective_labels
 from tether.errors import InputError
 
 # ---------------------------------------------------------------- agreement

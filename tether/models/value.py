@@ -1,6 +1,5 @@
 """The policy with a value head on its own trunk (shared-trunk actor-critic)."""
 
-import torch
 from torch import nn
 
 from tether.rollout.masks import position_ids_from_mask

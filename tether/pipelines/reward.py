@@ -5,7 +5,6 @@ the score is read at each row's last real token (`tether.models.score_sequences`
 """
 
 import json
-import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
