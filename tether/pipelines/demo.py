@@ -25,7 +25,7 @@ class DemoConfig:
     """Run SFT, preference collection, reward modelling, a PPO β sweep and best-of-n on the built-in world."""
     out: str = opt("runs/demo", "demo directory; the report is OUT/sweep/report.html")
     quick: bool = opt(False, "a small run (about two minutes) used by the tests; sets the sizes below to small values")
-    sft_examples: int = opt(60000, "SFT corpus size")
+    sft_examples: int = opt(40000, "SFT corpus size")
     sft_epochs: int = opt(2, "SFT epochs")
     train_prompts: int = opt(0, "training prompts (0: the whole train split)")
     eval_prompts: int = opt(512, "evaluation prompts (fresh draws, another seed)")

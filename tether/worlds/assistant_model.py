@@ -56,8 +56,12 @@ def build_tokenizer(save_dir=None) -> PreTrainedTokenizerFast:
 
 def build_model_config(tokenizer, n_layer: int = 2, n_embd: int = 128, n_head: int = 4,
                        n_positions: int = MODEL_MAX_LENGTH) -> GPT2Config:
-    """A small GPT-2 (~0.5M parameters at the defaults) with every dropout off, so PPO log-probs are exact."""
+    """A small GPT-2 (~0.5M parameters at the defaults) with every dropout off, so PPO log-probs are exact.
+
+    GELU is PyTorch's tanh approximation in one kernel: GPT-2's own formula, ~13% faster SFT steps (bench/bench_sft.py).
+    """
     return GPT2Config(vocab_size=len(tokenizer), n_positions=n_positions, n_embd=n_embd, n_layer=n_layer,
-                      n_head=n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, summary_first_dropout=0.0,
+                      n_head=n_head, activation_function="gelu_pytorch_tanh", resid_pdrop=0.0, embd_pdrop=0.0,
+                      attn_pdrop=0.0, summary_first_dropout=0.0,
                       bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
                       pad_token_id=tokenizer.pad_token_id)
