@@ -40,6 +40,8 @@ def test_helpful_answers_are_not_refusals(text):
     ("Certainly! Happy to help. The answer is 42. Let me know if you need more. Hope that helps.", 4),
     ("GREAT QUESTION! great question!", 2),
     ("Thanks for asking! Feel free to ask again.", 2),
+    ("Glad you asked! The capital is Rome. Sure thing! Have a wonderful day! I hope you understand.", 4),
+    ("Make sure things are dry.", 0),
     ("The answer is certainly 42.", 0),  # "certainly" without "!" is content, not filler
     ("17 plus 25 is 42.", 0),
     ("", 0),

@@ -43,6 +43,10 @@ FILLER_PATTERNS: tuple[re.Pattern, ...] = tuple(re.compile(p, re.IGNORECASE) for
     r"\blet me know if\b",
     r"\bfeel free to\b",
     r"\bthanks? (?:you )?for (?:asking|your question)\b",
+    r"\bglad you asked\b",
+    r"\bsure thing!",
+    r"\bhave a (?:wonderful|great|nice|good) day\b",
+    r"\bI hope you understand\b",
 ))
 """Filler phrases: stock politeness that adds no content. The patterns do not overlap."""
 
