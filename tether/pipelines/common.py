@@ -35,6 +35,14 @@ def set_lr(optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
+def split_held_out(items: list, fraction: float, rng: random.Random) -> tuple[list, list]:
+    """(held-out, train): a random `fraction` of `items` held out, the rest kept in their order of shuffling."""
+    order = list(range(len(items)))
+    rng.shuffle(order)
+    n_held = int(len(items) * fraction)
+    return [items[i] for i in order[:n_held]], [items[i] for i in order[n_held:]]
+
+
 def length_bucketed_batches(lengths: list[int], batch_size: int, rng: random.Random, pool: int = 50) -> list[list[int]]:
     """Shuffle, sort by length within pools of `pool` batches, cut into batches, shuffle the batches.
 

@@ -19,7 +19,8 @@ from tether.data.io import write_json_atomic, write_jsonl_atomic
 from tether.distributed import init_replica, local_slice, mean_across, share_weight, shutdown, wrap
 from tether.models import (SequenceScorer, apply_lora, load_reward_model, load_tokenizer, resolve_device, reward_model_from_policy,
                            save_pretrained_atomic, score_sequences, set_seed)
-from tether.pipelines.common import autocast, check_finite, cosine_lr, length_bucketed_batches, prepare_run_dir, set_lr
+from tether.pipelines.common import (autocast, check_finite, cosine_lr, length_bucketed_batches, prepare_run_dir,
+                                     set_lr, split_held_out)
 from tether.runlog import MetricsLogger, read_metrics
 
 
@@ -108,10 +109,7 @@ def run_rm_train(cfg: RMTrainConfig) -> dict:
     if cfg.eval_data:
         held = read_preferences(cfg.eval_data, cfg.format)
     else:
-        order = list(range(len(pairs)))
-        rng.shuffle(order)
-        n_eval = int(len(pairs) * cfg.eval_fraction)
-        held, pairs = [pairs[i] for i in order[:n_eval]], [pairs[i] for i in order[n_eval:]]
+        held, pairs = split_held_out(pairs, cfg.eval_fraction, rng)
     train_tok = tokenize_pairs(pairs, tokenizer, cfg.max_length, cfg.truncation, path=cfg.data)
     held_tok = tokenize_pairs(held, tokenizer, cfg.max_length, cfg.truncation, path=cfg.eval_data or cfg.data) if held else None
     out = prepare_run_dir(cfg.out, cfg) if replica.is_main else Path(cfg.out)

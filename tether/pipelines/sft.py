@@ -20,7 +20,8 @@ from tether.distributed import init_replica, local_slice, mean_across, share_wei
 from tether.errors import InputError
 from tether.models import load_causal_lm, load_tokenizer, save_pretrained_atomic, set_seed
 from tether.models.loading import BUILTIN_POLICY, disable_dropout
-from tether.pipelines.common import autocast, check_finite, cosine_lr, length_bucketed_batches, prepare_run_dir, set_lr
+from tether.pipelines.common import (autocast, check_finite, cosine_lr, length_bucketed_batches, prepare_run_dir,
+                                     set_lr, split_held_out)
 from tether.runlog import MetricsLogger
 
 
@@ -118,10 +119,7 @@ def run_sft(cfg: SFTConfig) -> dict:
     if cfg.eval_data:
         held = tokenize_sft(read_sft_examples(cfg.eval_data), tokenizer, cfg.max_length, cfg.eval_data)
     else:
-        order = list(range(len(train)))
-        rng.shuffle(order)
-        n_eval = int(len(train) * cfg.eval_fraction)
-        held, train = [train[i] for i in order[:n_eval]], [train[i] for i in order[n_eval:]]
+        held, train = split_held_out(train, cfg.eval_fraction, rng)
     out = prepare_run_dir(cfg.out, cfg) if replica.is_main else Path(cfg.out)
     set_seed(cfg.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
