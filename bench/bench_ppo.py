@@ -3,13 +3,15 @@
 Every contender runs PPO on the built-in world with the same models and sizes:
 the world's small GPT-2 after a short SFT (so responses end in EOS) as policy
 and reference, a reward model made from it (scalar head; untrained, which does
-not change the work), 64 rollouts per iteration, responses of at most 48
-tokens, 2 PPO epochs over minibatches of 32, sampling at temperature 1. The
-first `--warmup` iterations are dropped; the table shows medians over the next
-`--repeats` iterations.
+not change the work), and `tether ppo`'s defaults for everything else (rollouts
+per iteration, minibatch and micro-batch sizes, PPO epochs, response length,
+learning rate, β, clipping), which TRL is given too. Each contender runs
+`--repeats` times, contenders taking turns; each run drops its first `--warmup`
+iterations and times the next `--iterations`. The table shows medians over all
+timed iterations (repeats × iterations), and the min–max of the per-run medians.
 
-- tether: `run_ppo` (TorchSampler rollouts), value head on the policy trunk (the default).
-- tether, critic: `run_ppo --value-model critic`, a separate value model, as TRL's PPO has.
+- tether: `run_ppo` as configured by default (TorchSampler rollouts, a separate critic).
+- tether, shared value head: `run_ppo --value-model shared` (value head on the policy trunk).
 - tether, HF generate: `run_ppo` with `HFGenerateSampler` (Hugging Face `generate`) for
   the rollout: the rollout baseline.
 - TRL: `trl.experimental.ppo.PPOTrainer` (trl 1.12.0, the last TRL with PPO; fp32,
@@ -20,7 +22,7 @@ first `--warmup` iterations are dropped; the table shows medians over the next
 
 tokens/s counts response tokens through EOS over the rollout's seconds.
 
-    python bench/bench_ppo.py [--repeats 5] [--warmup 2] [--threads 2] [--batch 64] [--no-trl]
+    python bench/bench_ppo.py [--repeats 5] [--iterations 4] [--warmup 1] [--threads 2] [--no-trl]
 """
 
 import os
@@ -30,6 +32,7 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # trl.experimental warns
 import tempfile
 import time
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 
 
@@ -43,14 +46,12 @@ from tether.rollout import HFGenerateSampler
 from tether.runlog import read_metrics
 from tether.worlds.assistant import write_prompt_file
 
-MAX_NEW_TOKENS = 48
-BETA = 0.05
-LR = 3e-4
+DEFAULTS = {f.name: f.default for f in fields(PPOConfig)}  # `tether ppo`'s defaults, given to every contender
 
 
 def fixtures(tmp: Path, threads: int) -> tuple[Path, Path, Path]:
     """(policy dir, reward-model dir, prompts file) of the built-in world."""
-    policy = world_policy(tmp / "policy", threads=threads)
+    policy = world_policy(tmp / "policy", n_examples=12000, threads=threads)  # long enough to write whole answers
     tokenizer = load_tokenizer(policy)
     save_pretrained_atomic(tmp / "rm", reward_model_from_policy(policy, tokenizer.pad_token_id), tokenizer)
     write_prompt_file(tmp / "prompts.jsonl", "train", 512, seed=0)
@@ -68,16 +69,20 @@ def rollout_engine(engine_class):
         ppo_module.TorchSampler = default
 
 
+def hf_generate_iterations(policy, rm, prompts, out, args) -> list[dict]:
+    with rollout_engine(HFGenerateSampler):
+        return tether_iterations(policy, rm, prompts, out, args)
+
+
 def tether_iterations(policy, rm, prompts, out, args, **overrides) -> list[dict]:
     """Per-iteration {rollout, score, train, tokens} of one `run_ppo`, after the warm-up iterations."""
     cfg = PPOConfig(policy=str(policy), reward_model=str(rm), prompts=str(prompts), out=str(out),
-                    steps=args.warmup + args.repeats, batch_size=args.batch, minibatch_size=args.batch // 2,
-                    micro_batch_size=args.batch // 2, ppo_epochs=2, lr=LR, beta=BETA, max_new_tokens=MAX_NEW_TOKENS,
-                    eval_every=0, eval_samples=64, samples_every=0, save_every=0, device="cpu", seed=0, **overrides)
+                    steps=args.warmup + args.iterations, eval_every=0, eval_samples=64, samples_every=0, save_every=0,
+                    device="cpu", seed=0, **overrides)
     run_ppo(cfg)
     rows = [r for r in read_metrics(out / "metrics.jsonl") if "time/rollout" in r][args.warmup:]
     return [{"rollout": r["time/rollout"], "score": r["time/score"], "train": r["time/train"],
-             "tokens": r["val/mean_length"] * args.batch} for r in rows]
+             "tokens": r["val/mean_length"] * cfg.batch_size} for r in rows]
 
 
 class TRLClock:
@@ -135,8 +140,23 @@ class TRLClock:
                 for it in self.iterations]
 
 
+def trl_batch_sizes(batch: int, minibatch: int, micro: int) -> dict:
+    """TRL PPOConfig sizes that reproduce tether's batch → minibatches → micro-batches.
+
+    In TRL the rollout batch is per_device_train_batch_size × gradient_accumulation_steps,
+    and the optimiser steps every gradient_accumulation_steps micro-batches, counted
+    across minibatches; so only two cases map exactly: one micro-batch per minibatch,
+    or one minibatch per batch.
+    """
+    if micro == minibatch:
+        return dict(per_device_train_batch_size=batch, gradient_accumulation_steps=1, num_mini_batches=batch // minibatch)
+    if minibatch == batch:
+        return dict(per_device_train_batch_size=micro, gradient_accumulation_steps=batch // micro, num_mini_batches=1)
+    raise ValueError(f"TRL's PPO cannot split {batch} rollouts into minibatches of {minibatch} and micro-batches of {micro}")
+
+
 def trl_iterations(policy, rm, prompts, out, args) -> list[dict]:
-    """Per-iteration phases of `trl.experimental.ppo.PPOTrainer` with tether's sizes, after the warm-up."""
+    """Per-iteration phases of `trl.experimental.ppo.PPOTrainer` with tether's defaults, after the warm-up."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, PrinterCallback
     from trl.experimental import ppo as trl_ppo_package
@@ -145,19 +165,23 @@ def trl_iterations(policy, rm, prompts, out, args) -> list[dict]:
     tokenizer.padding_side = "left"  # TRL generates from the collator's padding
     ids = [encode_prompt(tokenizer, p.prompt) for p in read_prompts(prompts)]
     dataset = Dataset.from_dict({"input_ids": ids})
-    iterations = args.warmup + args.repeats
+    batch = DEFAULTS["batch_size"]
+    iterations = args.warmup + args.iterations
+    d = DEFAULTS
     config = trl_ppo_package.PPOConfig(
-        output_dir=str(out), per_device_train_batch_size=args.batch, gradient_accumulation_steps=1,
-        num_mini_batches=2, num_ppo_epochs=2, local_rollout_forward_batch_size=args.batch,
-        total_episodes=args.batch * iterations, response_length=MAX_NEW_TOKENS, stop_token="eos", temperature=1.0,
-        kl_coef=BETA, learning_rate=LR, vf_coef=0.1, cliprange=0.2, cliprange_value=0.2, gamma=1.0, lam=0.95,
+        output_dir=str(out), **trl_batch_sizes(d["batch_size"], d["minibatch_size"], d["micro_batch_size"]),
+        num_ppo_epochs=d["ppo_epochs"], local_rollout_forward_batch_size=d["batch_size"],
+        total_episodes=d["batch_size"] * iterations, response_length=d["max_new_tokens"], stop_token="eos",
+        temperature=d["temperature"], kl_coef=d["beta"], kl_estimator=d["kl_estimator"], learning_rate=d["lr"],
+        vf_coef=d["vf_coef"], cliprange=d["clip_eps"], cliprange_value=d["clip_value"], gamma=d["gamma"],
+        lam=d["lam"], max_grad_norm=d["max_grad_norm"], whiten_rewards=d["whiten_rewards"],
         missing_eos_penalty=1.0, num_sample_generations=0, gradient_checkpointing=False, bf16=False, use_cpu=True,
         report_to="none", save_strategy="no", logging_steps=10**6, disable_tqdm=True, seed=0)
     load_lm = lambda: AutoModelForCausalLM.from_pretrained(policy, local_files_only=True)
     load_rm = lambda: AutoModelForSequenceClassification.from_pretrained(rm, local_files_only=True)
     trainer = trl_ppo.PPOTrainer(args=config, processing_class=tokenizer, model=load_lm(), ref_model=load_lm(),
                                  reward_model=load_rm(), value_model=load_rm(), train_dataset=dataset,
-                                 eval_dataset=dataset.select(range(args.batch)))
+                                 eval_dataset=dataset.select(range(batch)))
     trainer.remove_callback(PrinterCallback)
     clock = TRLClock(trl_ppo, tokenizer.eos_token_id)
     saved = trl_ppo.batch_generation, trl_ppo.forward, trl_ppo.gc
@@ -170,11 +194,17 @@ def trl_iterations(policy, rm, prompts, out, args) -> list[dict]:
     return clock.phases()[args.warmup:]
 
 
-def summary_row(name: str, its: list[dict], reference: dict | None) -> list:
-    """[name, rollout, score, train, total (min–max), tokens/s, ratio of total to the reference's]."""
-    total = [it["rollout"] + it["score"] + it["train"] for it in its]
+def iteration_seconds(it: dict) -> float:
+    return it["rollout"] + it["score"] + it["train"]
+
+
+def summary_row(name: str, runs: list[list[dict]], reference: dict | None) -> list:
+    """[name, rollout, score, train, total, min–max of per-run medians, tokens/s, ratios to the reference's]."""
+    its = [it for run in runs for it in run]
+    total = [iteration_seconds(it) for it in its]
     row = [name, median([it["rollout"] for it in its]), median([it["score"] for it in its]),
-           median([it["train"] for it in its]), median(total), spread(total),
+           median([it["train"] for it in its]), median(total),
+           spread([median([iteration_seconds(it) for it in run]) for run in runs]),
            median([it["tokens"] / it["rollout"] for it in its])]
     if reference is not None:
         row += [f"{row[4] / reference['total']:.2f}×", f"{row[1] / reference['rollout']:.2f}×"]
@@ -183,35 +213,43 @@ def summary_row(name: str, its: list[dict], reference: dict | None) -> list:
 
 def main(argv=None) -> None:
     parser = base_parser(__doc__)
-    parser.add_argument("--warmup", type=int, default=2, help="iterations dropped before timing (default: 2)")
-    parser.add_argument("--batch", type=int, default=64, help="rollouts per iteration (default: 64)")
+    parser.add_argument("--iterations", type=int, default=4, help="timed iterations per run (default: 4)")
+    parser.add_argument("--warmup", type=int, default=1, help="iterations dropped at the start of each run (default: 1)")
     parser.add_argument("--no-trl", action="store_true", help="leave TRL out even if it imports")
     args = parser.parse_args(argv)
     setup(args.threads)
 
     tmp = Path(tempfile.mkdtemp(prefix="tether-bench-ppo-"))
     trl, reason = (None, "TRL left out (--no-trl)") if args.no_trl else trl_or_reason()
-    results = {}
+    if trl is not None:
+        try:
+            import trl.experimental.ppo  # noqa: F401  (PPO was last shipped in trl 1.12.0)
+        except ImportError as e:
+            trl, reason = None, f"TRL skipped: trl {trl.__version__} has no PPO trainer ({e})"
+    contenders = {"tether": lambda out: tether_iterations(policy, rm, prompts, out, args),
+                  "tether, shared value head": lambda out: tether_iterations(policy, rm, prompts, out, args,
+                                                                             value_model="shared"),
+                  "tether, HF generate": lambda out: hf_generate_iterations(policy, rm, prompts, out, args)}
+    if trl is not None:
+        contenders[f"TRL {trl.__version__} PPO"] = lambda out: trl_iterations(policy, rm, prompts, out, args)
+    runs = {name: [] for name in contenders}
     with quiet():
         policy, rm, prompts = fixtures(tmp, args.threads)
-        results["tether"] = tether_iterations(policy, rm, prompts, tmp / "tether", args)
-        results["tether, critic"] = tether_iterations(policy, rm, prompts, tmp / "critic", args, value_model="critic")
-        with rollout_engine(HFGenerateSampler):
-            results["tether, HF generate"] = tether_iterations(policy, rm, prompts, tmp / "hf", args)
-        if trl is not None:
-            try:
-                results[f"TRL {trl.__version__} PPO"] = trl_iterations(policy, rm, prompts, tmp / "trl", args)
-            except ImportError as e:
-                reason = f"TRL skipped: trl {trl.__version__} has no experimental PPO ({e})"
-
+        for round_ in range(args.repeats):
+            for k, (name, run) in enumerate(contenders.items()):
+                runs[name].append(run(tmp / f"run{round_}_{k}"))
+    results = {name: [it for run in rs for it in run] for name, rs in runs.items()}
     ours = results["tether"]
-    reference = {"total": median([it["rollout"] + it["score"] + it["train"] for it in ours]),
+    reference = {"total": median([iteration_seconds(it) for it in ours]),
                  "rollout": median([it["rollout"] for it in ours])}
-    print(f"\nPPO: batch {args.batch}, ≤{MAX_NEW_TOKENS} new tokens, 2 epochs × 2 minibatches; seconds per iteration, "
-          f"median of {args.repeats} after {args.warmup} warm-up; {load_average()}")
+    d = DEFAULTS
+    print(f"\nPPO (tether ppo's defaults): batch {d['batch_size']}, minibatch {d['minibatch_size']}, micro-batch "
+          f"{d['micro_batch_size']}, {d['ppo_epochs']} epochs, ≤{d['max_new_tokens']} new tokens, value model "
+          f"{d['value_model']}; seconds per iteration, median of {args.repeats} runs × {args.iterations} iterations; "
+          f"{load_average()}")
     print_table(["contender", "rollout s", "score s", "train s", "total s", "min–max", "tokens/s",
                  "tether is (total)", "(rollout)"],
-                [summary_row(name, its, reference) for name, its in results.items()])
+                [summary_row(name, runs[name], reference) for name in results])
     trl_key = next((k for k in results if k.startswith("TRL")), None)
     if trl_key:
         print(f"TRL's gc.collect(): median {median([it['gc'] for it in results[trl_key]]):.3f} s per iteration")

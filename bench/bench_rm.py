@@ -5,10 +5,13 @@ short SFT, LM head replaced by a scalar head) on the same token ids: labelled
 pairs of the world's response styles, the Bradley–Terry loss, AdamW, the same
 batch size, learning rate, warm-up, gradient clipping and epochs. Each is timed
 end to end — read the pairs, tokenise, build the model, train, score the
-held-out pairs, save — and pairs/s is epochs × training pairs / seconds.
-Held-out accuracy is printed beside the speed: the comparison is at equal result.
+held-out pairs, save — and, inside that, its training loop alone; pairs/s is
+epochs × training pairs / seconds. Held-out accuracy is printed beside the
+speed: the comparison is at equal result.
 
 - tether: `run_rm_train` (one forward of 2B rows per batch, length-bucketed batches).
+- tether, max(c, r) buckets: the same with pairs bucketed by their longer side instead of
+  len(chosen) + len(rejected): a prototype of a one-line change, patched in here.
 - naive: chosen and rejected as two separate forwards, every sequence padded to
   the longest in the data set, batches in random order, the model's own pooling.
 - TRL: `trl.RewardTrainer` (fp32, no gradient checkpointing, pre-tokenised ids);
@@ -20,15 +23,18 @@ Held-out accuracy is printed beside the speed: the comparison is at equal result
 
 import random
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-from _common import (base_parser, interleaved, load_average, median, print_table, quiet, setup, spread,
+from _common import (base_parser, interleaved, load_average, median, print_table, quiet, seconds, setup, spread,
                      trl_or_reason, world_pairs, world_policy, write_jsonl)
 from tether.algos import bradley_terry_loss
 from tether.data import pad_right, read_preferences, tokenize_pairs
 from tether.models import load_tokenizer, reward_model_from_policy, set_seed
+from tether.pipelines import reward as reward_pipeline
 from tether.pipelines.common import cosine_lr, set_lr
 from tether.pipelines.reward import RMTrainConfig, pair_scores, run_rm_train
 
@@ -36,12 +42,67 @@ MAX_LENGTH = 256
 WARMUP = 20
 
 
-def tether_run(policy, train, held, out, args) -> float:
-    """`run_rm_train` as a user runs it; returns held-out accuracy."""
-    metrics = run_rm_train(RMTrainConfig(init=str(policy), data=str(train), eval_data=str(held), out=str(out),
-                                         epochs=args.epochs, batch_size=args.batch, lr=args.lr, warmup_steps=WARMUP,
-                                         eval_every=10**9, seed=0, device="cpu"))
-    return metrics["eval/accuracy"]
+@contextmanager
+def training_clock(marks: dict):
+    """Time `run_rm_train`'s training loop: from its first batch schedule to its held-out scoring.
+
+    With `eval_every` out of reach, the held-out pairs are scored once, right after the last step.
+    """
+    schedule, scores = reward_pipeline.length_bucketed_batches, reward_pipeline.pair_scores
+
+    def timed_schedule(*a, **kw):
+        marks.setdefault("start", time.perf_counter())
+        return schedule(*a, **kw)
+
+    def timed_scores(*a, **kw):
+        marks.setdefault("end", time.perf_counter())
+        return scores(*a, **kw)
+
+    reward_pipeline.length_bucketed_batches, reward_pipeline.pair_scores = timed_schedule, timed_scores
+    try:
+        yield
+    finally:
+        reward_pipeline.length_bucketed_batches, reward_pipeline.pair_scores = schedule, scores
+
+
+@contextmanager
+def buckets_by_longer_side():
+    """Prototype for `run_rm_train`: bucket pairs by max(len chosen, len rejected) instead of the sum.
+
+    A batch is padded to its longest row, so the longer side is what costs; sorting
+    by the sum puts a short-and-long pair beside two medium ones.
+    """
+    tokenize, schedule = reward_pipeline.tokenize_pairs, reward_pipeline.length_bucketed_batches
+    tokenized = []
+
+    def keep(*a, **kw):
+        tokenized.append(tokenize(*a, **kw))
+        return tokenized[-1]
+
+    def by_longer_side(lengths, *a, **kw):
+        train = tokenized[0]  # run_rm_train tokenises the training pairs first
+        return schedule([max(len(c), len(r)) for c, r in zip(train.chosen_ids, train.rejected_ids)], *a, **kw)
+
+    reward_pipeline.tokenize_pairs, reward_pipeline.length_bucketed_batches = keep, by_longer_side
+    try:
+        yield
+    finally:
+        reward_pipeline.tokenize_pairs, reward_pipeline.length_bucketed_batches = tokenize, schedule
+
+
+def tether_longer_side_run(policy, train, held, out, args) -> tuple[float, float]:
+    with buckets_by_longer_side():
+        return tether_run(policy, train, held, out, args)
+
+
+def tether_run(policy, train, held, out, args) -> tuple[float, float]:
+    """`run_rm_train` as a user runs it: (held-out accuracy, seconds in the training loop)."""
+    marks = {}
+    with training_clock(marks):
+        metrics = run_rm_train(RMTrainConfig(init=str(policy), data=str(train), eval_data=str(held), out=str(out),
+                                             epochs=args.epochs, batch_size=args.batch, lr=args.lr,
+                                             warmup_steps=WARMUP, eval_every=10**9, seed=0, device="cpu"))
+    return metrics["eval/accuracy"], marks["end"] - marks["start"]
 
 
 def pad_to(seqs: list[list[int]], width: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,7 +116,7 @@ def naive_scores(model, seqs, width, pad_id) -> torch.Tensor:
     return model(input_ids=ids, attention_mask=mask).logits.squeeze(-1)
 
 
-def naive_run(policy, train, held, out, args) -> float:
+def naive_run(policy, train, held, out, args) -> tuple[float, float]:
     """The plain loop: chosen and rejected as two forwards, padded to the data set's longest sequence."""
     tokenizer = load_tokenizer(policy)
     pad_id = tokenizer.pad_token_id
@@ -68,7 +129,7 @@ def naive_run(policy, train, held, out, args) -> float:
     rng = random.Random(0)
     n = len(tr.chosen_ids)
     total = -(-n // args.batch) * args.epochs
-    step = 0
+    step, loop_start = 0, time.perf_counter()
     for _ in range(args.epochs):
         order = list(range(n))
         rng.shuffle(order)
@@ -83,6 +144,7 @@ def naive_run(policy, train, held, out, args) -> float:
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             step += 1
+    train_s = time.perf_counter() - loop_start
     model.eval()
     correct = 0
     with torch.no_grad():
@@ -92,10 +154,10 @@ def naive_run(policy, train, held, out, args) -> float:
             correct += (c > r).sum().item()
     model.save_pretrained(out / "model")
     tokenizer.save_pretrained(out / "model")
-    return correct / len(ho.chosen_ids)
+    return correct / len(ho.chosen_ids), train_s
 
 
-def trl_run(policy, train, held, out, args) -> float:
+def trl_run(policy, train, held, out, args) -> tuple[float, float]:
     """`trl.RewardTrainer` on the same token ids (fp32, no gradient checkpointing), then tether's scoring."""
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
@@ -111,10 +173,10 @@ def trl_run(policy, train, held, out, args) -> float:
                           dataloader_num_workers=0)
     dataset = Dataset.from_dict({"chosen_ids": tr.chosen_ids, "rejected_ids": tr.rejected_ids})
     trainer = RewardTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
-    trainer.train()
+    _, train_s = seconds(trainer.train)
     r_chosen, r_rejected = pair_scores(trainer.model, ho, 2 * args.batch, "cpu")
     trainer.save_model(str(out / "model"))
-    return (r_chosen > r_rejected).float().mean().item()
+    return (r_chosen > r_rejected).float().mean().item(), train_s
 
 
 def main(argv=None) -> None:
@@ -133,27 +195,35 @@ def main(argv=None) -> None:
         policy = world_policy(tmp / "policy", threads=args.threads)
     train = write_jsonl(tmp / "train.jsonl", world_pairs(args.pairs, seed=0))
     held = write_jsonl(tmp / "held.jsonl", world_pairs(args.eval_pairs, seed=1))
-    contenders = {"tether run_rm_train": tether_run, "naive loop": naive_run}
+    contenders = {"tether run_rm_train": tether_run, "tether, max(c, r) buckets*": tether_longer_side_run,
+                  "naive loop": naive_run}
     trl, reason = (None, "TRL left out (--no-trl)") if args.no_trl else trl_or_reason()
     if trl is not None:
         contenders[f"TRL {trl.__version__} RewardTrainer"] = trl_run
-    accuracy = {}
+    accuracy, train_s = {}, {name: [] for name in contenders}
 
     def job(name, fn):
         def run():
             out = Path(tempfile.mkdtemp(dir=tmp))
             with quiet():
-                accuracy[name] = fn(policy, train, held, out, args)
+                accuracy[name], s = fn(policy, train, held, out, args)
+            train_s[name].append(s)
         return run
 
     times = interleaved({name: job(name, fn) for name, fn in contenders.items()}, args.repeats)
+    train_s = {name: s[1:] for name, s in train_s.items()}  # the warm-up round is not timed
     pairs_done = args.pairs * args.epochs
-    ours = median(times["tether run_rm_train"])
+    ours, ours_train = median(times["tether run_rm_train"]), median(train_s["tether run_rm_train"])
     print(f"\nreward model: {args.pairs} pairs × {args.epochs} epoch(s), batch {args.batch}, "
           f"{args.eval_pairs} held-out pairs; median of {args.repeats} (after 1 warm-up); {load_average()}")
-    print_table(["trainer", "seconds", "min–max", "pairs/s", "held-out acc", "tether is"],
-                [[name, median(t), spread(t), pairs_done / median(t), f"{accuracy[name]:.3f}",
-                  f"{median(t) / ours:.2f}×"] for name, t in times.items()])
+    print("end to end: read, tokenise, build, train, score held-out pairs, save; training: the epochs' loop alone; "
+          "÷ tether: seconds / tether's seconds (above 1: tether is faster)")
+    print_table(["trainer", "end-to-end s", "min–max", "pairs/s", "÷ tether", "training s", "train pairs/s",
+                 "÷ tether", "held-out acc"],
+                [[name, median(t), spread(t), pairs_done / median(t), f"{median(t) / ours:.2f}×", median(train_s[name]),
+                  pairs_done / median(train_s[name]), f"{median(train_s[name]) / ours_train:.2f}×",
+                  f"{accuracy[name]:.3f}"] for name, t in times.items()])
+    print("* a prototype of a change to run_rm_train (bucket pairs by their longer side), not yet in tether")
     if reason:
         print(reason)
 

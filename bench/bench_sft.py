@@ -12,18 +12,19 @@ clipping and AdamW). Variants are prototypes written here, not options of `tethe
 - tether: `tether.pipelines.sft` as it is (length-bucketed batches, per-sequence loss).
 - + fused AdamW: `torch.optim.AdamW(fused=True)`.
 - + fused loss: `F.cross_entropy` (one log-softmax-and-gather kernel) instead of `token_logprobs`.
-- + gelu_pytorch_tanh: GPT-2's tanh GELU as one kernel instead of its Python formula (same function).
+- gelu_new: GPT-2's GELU as its Python formula (`transformers`' "gelu_new", five kernels),
+  as the world's model had before it switched to "gelu_pytorch_tanh" (one kernel, same function).
 - + bf16 autocast: `torch.autocast("cpu", torch.bfloat16)` around forward and loss.
-- all: the fused optimiser, loss and activation together; "all, batch 128" also doubles the batch
+- all: the fused optimiser and loss together; "all, batch 128" also doubles the batch
   (half the steps, learning rate × √2).
 
 Part 2: `run_sft` itself, end to end on the world's corpus (`--examples` × `--epochs`,
-batch 64; skip with `--skip-full`), once: the number issue 4 asks for.
+by default the demo's; batch 64; skip with `--skip-full`), once: the number issue 4 asks for.
 `--full-variants` also trains some prototypes to the end, one epoch
 variants included, and prints their held-out loss (a minute or two each): the
 comparison at equal result.
 
-    python bench/bench_sft.py [--repeats 5] [--threads 2] [--steps 30] [--examples 60000] [--epochs 2]
+    python bench/bench_sft.py [--repeats 5] [--threads 2] [--steps 30] [--examples 40000] [--epochs 2]
                               [--skip-full] [--full-variants]
 """
 
@@ -32,7 +33,7 @@ import copy
 import math
 import random
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -41,21 +42,24 @@ import torch.nn.functional as F
 from _common import base_parser, load_average, median, print_table, quiet, seconds, setup, spread
 from tether.data import read_sft_examples
 from tether.pipelines.common import cosine_lr, length_bucketed_batches, set_lr
+from tether.pipelines.demo import DemoConfig
 from tether.pipelines.sft import SFTConfig, eval_loss, init_policy, run_sft, sft_batch, sft_loss, tokenize_sft
 
-LR, WARMUP, MAX_LENGTH = 3e-3, 50, 128
+SFT_DEFAULTS = {f.name: f.default for f in fields(SFTConfig)}  # `tether sft`'s, shared by every variant
+LR, WARMUP, MAX_LENGTH = SFT_DEFAULTS["lr"], SFT_DEFAULTS["warmup_steps"], SFT_DEFAULTS["max_length"]
+DEMO = DemoConfig()
 
 
 @dataclass(frozen=True)
 class Variant:
     """One way to run an SFT step (the defaults are tether's)."""
-    batch: int = 64
+    batch: int = SFT_DEFAULTS["batch_size"]
     lr: float = LR
     bucketed: bool = True
     hf_loss: bool = False  # model(labels=…): token-mean cross-entropy, the plain baseline
     fused_loss: bool = False
     fused_adamw: bool = False
-    activation: str | None = None  # GPT-2 default gelu_new
+    activation: str | None = None  # None: the world model's own (gelu_pytorch_tanh)
     bf16: bool = False
     plain_adamw: bool = False  # AdamW defaults (betas 0.9, 0.999), as a plain loop would
     epochs: int | None = None  # full runs only; None: --epochs
@@ -66,11 +70,10 @@ VARIANTS = {
     "tether": Variant(),
     "+ fused AdamW": Variant(fused_adamw=True),
     "+ fused loss": Variant(fused_loss=True),
-    "+ gelu_pytorch_tanh": Variant(activation="gelu_pytorch_tanh"),
+    "gelu_new": Variant(activation="gelu_new"),
     "+ bf16 autocast": Variant(bf16=True),
-    "all": Variant(fused_adamw=True, fused_loss=True, activation="gelu_pytorch_tanh"),
-    "all, batch 128": Variant(batch=128, lr=LR * math.sqrt(2), fused_adamw=True, fused_loss=True,
-                              activation="gelu_pytorch_tanh"),
+    "all": Variant(fused_adamw=True, fused_loss=True),
+    "all, batch 128": Variant(batch=128, lr=LR * math.sqrt(2), fused_adamw=True, fused_loss=True),
 }
 FAST = VARIANTS["all"]
 # Trained to the end with --full-variants: what each costs in held-out loss.
@@ -117,12 +120,14 @@ class Trainer:
                 self.queue = [order[i:i + self.v.batch] for i in range(0, len(order), self.v.batch)]
         return self.queue.pop()
 
-    def train_step(self, parts: dict | None = None) -> torch.Tensor:
-        """One optimiser step; adds collate/forward/backward/optimizer seconds to `parts` when given."""
-        timer = seconds if parts is not None else lambda fn, *a: (fn(*a), 0.0)
-        add = (lambda k, s: parts.__setitem__(k, parts.get(k, 0.0) + s)) if parts is not None else lambda k, s: None
-        batch, s = timer(sft_batch, [self.rows[i] for i in self.next_batch()], self.pad_id, "cpu")
-        add("collate", s)
+    def train_step(self, parts: dict) -> torch.Tensor:
+        """One optimiser step; adds its collate/forward/backward/optimizer seconds to `parts`."""
+        def timed(key, fn, *args):
+            result, s = seconds(fn, *args)
+            parts[key] = parts.get(key, 0.0) + s
+            return result
+
+        batch = timed("collate", sft_batch, [self.rows[i] for i in self.next_batch()], self.pad_id, "cpu")
         set_lr(self.optimizer, cosine_lr(self.step, self.total, WARMUP, self.v.lr))
         autocast = torch.autocast("cpu", dtype=torch.bfloat16) if self.v.bf16 else contextlib.nullcontext()
 
@@ -130,18 +135,14 @@ class Trainer:
             with autocast:
                 return self.loss_fn(self.model, *batch)
 
-        loss, s = timer(forward)
-        add("forward", s)
-        self.optimizer.zero_grad(set_to_none=True)
-        _, s = timer(loss.backward)
-        add("backward", s)
-
         def optimise():
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
             self.optimizer.step()
 
-        _, s = timer(optimise)
-        add("optimizer", s)
+        loss = timed("forward", forward)
+        self.optimizer.zero_grad(set_to_none=True)
+        timed("backward", loss.backward)
+        timed("optimizer", optimise)
         self.step += 1
         return loss
 
@@ -154,15 +155,17 @@ def full_prototype(variant: Variant, model, train, held, pad_id, epochs: int) ->
     """(seconds, held-out loss per sequence) of a whole training run of `variant`."""
     steps = -(-len(train) // variant.batch) * (variant.epochs or epochs)
     trainer = Trainer(variant, model, train, pad_id, steps)
-    _, s = seconds(lambda: [trainer.train_step() for _ in range(steps)])
+    _, s = seconds(trainer.steps, steps, {})
     return s, eval_loss(trainer.model, held, pad_id, 64, "cpu")
 
 
 def main(argv=None) -> None:
     parser = base_parser(__doc__)
     parser.add_argument("--steps", type=int, default=30, help="training steps per contender per repeat (default: 30)")
-    parser.add_argument("--examples", type=int, default=60000, help="SFT corpus size (default: 60000, as the demo)")
-    parser.add_argument("--epochs", type=int, default=2, help="epochs of the projected and full runs (default: 2)")
+    parser.add_argument("--examples", type=int, default=DEMO.sft_examples,
+                        help=f"SFT corpus size (default: {DEMO.sft_examples}, the demo's)")
+    parser.add_argument("--epochs", type=int, default=DEMO.sft_epochs,
+                        help=f"epochs of the projected and full runs (default: {DEMO.sft_epochs}, the demo's)")
     parser.add_argument("--skip-full", action="store_true", help="skip the end-to-end `run_sft`")
     parser.add_argument("--full-variants", action="store_true", help="also train every prototype to the end")
     args = parser.parse_args(argv)
