@@ -10,8 +10,6 @@ epochs × training pairs / seconds. Held-out accuracy is printed beside the
 speed: the comparison is at equal result.
 
 - tether: `run_rm_train` (one forward of 2B rows per batch, length-bucketed batches).
-- tether, max(c, r) buckets: the same with pairs bucketed by their longer side instead of
-  len(chosen) + len(rejected): a prototype of a one-line change, patched in here.
 - naive: chosen and rejected as two separate forwards, every sequence padded to
   the longest in the data set, batches in random order, the model's own pooling.
 - TRL: `trl.RewardTrainer` (fp32, no gradient checkpointing, pre-tokenised ids);
@@ -63,36 +61,6 @@ def training_clock(marks: dict):
         yield
     finally:
         reward_pipeline.length_bucketed_batches, reward_pipeline.pair_scores = schedule, scores
-
-
-@contextmanager
-def buckets_by_longer_side():
-    """Prototype for `run_rm_train`: bucket pairs by max(len chosen, len rejected) instead of the sum.
-
-    A batch is padded to its longest row, so the longer side is what costs; sorting
-    by the sum puts a short-and-long pair beside two medium ones.
-    """
-    tokenize, schedule = reward_pipeline.tokenize_pairs, reward_pipeline.length_bucketed_batches
-    tokenized = []
-
-    def keep(*a, **kw):
-        tokenized.append(tokenize(*a, **kw))
-        return tokenized[-1]
-
-    def by_longer_side(lengths, *a, **kw):
-        train = tokenized[0]  # run_rm_train tokenises the training pairs first
-        return schedule([max(len(c), len(r)) for c, r in zip(train.chosen_ids, train.rejected_ids)], *a, **kw)
-
-    reward_pipeline.tokenize_pairs, reward_pipeline.length_bucketed_batches = keep, by_longer_side
-    try:
-        yield
-    finally:
-        reward_pipeline.tokenize_pairs, reward_pipeline.length_bucketed_batches = tokenize, schedule
-
-
-def tether_longer_side_run(policy, train, held, out, args) -> tuple[float, float]:
-    with buckets_by_longer_side():
-        return tether_run(policy, train, held, out, args)
 
 
 def tether_run(policy, train, held, out, args) -> tuple[float, float]:
@@ -195,8 +163,7 @@ def main(argv=None) -> None:
         policy = world_policy(tmp / "policy", threads=args.threads)
     train = write_jsonl(tmp / "train.jsonl", world_pairs(args.pairs, seed=0))
     held = write_jsonl(tmp / "held.jsonl", world_pairs(args.eval_pairs, seed=1))
-    contenders = {"tether run_rm_train": tether_run, "tether, max(c, r) buckets*": tether_longer_side_run,
-                  "naive loop": naive_run}
+    contenders = {"tether run_rm_train": tether_run, "naive loop": naive_run}
     trl, reason = (None, "TRL left out (--no-trl)") if args.no_trl else trl_or_reason()
     if trl is not None:
         contenders[f"TRL {trl.__version__} RewardTrainer"] = trl_run
@@ -223,7 +190,6 @@ def main(argv=None) -> None:
                 [[name, median(t), spread(t), pairs_done / median(t), f"{median(t) / ours:.2f}×", median(train_s[name]),
                   pairs_done / median(train_s[name]), f"{median(train_s[name]) / ours_train:.2f}×",
                   f"{accuracy[name]:.3f}"] for name, t in times.items()])
-    print("* a prototype of a change to run_rm_train (bucket pairs by their longer side), not yet in tether")
     if reason:
         print(reason)
 

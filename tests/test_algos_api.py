@@ -10,7 +10,7 @@ ALGOS_DIR = Path(algos.__file__).parent
 CONTRACT = {
     "bradley_terry_loss", "bradley_terry_accuracy", "token_logprobs", "entropy_from_logits",
     "masked_mean", "masked_var", "masked_whiten", "explained_variance",
-    "kl_k1", "kl_k2", "kl_k3", "FixedKLController", "AdaptiveKLController", "best_of_n_kl",
+    "kl_k1", "kl_k2", "kl_k3", "kl_exact", "kl_of_next_state", "FixedKLController", "AdaptiveKLController", "best_of_n_kl",
     "last_token_index", "per_token_rewards", "gae", "ppo_policy_loss", "ppo_value_loss",
 }  # fmt: skip
 

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from tether.algos import AdaptiveKLController, FixedKLController, best_of_n_kl, kl_k1, kl_k2, kl_k3
+from tether.algos import (AdaptiveKLController, FixedKLController, best_of_n_kl, kl_exact, kl_k1, kl_k2, kl_k3,
+                          kl_of_next_state)
 
 PI = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
 PI_REF_FAR = torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64)
@@ -43,6 +44,37 @@ def test_k1_and_k3_are_unbiased(estimator, pi_ref):
     # ... and as a Monte-Carlo mean of samples from π
     if pi_ref is PI_REF_FAR:  # the near KL (≈ 0.0011) is below the k1 sampling noise at 200k samples
         assert monte_carlo_mean(estimator, PI, pi_ref) == pytest.approx(exact_kl(PI, pi_ref), rel=0.03)
+
+
+def test_exact_kl_is_the_expectation_of_k1_over_the_vocabulary():
+    # logits are any shift of the log-probabilities: softmax(log p + c) = p
+    logits, ref_logits = PI.log() + 3.0, PI_REF_FAR.log() - 1.0
+    assert kl_exact(logits, ref_logits).item() == pytest.approx(0.3 * math.log(2.5), rel=1e-6)
+    assert kl_exact(logits, logits).item() == 0.0
+    # batched over (B, T, V) → (B, T), position by position
+    batch = torch.stack([torch.stack([logits, ref_logits]), torch.stack([ref_logits, logits])])  # (2, 2, 3)
+    out = kl_exact(batch, batch.flip(1))
+    assert out.shape == (2, 2)
+    assert out[0, 0].item() == pytest.approx(exact_kl(PI, PI_REF_FAR), rel=1e-6)
+    assert out[0, 1].item() == pytest.approx(exact_kl(PI_REF_FAR, PI), rel=1e-6)
+
+
+def test_exact_kl_gradient_is_the_gradient_of_kl():
+    # d/dz_i KL(softmax z ‖ q) = p_i (log p_i − log q_i − KL), checked against autograd
+    z = PI.log().clone().requires_grad_(True)
+    kl = kl_exact(z, PI_REF_NEAR.log())
+    kl.backward()
+    expected = PI * (PI.log() - PI_REF_NEAR.log() - kl.item())
+    torch.testing.assert_close(z.grad, expected)
+
+
+def test_kl_of_next_state_shifts_within_the_response():
+    kl = torch.tensor([[0.0, 0.1, 0.2, 0.3, 9.0],
+                       [0.4, 0.5, 0.6, 0.7, 0.8]])
+    mask = torch.tensor([[0, 1, 1, 1, 0],    # response of 3 tokens after a 1-token prompt, then padding
+                         [1, 1, 1, 1, 1.]])  # a response that fills the row
+    torch.testing.assert_close(kl_of_next_state(kl, mask), torch.tensor([[0.0, 0.2, 0.3, 0.0, 0.0],
+                                                                         [0.5, 0.6, 0.7, 0.8, 0.0]]))
 
 
 def test_k2_is_close_for_nearby_distributions_only():

@@ -27,7 +27,7 @@ def rm_train(tiny_dirs, data, out, nproc):
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)] \
         if nproc > 1 else [sys.executable]
     args = ["-m", "tether", "rm", "train", "--init", str(tiny_dirs["policy"]), "--data", str(data), "--out", str(out),
-            "--eval-fraction", "0", "--batch-size", "8", "--epochs", "2", "--lr", "3e-3", "--warmup-steps", "2",
+            "--eval-fraction", "0", "--batch-size", "8", "--epochs", "2", "--lr", "1e-3", "--warmup-steps", "2",
             "--device", "cpu", "--threads", "1"]
     result = subprocess.run(launcher + args, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -41,7 +41,7 @@ def test_two_processes_give_the_one_process_loss_curve(tiny_dirs, tmp_path):
     double = rm_train(tiny_dirs, data, tmp_path / "two", 2)
     assert len(single) == len(double) == 12
     assert double == pytest.approx(single, abs=1e-5)
-    assert single[-1] < single[0]
+    assert sum(single[6:]) < sum(single[:6])  # it learns: the second epoch's loss is below the first's
 
 
 def test_ppo_and_sft_run_under_torchrun_and_ppo_resumes_with_the_same_process_count(tiny_dirs, tmp_path):

@@ -9,7 +9,6 @@ import time
 import pytest
 import torch
 
-from tether.algos import kl_k1
 from tether.data import encode_prompt, read_prompts
 from tether.errors import RunError
 from tether.models import load_causal_lm, load_reward_model, load_tokenizer, score_head
@@ -38,14 +37,14 @@ def experience(tiny_dirs, tmp_path, temperature=1.0, **kw):
     rollout = TorchSampler().generate(model.policy, [encode_prompt(tokenizer, p) for p in prompts], sampling,
                                       torch.Generator().manual_seed(0))
     reward_fn = RewardFunction([cfg.reward_model], tokenizer, "cpu")
-    exp = make_experience(model, reward_fn, kl_k1, rollout, prompts, [""] * len(prompts), cfg.beta, cfg)
+    exp = make_experience(model, reward_fn, rollout, prompts, [""] * len(prompts), cfg.beta, cfg)
     return cfg, model, rollout, exp
 
 
-@pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_recomputed_logprobs_equal_rollout_logprobs_and_kl_is_zero_at_start(tiny_dirs, tmp_path, temperature):
+@pytest.mark.parametrize("temperature,estimator", [(1.0, "exact"), (0.7, "exact"), (1.0, "k1"), (0.7, "k3")])
+def test_recomputed_logprobs_equal_rollout_logprobs_and_kl_is_zero_at_start(tiny_dirs, tmp_path, temperature, estimator):
     """Log-probs from logits / temperature equal the sampler's: the first ratio is 1; π = π_ref so KL is exactly 0."""
-    _, _, rollout, exp = experience(tiny_dirs, tmp_path, temperature)
+    _, _, rollout, exp = experience(tiny_dirs, tmp_path, temperature, kl_estimator=estimator)
     mask = exp["mask"].bool()
     torch.testing.assert_close(exp["old_logp"][mask], rollout.logprobs[mask], atol=1e-5, rtol=0)
     assert torch.equal(exp["kl"], torch.zeros_like(exp["kl"]))
@@ -74,7 +73,7 @@ def test_padding_after_eos_never_touches_rewards_advantages_or_loss(tiny_dirs, t
     tokenizer = load_tokenizer(cfg.policy)
     reward_fn = RewardFunction([cfg.reward_model], tokenizer, "cpu")
     prompts = [""] * len(changed)
-    exp2 = make_experience(model, reward_fn, kl_k1, rollout2, prompts, prompts, cfg.beta, cfg)
+    exp2 = make_experience(model, reward_fn, rollout2, prompts, prompts, cfg.beta, cfg)
     for key in ("old_logp", "old_values", "rewards", "advantages", "returns", "kl"):
         torch.testing.assert_close(exp2[key] * exp["mask"], exp[key] * exp["mask"], msg=key)
     idx = torch.arange(8)
@@ -204,3 +203,52 @@ def test_anneal_lr_decays_linearly_to_zero(tiny_dirs, tmp_path):
     run_ppo(config(tiny_dirs, tmp_path, out=str(tmp_path / "anneal"), steps=4, anneal_lr=True, lr=1e-3))
     lrs = [r["policy/lr"] for r in training_rows(tmp_path / "anneal") if "policy/lr" in r]
     assert lrs == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4])
+
+
+def perturb(model, scale=0.3, seed=0):
+    """Move the policy away from the reference, as training would."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.policy.parameters():
+            p.add_(scale * p.std() * torch.randn(p.shape, generator=generator))
+
+
+def test_exact_kl_loss_term_is_the_same_with_the_reference_cached_or_recomputed(tiny_dirs, tmp_path):
+    cfg, model, _, exp = experience(tiny_dirs, tmp_path, beta=0.5, kl_estimator="exact")
+    assert exp["ref_logits"] is not None  # small enough to keep
+    perturb(model)
+    idx = torch.arange(8)
+    cached_loss, cached = minibatch_loss(model, exp, idx, cfg)
+    recomputed_loss, recomputed = minibatch_loss(model, {**exp, "ref_logits": None}, idx, cfg)
+    assert cached["kl"].item() > 1e-3
+    torch.testing.assert_close(cached_loss, recomputed_loss)
+
+
+def test_exact_kl_at_large_beta_pulls_a_drifted_policy_back_to_the_reference(tiny_dirs, tmp_path):
+    """The loss term carries the gradient of β·KL: with the score negligible, PPO steps shrink the KL."""
+    cfg = config(tiny_dirs, tmp_path, beta=100.0, kl_estimator="exact", lr=3e-3, ppo_epochs=2)
+    torch.manual_seed(0)
+    model = ActorCritic(cfg, "cpu")
+    perturb(model, scale=2.0)
+    tokenizer = load_tokenizer(cfg.policy)
+    prompts = [r.prompt for r in read_prompts(cfg.prompts)] * 2
+    ids = [encode_prompt(tokenizer, p) for p in prompts]
+    sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, eos_token_id=tokenizer.eos_token_id,
+                              pad_token_id=tokenizer.pad_token_id)
+    reward_fn = RewardFunction([cfg.reward_model], tokenizer, "cpu")
+    optimizer = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr)
+    generator = torch.Generator().manual_seed(0)
+    kls = []
+    for step in range(8):
+        rollout = TorchSampler().generate(model.policy, ids, sampling, generator)
+        exp = make_experience(model, reward_fn, rollout, prompts, [""] * len(prompts), cfg.beta, cfg)
+        kls.append(exp["kl"].sum(1).mean().item())
+        ppo_update(model, optimizer, exp, cfg, generator, step)
+    assert kls[0] > 0.05
+    assert kls[-1] < 0.5 * kls[0], kls
+
+
+def test_exact_kl_refuses_whitened_rewards(tiny_dirs, tmp_path):
+    from tether.errors import InputError
+    with pytest.raises(InputError, match="whiten_rewards"):
+        config(tiny_dirs, tmp_path, kl_estimator="exact", whiten_rewards=True)

@@ -5,7 +5,8 @@ and 0 elsewhere: prompt positions and the padding after EOS. Imports torch only.
 """
 
 from tether.algos.advantages import gae, last_token_index, per_token_rewards
-from tether.algos.kl import AdaptiveKLController, FixedKLController, best_of_n_kl, kl_k1, kl_k2, kl_k3
+from tether.algos.kl import (AdaptiveKLController, FixedKLController, best_of_n_kl, kl_exact, kl_k1, kl_k2,
+                              kl_k3, kl_of_next_state)
 from tether.algos.logprobs import entropy_from_logits, token_logprobs
 from tether.algos.losses import bradley_terry_accuracy, bradley_terry_loss, ppo_policy_loss, ppo_value_loss
 from tether.algos.stats import explained_variance, masked_mean, masked_var, masked_whiten
@@ -22,6 +23,8 @@ __all__ = [
     "kl_k1",
     "kl_k2",
     "kl_k3",
+    "kl_exact",
+    "kl_of_next_state",
     "FixedKLController",
     "AdaptiveKLController",
     "best_of_n_kl",

@@ -39,6 +39,29 @@ def kl_k3(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
     return torch.expm1(log_ratio) - log_ratio
 
 
+
+def kl_exact(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
+    """KL(π(·|s_t) ‖ π_ref(·|s_t)) = Σ_v π(v) (log π(v) − log π_ref(v)) at each position, summed over the vocabulary.
+
+    logits, ref_logits: (..., V) → (...). The conditional expectation of k1 given the
+    state: summed over a sampled response it is an unbiased, lower-variance estimate of
+    the sequence KL (Rao–Blackwellised k1), and it is differentiable in the policy's logits.
+    """
+    logp, logp_ref = torch.log_softmax(logits.float(), -1), torch.log_softmax(ref_logits.float(), -1)
+    return (logp.exp() * (logp - logp_ref)).sum(-1)
+
+
+def kl_of_next_state(kl: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """out_t = kl_{t+1}·mask_{t+1}, 0 in the last column: the exact KL that action t leads to.
+
+    With exact per-state KLs in the reward, the return of action a_t holds the KL of
+    the states after it; KL_t itself is fixed before a_t is drawn and its gradient
+    enters the loss directly. (B, T) → (B, T).
+    """
+    nxt = (kl * mask)[:, 1:]
+    return torch.cat([nxt, torch.zeros_like(kl[:, :1])], dim=1) * mask
+
+
 class FixedKLController:
     """The KL coefficient β of r − β·KL, held constant (Ziegler et al. 2019)."""
 

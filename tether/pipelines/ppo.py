@@ -21,8 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 from tether.algos import (AdaptiveKLController, FixedKLController, entropy_from_logits, explained_variance, gae,
-                          kl_k1, kl_k3, masked_mean, masked_whiten, per_token_rewards, ppo_policy_loss,
-                          ppo_value_loss)
+                          kl_exact, kl_k1, kl_k3, kl_of_next_state, masked_mean, masked_var, masked_whiten,
+                          per_token_rewards, ppo_policy_loss, ppo_value_loss)
 from tether.config import opt, require
 from tether.data import encode_prompt, read_prompts
 from tether.data.io import atomic_open, write_json_atomic, write_jsonl_atomic
@@ -37,7 +37,8 @@ from tether.pipelines.scoring import RewardFunction, WorldGold
 from tether.rollout import SamplingConfig, TorchSampler, no_eos_penalty, policy_forward, response_logprobs
 from tether.runlog import MetricsLogger, truncate_jsonl
 
-KL_ESTIMATORS = {"k1": kl_k1, "k3": kl_k3}
+SAMPLED_KL = {"k1": kl_k1, "k3": kl_k3}
+REF_CACHE_BYTES = 512 * 2**20  # the exact KL keeps the reference's response distributions up to this size, else recomputes them
 
 
 @dataclass
@@ -57,13 +58,14 @@ class PPOConfig:
     minibatch_size: int = opt(64, "rollouts per optimiser step")
     micro_batch_size: int = opt(32, "rollouts per forward/backward (gradient accumulation inside a minibatch)")
     ppo_epochs: int = opt(2, "passes over each rollout batch, each with a fresh shuffle")
-    lr: float = opt(2e-4, "learning rate (Adam); with Adam, noise alone moves the policy ~lr per step, so a large beta still drifts a little")
+    lr: float = opt(2e-4, "learning rate (Adam)")
     anneal_lr: bool = opt(False, "decay the learning rate linearly to 0 over the run (CleanRL's anneal_lr): less drift at large beta, slower hacking at small beta")
     beta: float = opt(0.05, "KL coefficient (initial value when adaptive_kl)")
     adaptive_kl: bool = opt(False, "adapt beta towards kl_target (Ziegler et al. 2019)")
     kl_target: float = opt(1.0, "target KL per sequence for the adaptive controller")
     kl_horizon: int = opt(10000, "horizon of the adaptive controller, in rollouts")
-    kl_estimator: str = opt("k1", "per-token KL in the reward: k1 = log p - log p_ref or k3 = (r - 1) - log r")
+    kl_estimator: str = opt("exact", "per-token KL: k1 = log p - log p_ref or k3 = (r - 1) - log r of the sampled token (in the reward); "
+                                  "exact = the KL over the whole vocabulary at each state (in the reward for later states, its own gradient in the loss): far less noise, so a large beta holds the policy near the reference")
     gamma: float = opt(1.0, "discount")
     lam: float = opt(0.95, "GAE lambda")
     clip_eps: float = opt(0.2, "policy ratio clip")
@@ -95,7 +97,9 @@ class PPOConfig:
     def __post_init__(self):
         for name in ("policy", "reward_model", "prompts", "out"):
             require(bool(getattr(self, name)), name, f"--{name.replace('_', '-')} is required")
-        require(self.kl_estimator in KL_ESTIMATORS, "kl_estimator", f"must be k1 or k3, got {self.kl_estimator!r}")
+        require(self.kl_estimator in (*SAMPLED_KL, "exact"), "kl_estimator", f"must be k1, k3 or exact, got {self.kl_estimator!r}")
+        require(not (self.kl_estimator == "exact" and self.whiten_rewards), "whiten_rewards",
+                "whitened rewards lose the scale that the exact KL's loss term is matched to; use one or the other")
         require(self.value_model in ("shared", "critic"), "value_model", f"must be shared or critic, got {self.value_model!r}")
         require(self.beta >= 0, "beta", f"must be >= 0, got {self.beta}")
         require(self.temperature > 0, "temperature", "must be > 0")
@@ -218,8 +222,24 @@ def load_checkpoint(path: Path, model, optimizer, kl_ctl, generator, stream, rep
     return state["step"], state["early_stop"]
 
 
+def per_token_kl(cfg, logits, ref_logits, old_logp, ref_logp, mask, P) -> tuple[torch.Tensor, torch.Tensor]:
+    """(KL per response token, the part of it that goes into the reward), both 0 outside the mask.
+
+    logits: the policy's over the whole sequence; ref_logits: the reference's over response tokens, / temperature.
+
+    k1/k3 score the sampled token and all of it is reward. The exact KL of each state
+    goes into the reward of the action before it (`kl_of_next_state`); its own gradient
+    is a loss term (`minibatch_loss`), so the total is the gradient of β·KL with less noise.
+    """
+    if cfg.kl_estimator != "exact":
+        kl = SAMPLED_KL[cfg.kl_estimator](old_logp, ref_logp) * mask
+        return kl, kl
+    kl = kl_exact(logits[:, P - 1:-1] / cfg.temperature, ref_logits) * mask
+    return kl, kl_of_next_state(kl, mask)
+
+
 @torch.no_grad()
-def make_experience(model, reward_fn, kl_fn, rollout, prompts, texts, beta, cfg) -> dict:
+def make_experience(model, reward_fn, rollout, prompts, texts, beta, cfg) -> dict:
     """Score a rollout: old log-probs and values (teacher forcing), reference log-probs, rewards, advantages.
 
     Everything is over response tokens only: `mask` is 1 through EOS, so the prompt
@@ -230,22 +250,32 @@ def make_experience(model, reward_fn, kl_fn, rollout, prompts, texts, beta, cfg)
     logits, values = model(seqs, attn)
     old_logp = response_logprobs(logits, seqs, P, cfg.temperature)
     old_values = values[:, P - 1:-1]  # V(state before each response token)
-    ref_logp = response_logprobs(model.ref_logits(seqs, attn), seqs, P, cfg.temperature)
+    ref_logits = model.ref_logits(seqs, attn)
+    ref_logp = response_logprobs(ref_logits, seqs, P, cfg.temperature)
+    ref_logits = ref_logits[:, P - 1:-1] / cfg.temperature  # the reference's distributions over response tokens
     raw_scores, score_std = reward_fn(seqs, attn, prompts, texts)
     scores = no_eos_penalty(raw_scores, rollout.ended_with_eos, cfg.missing_eos_penalty)
     if cfg.score_clip is not None:
         scores = scores.clamp(-cfg.score_clip, cfg.score_clip)
-    kl = kl_fn(old_logp, ref_logp) * mask
-    rewards = per_token_rewards(scores, kl, beta, mask)  # −β·KL per token, the score at the last real token
+    kl, kl_in_reward = per_token_kl(cfg, logits, ref_logits, old_logp, ref_logp, mask, P)
+    rewards = per_token_rewards(scores, kl_in_reward, beta, mask)  # −β·KL per token, the score at the last real token
     if cfg.whiten_rewards:
         rewards = masked_whiten(rewards, mask, shift_mean=False)
     advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
+    advantage_scale = torch.ones(())  # what whitening divided the advantages by
     if cfg.whiten_advantages:
+        advantage_scale = torch.sqrt(masked_var(advantages, mask) + 1e-8)
         advantages = masked_whiten(advantages, mask)
     entropy = entropy_from_logits(logits[:, P - 1:-1] / cfg.temperature)
     return {"seqs": seqs, "attn": attn, "mask": mask, "prompt_len": P, "old_logp": old_logp, "old_values": old_values,
             "ref_logp": ref_logp, "raw_scores": raw_scores, "scores": scores, "score_std": score_std, "kl": kl,
-            "rewards": rewards, "advantages": advantages, "returns": returns, "entropy": entropy}
+            "rewards": rewards, "advantages": advantages, "advantage_scale": advantage_scale, "beta": beta,
+            "returns": returns, "entropy": entropy,
+            "ref_logits": ref_logits if cfg.kl_estimator == "exact" and keep_in_memory(ref_logits) else None}
+
+
+def keep_in_memory(t: torch.Tensor) -> bool:
+    return t.numel() * t.element_size() <= REF_CACHE_BYTES
 
 
 def epoch_minibatches(batch_size: int, minibatch_size: int, generator) -> list[torch.Tensor]:
@@ -255,13 +285,23 @@ def epoch_minibatches(batch_size: int, minibatch_size: int, generator) -> list[t
 
 
 def minibatch_loss(model, exp: dict, idx: torch.Tensor, cfg) -> tuple[torch.Tensor, dict]:
-    """PPO loss of the rows `idx`: clipped surrogate + vf_coef · clipped value loss (token means over `idx`)."""
+    """PPO loss of the rows `idx`: clipped surrogate + vf_coef · clipped value loss (token means over `idx`),
+    + β·KL / advantage scale with the exact KL estimator."""
     P, mask = exp["prompt_len"], exp["mask"][idx]
     logits, values = model(exp["seqs"][idx], exp["attn"][idx])
     logp = response_logprobs(logits, exp["seqs"][idx], P, cfg.temperature)
     pg_loss, pg_stats = ppo_policy_loss(logp, exp["old_logp"][idx], exp["advantages"][idx], mask, cfg.clip_eps)
     vf_loss, vf_stats = ppo_value_loss(values[:, P - 1:-1], exp["old_values"][idx], exp["returns"][idx], mask, cfg.clip_value)
-    return pg_loss + cfg.vf_coef * vf_loss, {"pg": pg_loss, "vf": vf_loss, **pg_stats, **vf_stats}
+    loss, parts = pg_loss + cfg.vf_coef * vf_loss, {"pg": pg_loss, "vf": vf_loss, **pg_stats, **vf_stats}
+    if cfg.kl_estimator == "exact":  # the direct gradient of β·Σ_t KL_t, in the units of the whitened advantages
+        if exp["ref_logits"] is not None:
+            ref_logits = exp["ref_logits"][idx]
+        else:
+            ref_logits = unwrap(model).ref_logits(exp["seqs"][idx], exp["attn"][idx])[:, P - 1:-1] / cfg.temperature
+        kl = kl_exact(logits[:, P - 1:-1] / cfg.temperature, ref_logits)
+        parts["kl"] = masked_mean(kl, mask)
+        loss = loss + exp["beta"] * parts["kl"] / exp["advantage_scale"]
+    return loss, parts
 
 
 def ppo_update(model, optimizer, exp: dict, cfg, generator, step: int, replica=SINGLE) -> dict:
@@ -308,7 +348,7 @@ def step_metrics(exp: dict, stats: dict, beta: float, rollout) -> dict:
         "val/ratio": stats["ratio_mean"],
         "val/explained_variance": explained_variance(exp["old_values"], exp["returns"], mask).item(),
         "val/eos_rate": rollout.ended_with_eos.float().mean().item(), "val/mean_length": mask.sum(1).mean().item(),
-    }
+    } | ({"loss/kl": stats["kl"]} if "kl" in stats else {})
 
 
 def early_stop_reason(cfg: PPOConfig, ev: dict, first_agreement: float | None) -> str | None:
@@ -350,9 +390,8 @@ def run_ppo(cfg: PPOConfig) -> dict:
     ddp_model = wrap(model, replica)
     reward_fn = RewardFunction([cfg.reward_model, *cfg.ensemble], tokenizer, device, cfg.uncertainty_coef)
     gold = WorldGold(cfg.gold) if cfg.gold else None
-    optimizer = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr, eps=1e-5)
+    optimizer = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr, eps=1e-5, fused=True)
     kl_ctl = AdaptiveKLController(cfg.beta, cfg.kl_target, cfg.kl_horizon) if cfg.adaptive_kl else FixedKLController(cfg.beta)
-    kl_fn = KL_ESTIMATORS[cfg.kl_estimator]
     sampler = TorchSampler()
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
@@ -384,7 +423,7 @@ def run_ppo(cfg: PPOConfig) -> dict:
             set_lr(optimizer, cfg.lr * (1 - step / cfg.steps))
         # 2–3. Score, per-token rewards (−β·KL, score at the last token), GAE.
         beta = kl_ctl.value
-        exp = make_experience(model, reward_fn, kl_fn, rollout, batch_prompts, texts, beta, cfg)
+        exp = make_experience(model, reward_fn, rollout, batch_prompts, texts, beta, cfg)
         t2 = time.perf_counter()
         # 4. PPO epochs over shuffled minibatches.
         stats = ppo_update(ddp_model, optimizer, exp, cfg, generator, step, replica)

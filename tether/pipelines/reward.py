@@ -120,8 +120,9 @@ def run_rm_train(cfg: RMTrainConfig) -> dict:
         model = peft_model.get_base_model()  # adapters are injected in place: same modules, same pooling
     scorer = wrap(SequenceScorer(model), replica)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    lengths = [len(c) + len(r) for c, r in zip(train_tok.chosen_ids, train_tok.rejected_ids)]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)  # one kernel for all parameters
+    # A batch is padded to its longest row, so pairs are bucketed by their longer side.
+    lengths = [max(len(c), len(r)) for c, r in zip(train_tok.chosen_ids, train_tok.rejected_ids)]
     total = -(-len(lengths) // cfg.batch_size) * cfg.epochs
     logger = MetricsLogger(out, enabled=replica.is_main)
     step, eval_metrics = 0, {}

@@ -122,7 +122,7 @@ def run_sft(cfg: SFTConfig) -> dict:
         held, train = split_held_out(train, cfg.eval_fraction, rng)
     out = prepare_run_dir(cfg.out, cfg) if replica.is_main else Path(cfg.out)
     set_seed(cfg.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95), fused=True)
     lengths = [len(r[0]) for r in train]
     steps_per_epoch = -(-len(train) // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
