@@ -252,3 +252,19 @@ def test_exact_kl_refuses_whitened_rewards(tiny_dirs, tmp_path):
     from tether.errors import InputError
     with pytest.raises(InputError, match="whiten_rewards"):
         config(tiny_dirs, tmp_path, kl_estimator="exact", whiten_rewards=True)
+
+
+def test_early_stop_measures_against_the_initial_policy_and_keeps_the_last_good_one(tiny_dirs, tmp_path):
+    """The detectors' baseline is an evaluation before the first step; when one fires, the kept policy is the
+    last that passed (here the initial one, since the first check already fires)."""
+    out = tmp_path / "early"
+    result = run_ppo(config(tiny_dirs, tmp_path, out=str(out), steps=4, eval_every=2, early_stop_repetition=-1.0))
+    assert result["early_stop"] == {"step": 2, "reason": result["early_stop"]["reason"]}
+    assert result["early_stop"]["reason"].startswith("repetition rate")
+    rows = read_metrics(out / "metrics.jsonl")
+    assert rows[0]["step"] == 0 and "eval/kl" in rows[0]  # the baseline evaluation
+    assert max(r["step"] for r in rows if "time/train" in r) == 2  # no iteration after the stop
+    initial, kept = load_causal_lm(tiny_dirs["policy"]), load_causal_lm(out / "model")
+    for (name, a), b in zip(initial.state_dict().items(), kept.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert result["kl"] == 0.0

@@ -88,7 +88,7 @@ class PPOConfig:
     resume: bool = opt(False, "continue from OUT/checkpoints/last.pt")
     early_stop_benign_refusal: float | None = opt(None, "stop when the held-out benign refusal rate exceeds this (keeps the last good policy)")
     early_stop_repetition: float | None = opt(None, "stop when the held-out repetition rate exceeds this")
-    early_stop_gold_agreement_drop: float | None = opt(None, "stop when the reward model's agreement with gold on the policy's own samples falls this far below its first value")
+    early_stop_gold_agreement_drop: float | None = opt(None, "stop when the reward model's agreement with gold on the policy's own samples falls this far below its value on the initial policy")
     seed: int = opt(0, "random seed")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
     bf16: bool = opt(False, "bfloat16 autocast for the PPO loss forward passes (GPUs with bf16; weights stay fp32)")
@@ -351,6 +351,11 @@ def step_metrics(exp: dict, stats: dict, beta: float, rollout) -> dict:
     } | ({"loss/kl": stats["kl"]} if "kl" in stats else {})
 
 
+def early_stopping(cfg: PPOConfig) -> bool:
+    return any(x is not None for x in (cfg.early_stop_benign_refusal, cfg.early_stop_repetition,
+                                       cfg.early_stop_gold_agreement_drop))
+
+
 def early_stop_reason(cfg: PPOConfig, ev: dict, first_agreement: float | None) -> str | None:
     """The first configured detector that fires on an evaluation, as a sentence; None if none does."""
     if cfg.early_stop_benign_refusal is not None and (ev.get("benign_refusal_rate") or 0) > cfg.early_stop_benign_refusal:
@@ -408,6 +413,11 @@ def run_ppo(cfg: PPOConfig) -> dict:
     samples_file = (out / "samples.jsonl").open("a" if cfg.resume else "w", encoding="utf-8") if replica.is_main else None
     evaluate = lambda: evaluate_policy(model.policy, model.ref_logits, reward_fn, tokenizer, eval_prompts,
                                        cfg.eval_samples, sampling, gold, seed=cfg.seed, batch_size=cfg.batch_size)
+    if early_stopping(cfg) and start == 0:  # the detectors' baseline and the fallback policy: the initial one
+        ev = evaluate()
+        early["first_agreement"] = ev.get("rm_gold_agreement")
+        early["good_state"] = {k: v.detach().clone() for k, v in model.policy.state_dict().items()}
+        logger.log(0, {f"eval/{k}": v for k, v in ev.items() if isinstance(v, (int, float))})
     bar = tqdm(range(start, cfg.steps), desc="ppo", unit="it", initial=start, total=cfg.steps, dynamic_ncols=True,
                disable=not replica.is_main)
     for step in bar:
@@ -438,8 +448,6 @@ def run_ppo(cfg: PPOConfig) -> dict:
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
             ev = evaluate()
             metrics.update({f"eval/{k}": v for k, v in ev.items() if isinstance(v, (int, float))})
-            if early["first_agreement"] is None:
-                early["first_agreement"] = ev.get("rm_gold_agreement")
             reason = early_stop_reason(cfg, ev, early["first_agreement"])
             if reason is not None:
                 early["stopped"] = {"step": step + 1, "reason": reason}

@@ -84,7 +84,8 @@ def run_specs(cfg: SweepConfig) -> list[tuple[str, dict, dict]]:
         specs.append((f"early_stop_beta_{beta0:g}",
                       {"beta": beta0, "early_stop_benign_refusal": cfg.early_stop_benign_refusal,
                        "early_stop_repetition": cfg.early_stop_repetition,
-                       "early_stop_gold_agreement_drop": cfg.early_stop_gold_agreement_drop if cfg.gold else None},
+                       "early_stop_gold_agreement_drop": cfg.early_stop_gold_agreement_drop if cfg.gold else None,
+                       "eval_every": max(1, cfg.eval_every // 2)},  # a detector can only stop what it sees: check twice as often
                       {"kind": "ppo_early_stop", "beta": beta0, "label": f"early stop, β={beta0:g}"}))
     return specs
 
