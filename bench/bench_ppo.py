@@ -11,6 +11,8 @@ iterations and times the next `--iterations`. The table shows medians over all
 timed iterations (repeats × iterations), and the min–max of the per-run medians.
 
 - tether: `run_ppo` as configured by default (TorchSampler rollouts, a separate critic).
+- tether, k1 KL: `run_ppo --kl-estimator k1`, the sampled-token KL in the reward, as TRL computes it
+  (the default `exact` adds the vocabulary-wide KL's loss term: same work as TRL plus that).
 - tether, shared value head: `run_ppo --value-model shared` (value head on the policy trunk).
 - tether, HF generate: `run_ppo` with `HFGenerateSampler` (Hugging Face `generate`) for
   the rollout: the rollout baseline.
@@ -172,7 +174,7 @@ def trl_iterations(policy, rm, prompts, out, args) -> list[dict]:
         output_dir=str(out), **trl_batch_sizes(d["batch_size"], d["minibatch_size"], d["micro_batch_size"]),
         num_ppo_epochs=d["ppo_epochs"], local_rollout_forward_batch_size=d["batch_size"],
         total_episodes=d["batch_size"] * iterations, response_length=d["max_new_tokens"], stop_token="eos",
-        temperature=d["temperature"], kl_coef=d["beta"], kl_estimator=d["kl_estimator"], learning_rate=d["lr"],
+        temperature=d["temperature"], kl_coef=d["beta"], kl_estimator="k1", learning_rate=d["lr"],
         vf_coef=d["vf_coef"], cliprange=d["clip_eps"], cliprange_value=d["clip_value"], gamma=d["gamma"],
         lam=d["lam"], max_grad_norm=d["max_grad_norm"], whiten_rewards=d["whiten_rewards"],
         missing_eos_penalty=1.0, num_sample_generations=0, gradient_checkpointing=False, bf16=False, use_cpu=True,
@@ -227,6 +229,8 @@ def main(argv=None) -> None:
         except ImportError as e:
             trl, reason = None, f"TRL skipped: trl {trl.__version__} has no PPO trainer ({e})"
     contenders = {"tether": lambda out: tether_iterations(policy, rm, prompts, out, args),
+                  "tether, k1 KL (TRL's estimator)": lambda out: tether_iterations(policy, rm, prompts, out, args,
+                                                                                   kl_estimator="k1"),
                   "tether, shared value head": lambda out: tether_iterations(policy, rm, prompts, out, args,
                                                                              value_model="shared"),
                   "tether, HF generate": lambda out: hf_generate_iterations(policy, rm, prompts, out, args)}
