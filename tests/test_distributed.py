@@ -23,9 +23,16 @@ def write_pairs(path, n=48, seed=0):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def rm_train(tiny_dirs, data, out, nproc):
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)] \
-        if nproc > 1 else [sys.executable]
+LAUNCHERS = {
+    "torchrun": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"],
+    # accelerate's torchrun path; `--multi_gpu` is its name for it, and with --device cpu tether uses gloo
+    "accelerate": [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"],
+}
+
+
+def rm_train(tiny_dirs, data, out, launcher=None):
+    launcher = LAUNCHERS[launcher] if launcher else [sys.executable]
     args = ["-m", "tether", "rm", "train", "--init", str(tiny_dirs["policy"]), "--data", str(data), "--out", str(out),
             "--eval-fraction", "0", "--batch-size", "8", "--epochs", "2", "--lr", "1e-3", "--warmup-steps", "2",
             "--device", "cpu", "--threads", "1"]
@@ -34,13 +41,26 @@ def rm_train(tiny_dirs, data, out, nproc):
     return [row["train/loss"] for row in read_metrics(out / "metrics.jsonl")]
 
 
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_launchers_start_two_replicas_that_tether_joins(tmp_path, launcher):
+    script = tmp_path / "who.py"
+    script.write_text("import pathlib, sys\nfrom tether.distributed import init_replica, shutdown\n"
+                      "r = init_replica('cpu')\n"
+                      "pathlib.Path(sys.argv[1], f'rank{r.rank}').write_text(f'{r.rank} of {r.world_size} on {r.device}')\n"
+                      "shutdown(r)\n")
+    result = subprocess.run(LAUNCHERS[launcher] + [str(script), str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.read_text() for p in tmp_path.glob("rank*")) == ["0 of 2 on cpu", "1 of 2 on cpu"]
+
+
 def test_two_processes_give_the_one_process_loss_curve(tiny_dirs, tmp_path):
     data = tmp_path / "pairs.jsonl"
     write_pairs(data)
-    single = rm_train(tiny_dirs, data, tmp_path / "one", 1)
-    double = rm_train(tiny_dirs, data, tmp_path / "two", 2)
-    assert len(single) == len(double) == 12
-    assert double == pytest.approx(single, abs=1e-5)
+    single = rm_train(tiny_dirs, data, tmp_path / "one")
+    for launcher in LAUNCHERS:
+        double = rm_train(tiny_dirs, data, tmp_path / launcher, launcher)
+        assert len(single) == len(double) == 12
+        assert double == pytest.approx(single, abs=1e-5), launcher
     assert sum(single[6:]) < sum(single[:6])  # it learns: the second epoch's loss is below the first's
 
 

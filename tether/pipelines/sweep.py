@@ -46,7 +46,8 @@ class SweepConfig:
     early_stop: bool = opt(False, "add a mitigation row: PPO at the smallest beta that stops when a detector fires")
     early_stop_benign_refusal: float | None = opt(0.3, "early-stop row: stop when the benign refusal rate exceeds this")
     early_stop_repetition: float | None = opt(0.3, "early-stop row: stop when the repetition rate exceeds this")
-    early_stop_gold_agreement_drop: float | None = opt(0.1, "early-stop row: stop when the reward model's agreement with gold on the policy's samples drops this much (needs --gold)")
+    early_stop_gold_agreement_drop: float | None = opt(0.2, "early-stop row: stop when the reward model's agreement with gold on the policy's samples drops this much below the initial policy's (needs --gold). "
+                                                            "It falls by ~0.15 in the first 10 iterations of the demo's smallest beta, while gold still rises: 0.1 stops before any gain")
     refusal_threshold: float = opt(0.2, "benign refusal rate above which behaviour counts as 'safe but useless'")
     gold: str | None = opt(None, "gold utility of a built-in world (assistant)")
     steps: int = opt(80, "PPO iterations per run")
