@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from tether.analysis.frontier import (Fit, best_gold_beta, fit_bon, fit_rl, frontier_fits, r_squared, row_sqrt_kl,
+from tether.analysis.frontier import (Fit, best_gold_beta, fit_bon, fit_rl, frontier_fits, kl_regularised_optimum,
+                                      r_squared, row_sqrt_kl,
                                       safe_but_useless_beta, sweep_findings)
 
 
@@ -109,3 +110,25 @@ def test_row_sqrt_kl_and_frontier_fits():
     findings = sweep_findings(rows)
     assert findings["refusal_threshold"] == 0.2
     assert findings["predicted_peak_sqrt_kl"]["gold_rl"] == pytest.approx(math.exp(0.6 / 0.7 - 1))
+
+
+def test_kl_regularised_optimum_by_hand():
+    # two samples per prompt with r = 0 and r = β ln 3: weights ¼ and ¾
+    beta = 0.5
+    scores = np.array([[0.0, beta * math.log(3)]])
+    row = kl_regularised_optimum(scores, beta, utilities=np.array([[1.0, -1.0]]))
+    assert row["kl"] == pytest.approx(0.25 * math.log(0.5) + 0.75 * math.log(1.5))
+    assert row["proxy_reward"] == pytest.approx(0.75 * beta * math.log(3))
+    assert row["gold_reward"] == pytest.approx(0.25 - 0.75)
+    assert row["kl_limit"] == pytest.approx(math.log(2)) and row["sqrt_kl"] == pytest.approx(math.sqrt(row["kl"]))
+
+
+def test_kl_regularised_optimum_limits():
+    scores = np.random.default_rng(0).normal(size=(16, 64))
+    loose, tight = kl_regularised_optimum(scores, 1e-4), kl_regularised_optimum(scores, 1e4)
+    # β → 0: best-of-n (all weight on the argmax, KL = log n); β → ∞: the reference itself
+    assert loose["kl"] == pytest.approx(math.log(64)) and loose["proxy_reward"] == pytest.approx(scores.max(1).mean())
+    assert tight["kl"] == pytest.approx(0.0, abs=1e-6) and tight["proxy_reward"] == pytest.approx(scores.mean(), abs=1e-3)
+    assert tight["gold_reward"] is None
+    kls = [kl_regularised_optimum(scores, b)["kl"] for b in (0.1, 0.5, 1.0, 5.0)]
+    assert kls == sorted(kls, reverse=True)

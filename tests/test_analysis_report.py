@@ -125,6 +125,9 @@ def synthetic_sweep(hack: bool = True) -> dict:
     }
     data["fits"] = {name: fit.as_dict() for name, fit in frontier_fits(rows).items()}
     data["findings"] = sweep_findings(rows)
+    data["optimum"] = [{"beta": beta, "kl": min(4.1, 0.5 / beta), "sqrt_kl": math.sqrt(min(4.1, 0.5 / beta)),
+                        "kl_limit": math.log(64), "proxy_reward": 1.2 - 0.1 * beta, "gold_reward": 0.3,
+                        "proxy_delta": 0.6 - 0.1 * beta, "gold_delta": 0.25} for beta in BETAS]
     return data
 
 
@@ -304,6 +307,8 @@ def test_report_sections_say_what_is_missing(tmp_path):
     (lambda d: d["fits"]["gold_rl"].update(alpha=None), '"fits.gold_rl.alpha"'),
     (lambda d: d["fits"].update(gold_bon={"kind": "poly"}), '"fits.gold_bon"'),
     (lambda d: d.update(sft_baseline=[1]), '"sft_baseline"'),
+    (lambda d: d["optimum"][0].update(kl=None), '"optimum\\[0\\].kl"'),
+    (lambda d: d.update(optimum={}), '"optimum"'),
 ])
 def test_check_sweep_names_the_field(mutate, field):
     data = synthetic_sweep()
@@ -337,3 +342,15 @@ def test_report_renders_in_headless_chromium(tmp_path, browser):
     assert len(images) == 5 and all(complete and width > 0 for _, complete, width in images), images
     assert XSS_SCRIPT in xss_text  # shown as text, not run
     assert all(url.startswith(("file:", "data:")) for url in requests), requests
+
+
+def test_summary_and_frontier_compare_ppo_with_the_kl_regularised_optimum():
+    data = synthetic_sweep()
+    text = " ".join(summarize(data))
+    largest, smallest = BETAS[-1], BETAS[0]
+    assert f"at β = {largest:g} PPO ended at KL = " in text and f"at β = {smallest:g} PPO ended at KL = " in text
+    assert "at the estimate's limit log n" in text  # the smallest β's π* sits at 4.1 of log 64 = 4.16
+    page = render_report(data)
+    assert "PPO against the KL-regularised optimum" in page and page.count("<tr>") > len(BETAS)
+    data.pop("optimum")
+    assert "π*" not in " ".join(summarize(data)) and "KL-regularised optimum" not in render_report(data)

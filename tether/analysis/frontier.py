@@ -145,6 +145,28 @@ def frontier_fits(rows: list[dict]) -> dict[str, Fit]:
     return fits
 
 
+def kl_regularised_optimum(scores, beta: float, utilities=None) -> dict:
+    """The optimum of E[r] − β·KL(π ‖ π_ref), π*(y|x) ∝ π_ref(y|x)·exp(r(x, y)/β) (Korbak et al. 2022;
+    Rafailov et al. 2023, eq. 4), estimated from n samples y_i ~ π_ref per prompt by self-normalised weights:
+
+        w_i = exp(r_i/β) / Σ_j exp(r_j/β),   KL* = Σ_i w_i log(n·w_i),   E*[r] = Σ_i w_i r_i
+
+    averaged over prompts. scores, utilities: (prompts, n). KL* ≤ log n: once it nears
+    `kl_limit` the n samples are too few and the estimate is a lower bound.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    logits = (scores - scores.max(axis=1, keepdims=True)) / beta
+    w = np.exp(logits)
+    w /= w.sum(axis=1, keepdims=True)
+    n = scores.shape[1]
+    kl = float(np.mean(np.sum(w * np.log(np.maximum(w * n, 1e-300)), axis=1)))
+    row = {"beta": beta, "kl": kl, "sqrt_kl": math.sqrt(max(kl, 0.0)), "kl_limit": math.log(n),
+           "proxy_reward": float(np.mean(np.sum(w * scores, axis=1))), "gold_reward": None}
+    if utilities is not None:
+        row["gold_reward"] = float(np.mean(np.sum(w * np.asarray(utilities, dtype=np.float64), axis=1)))
+    return row
+
+
 def fixed_beta_rows(rows: list[dict]) -> list[dict]:
     """The PPO rows with a fixed β (kind "ppo"), by increasing β."""
     return sorted((r for r in rows if r.get("kind") == "ppo" and r.get("beta") is not None),

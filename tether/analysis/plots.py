@@ -24,6 +24,7 @@ from tether.data.io import atomic_open
 
 DPI = 120
 BON_COLOR = "#d55e00"
+OPTIMUM_COLOR = "#009e73"
 FIT_COLORS = {"rl": "#2c3e70", "bon": BON_COLOR}
 OTHER_MARKERS = {"ppo_adaptive": "D", "ppo_ensemble": "s", "ppo_early_stop": "^"}
 OTHER_COLORS = ["#cc79a7", "#009e73", "#e69f00", "#56b4e9", "#7f7f7f"]
@@ -96,7 +97,7 @@ def _draw_fit(ax, fit, d_max: float) -> None:
                 ls="none", label=f"predicted peak, √KL={peak:.2f}")
 
 
-def _frontier_panel(ax, rows: list[dict], fits: dict, reward: str) -> None:
+def _frontier_panel(ax, rows: list[dict], fits: dict, reward: str, optimum: list[dict]) -> None:
     key = f"{reward}_delta"
     ax.axhline(0.0, color="#999", lw=0.8)
     colors = beta_colors(rows)
@@ -104,7 +105,8 @@ def _frontier_panel(ax, rows: list[dict], fits: dict, reward: str) -> None:
     ppo = fixed_beta_rows(placed)
     bon = sorted((r for r in placed if r.get("kind") == "bon"), key=lambda r: r.get("n") or 0)
     others = [r for r in placed if r.get("kind") not in ("ppo", "bon")]
-    d_all = [row_sqrt_kl(r) for r in ppo + bon + others] or [1.0]
+    optimum = sorted((o for o in optimum if o.get(key) is not None), key=lambda o: -o["beta"])
+    d_all = [row_sqrt_kl(r) for r in ppo + bon + others + optimum] or [1.0]
     d_max = max(d_all) * 1.08
     ax.plot([0], [0], marker="*", ms=13, color="black", ls="none", label="SFT (reference)", zorder=5)
     if ppo:
@@ -122,6 +124,9 @@ def _frontier_panel(ax, rows: list[dict], fits: dict, reward: str) -> None:
     for i, r in enumerate(others):
         ax.plot([row_sqrt_kl(r)], [r[key]], marker=OTHER_MARKERS.get(r["kind"], "P"), ms=8, ls="none",
                 color=OTHER_COLORS[i % len(OTHER_COLORS)], mec="black", mew=0.5, label=r["label"], zorder=4)
+    if optimum:
+        ax.plot([row_sqrt_kl(o) for o in optimum], [o[key] for o in optimum], marker="x", ms=6, lw=1.2, ls=":",
+                color=OPTIMUM_COLOR, label="π* ∝ π_ref·e^(r/β) (reweighted SFT samples)", zorder=3)
     for kind in ("rl", "bon"):
         if f"{reward}_{kind}" in fits:
             _draw_fit(ax, fits[f"{reward}_{kind}"], d_max)
@@ -133,16 +138,17 @@ def _frontier_panel(ax, rows: list[dict], fits: dict, reward: str) -> None:
 
 
 @_styled
-def plot_frontier(rows: list[dict], fits: dict, path=None) -> bytes:
+def plot_frontier(rows: list[dict], fits: dict, optimum: list[dict] | None = None, path=None) -> bytes:
     """Gold and proxy reward gain over SFT against d = √KL, with the Gao et al. (2022) fits dashed.
 
     `fits` maps "gold_rl", "gold_bon", "proxy_rl", "proxy_bon" to `Fit`s (any may be
-    missing). The gold panel is left out when no row has a gold reward.
+    missing); `optimum` (sweep.json's) is drawn dotted. The gold panel is left out
+    when no row has a gold reward.
     """
     rewards = [w for w in ("gold", "proxy") if any(r.get(f"{w}_delta") is not None for r in rows)] or ["proxy"]
     fig = _figure(6.2 * len(rewards), 4.6)
     for ax, reward in zip(_subplots(fig, 1, len(rewards)), rewards):
-        _frontier_panel(ax, rows, fits, reward)
+        _frontier_panel(ax, rows, fits, reward, optimum or [])
     return _png(fig, path)
 
 

@@ -39,6 +39,10 @@ a section whose numbers are missing says so instead of disappearing.
         "samples": [{"prompt", "response", "proxy", "gold"}, ...]
       }, ...],
       "fits": {"gold_rl" | "gold_bon" | "proxy_rl" | "proxy_bon": Fit.as_dict()},
+      "optimum": [{                             # π* ∝ π_ref·exp(r/β) per β, from reweighted best-of-n samples
+        "beta", "kl", "sqrt_kl", "kl_limit",    # kl_limit = log n: the estimate cannot go above it
+        "proxy_reward", "gold_reward", "proxy_delta", "gold_delta"
+      }, ...],
       "findings": {"safe_but_useless_beta", "best_gold_beta", "refusal_threshold", ...}
     }
 
@@ -108,6 +112,18 @@ def check_sweep(data) -> None:
     labels = [row["label"] for row in rows]
     if len(set(labels)) != len(labels):
         raise InputError(f"labels must be unique, got {labels}", field="rows[].label")
+    optimum = data.get("optimum")
+    if optimum is not None and not isinstance(optimum, list):
+        raise InputError(f"expected a list or null, got {type(optimum).__name__}", field="optimum")
+    for i, row in enumerate(optimum or []):
+        if not isinstance(row, dict):
+            raise InputError(f"expected an object, got {type(row).__name__}", field=f"optimum[{i}]")
+        for key in ("beta", "kl"):
+            if not _is_number(row.get(key)):
+                raise InputError(f"expected a finite number, got {row.get(key)!r}", field=f"optimum[{i}].{key}")
+        for key in NUMBER_FIELDS + ("kl_limit",):
+            if row.get(key) is not None and not _is_number(row[key]):
+                raise InputError(f"expected a finite number or null, got {row[key]!r}", field=f"optimum[{i}].{key}")
     for key in ("pipeline", "sft_baseline", "fits", "findings"):
         if data.get(key) is not None and not isinstance(data[key], dict):
             raise InputError(f"expected an object or null, got {type(data[key]).__name__}", field=key)
@@ -341,6 +357,28 @@ def _bon_paragraph(bon, ppo, sft) -> str | None:
     return text + "."
 
 
+def _optimum_paragraph(ppo, optimum: list[dict]) -> str | None:
+    """PPO's KL and gold against π* ∝ π_ref·exp(r/β) at the smallest and the largest β both have."""
+    by_beta = {o["beta"]: o for o in optimum}
+    pairs = [(r, by_beta[r["beta"]]) for r in ppo if r["beta"] in by_beta and r.get("kl") is not None]
+    if not pairs:
+        return None
+
+    def compare(r, o) -> str:
+        text = f"at β = {r['beta']:g} PPO ended at KL = {fmt(r['kl'])} nats against π*'s {fmt(o['kl'])}"
+        if o["kl"] >= 0.9 * o["kl_limit"]:
+            text += f" (at the estimate's limit log n = {fmt(o['kl_limit'])}: π* lies further out)"
+        if r.get("gold_reward") is not None and o.get("gold_reward") is not None:
+            text += f", with gold reward {fmt(r['gold_reward'])} against π*'s {fmt(o['gold_reward'])}"
+        return text
+
+    shown = [pairs[0]] if len(pairs) == 1 else [pairs[-1], pairs[0]]
+    return ("The exact optimiser of r − β·KL would sample π* ∝ π_ref·exp(r/β), estimated here by reweighting the "
+            "SFT policy's best-of-n samples: " + "; ".join(compare(r, o) for r, o in shown) + ". A PPO policy far "
+            "beyond π*'s KL at a large β is held too loosely; a gold reward far below π*'s at a small β means PPO "
+            "found responses the SFT policy hardly ever writes, where the reward model is wrong.")
+
+
 def peak_status(fit: Fit) -> str:
     """"none" (never turns down), "out of reach" (beyond EXTRAPOLATION_FACTOR × the data),
     "extrapolated" (beyond the largest measured √KL) or "measured" (within the data)."""
@@ -438,6 +476,7 @@ def summarize(data: dict) -> list[str]:
     if ppo:
         paragraphs += [_gold_paragraph(rows, ppo, sft), _overoptimisation_paragraph(ppo, sft),
                        _hacks_paragraph(rows, ppo, sft, threshold, data.get("seed")), _reference_paragraph(ppo)]
+        paragraphs.append(_optimum_paragraph(ppo, data.get("optimum") or []))
     paragraphs += [_bon_paragraph(bon, ppo, sft), _fits_paragraph(report_fits(data)),
                    _others_paragraph(others, sft), _rm_paragraph(data.get("pipeline") or {})]
     return [p for p in paragraphs if p]
@@ -551,16 +590,29 @@ def _fits_table(fits: dict[str, Fit]) -> str:
                    "peak gain", "peak"], rows)
 
 
-def _frontier_section(rows: list[dict], fits: dict[str, Fit]) -> str:
+def _optimum_table(rows: list[dict], optimum: list[dict]) -> str:
+    ppo = {r["beta"]: r for r in fixed_beta_rows(rows)}
+    out = [[f"β={o['beta']:g}", fmt(ppo.get(o["beta"], {}).get("kl")), fmt(o["kl"]), fmt(o.get("kl_limit")),
+            fmt(ppo.get(o["beta"], {}).get("proxy_reward")), fmt(o.get("proxy_reward")),
+            fmt(ppo.get(o["beta"], {}).get("gold_reward")), fmt(o.get("gold_reward"))] for o in optimum]
+    return _table(["β", "PPO KL", "π* KL", "limit log n", "PPO proxy", "π* proxy", "PPO gold", "π* gold"], out,
+                  caption="PPO against the KL-regularised optimum π* ∝ π_ref·exp(r/β)")
+
+
+def _frontier_section(rows: list[dict], fits: dict[str, Fit], optimum: list[dict]) -> str:
     from tether.analysis.plots import plot_frontier
-    body = _img(plot_frontier(rows, fits), "plot-frontier",
+    body = _img(plot_frontier(rows, fits, optimum), "plot-frontier",
                 "Gold and proxy reward gain over SFT against square-root KL, PPO per beta and best-of-n, with fits")
     body += _fits_table(fits) if fits else _missing("Too few points for a fit (need two distinct √KL > 0).")
+    if optimum:
+        body += _optimum_table(rows, optimum)
     intro = ("Reward gained over the SFT policy against d = √KL(π ‖ π_ref), as in Gao, Schulman & Hilton (2022). "
              "Dashed: least-squares fits R_rl(d) = d(α − β log d) to the PPO points and "
              "R_bon(d) = d(α − β d) to best-of-n, where KL_bon = log n − (n − 1)/n. A gold curve that rises "
              "then falls while the proxy keeps rising is overoptimisation. A peak beyond the largest measured "
-             "√KL is an extrapolation.")
+             "√KL is an extrapolation. Dotted: π* ∝ π_ref·exp(r/β), the exact optimum of r − β·KL for each β "
+             "of the sweep, estimated by reweighting the best-of-n samples of the SFT policy (its KL cannot "
+             "exceed log n).")
     return _section("frontier", "Reward–KL frontier", body, intro)
 
 
@@ -673,7 +725,7 @@ def render_report(data: dict) -> str:
         _section("summary", "What happened", f'<div class="summary">{summary}</div>'),
         _pipeline_section(pipeline),
         _reward_model_section(pipeline),
-        _frontier_section(data["rows"], report_fits(data)) if data["rows"] else
+        _frontier_section(data["rows"], report_fits(data), data.get("optimum") or []) if data["rows"] else
         _section("frontier", "Reward–KL frontier", _missing("The sweep has no runs.")),
         _curves_section(data["rows"]),
         _detectors_section(data, threshold) if data["rows"] else

@@ -3,11 +3,14 @@
 Shared by PPO's periodic evaluation, the sweep's SFT baseline and best-of-n.
 """
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from tether.algos import best_of_n_kl, entropy_from_logits, kl_exact
 from tether.analysis import detector_summary
+from tether.analysis.frontier import kl_regularised_optimum
 from tether.data import encode_prompt
 from tether.pipelines.common import decode_responses
 from tether.rollout import TorchSampler, policy_forward
@@ -86,16 +89,20 @@ def sample_rows(prompts, texts, scores, utilities, styles, n_keep: int) -> list[
     return rows
 
 
-@torch.no_grad()
-def best_of_n(policy, reward_fn, tokenizer, records, ns: list[int], n_prompts: int, sampling, gold=None,
-              seed: int = 0, batch_size: int = 256) -> list[dict]:
-    """Best-of-n against the reward model for each n in `ns`: max(ns) samples per prompt, cut into groups of n.
+@dataclass
+class SampleGrid:
+    """n_max responses of the policy to each of n_prompts prompts, in prompt order, with their proxy scores."""
+    prompts: list[str]
+    texts: list[str]
+    scores: np.ndarray  # (n_prompts, n_max)
 
-    KL(best-of-n ‖ π) = log n − (n − 1)/n (Stiennon et al. 2020, appendix G.3).
-    """
+
+@torch.no_grad()
+def sample_grid(policy, reward_fn, tokenizer, records, n_max: int, n_prompts: int, sampling, seed: int = 0,
+                batch_size: int = 256) -> SampleGrid:
+    """Sample n_max responses for each of the first n_prompts prompts (cycling) and score them."""
     policy.eval()
     device = next(policy.parameters()).device
-    n_max = max(ns)
     chosen = [records[i % len(records)] for i in range(n_prompts)]
     prompts = [r.prompt for r in chosen for _ in range(n_max)]
     ids = [encode_prompt(tokenizer, p) for p in prompts]
@@ -106,13 +113,21 @@ def best_of_n(policy, reward_fn, tokenizer, records, ns: list[int], n_prompts: i
         batch_texts = decode_responses(tokenizer, rollout)
         scores += reward_fn(rollout.sequences, rollout.attention_mask, prompts[i:i + batch_size], batch_texts)[0].tolist()
         texts += batch_texts
-    score_grid = np.asarray(scores).reshape(n_prompts, n_max)
+    return SampleGrid(prompts, texts, np.asarray(scores).reshape(n_prompts, n_max))
+
+
+def best_of_n(grid: SampleGrid, ns: list[int], gold=None) -> list[dict]:
+    """Best-of-n against the reward model for each n in `ns`: the grid's rows cut into groups of n.
+
+    KL(best-of-n ‖ π) = log n − (n − 1)/n (Stiennon et al. 2020, appendix G.3).
+    """
+    n_prompts, n_max = grid.scores.shape
     rows = []
     for n in ns:
-        groups = score_grid.reshape(n_prompts, n_max // n, n)
+        groups = grid.scores.reshape(n_prompts, n_max // n, n)
         picks = [p * n_max + g * n + int(groups[p, g].argmax()) for p in range(n_prompts) for g in range(n_max // n)]
-        pick_prompts, pick_texts = [prompts[k] for k in picks], [texts[k] for k in picks]
-        pick_scores = [scores[k] for k in picks]
+        pick_prompts, pick_texts = [grid.prompts[k] for k in picks], [grid.texts[k] for k in picks]
+        pick_scores = [float(grid.scores.flat[k]) for k in picks]
         row = {"kind": "bon", "n": n, "label": f"best-of-{n}", "kl": float(best_of_n_kl(n)),
                "proxy_reward": float(np.mean(pick_scores)), "n_samples": len(picks)}
         row |= evaluate_texts(pick_prompts, pick_texts, pick_scores, gold)
@@ -120,3 +135,9 @@ def best_of_n(policy, reward_fn, tokenizer, records, ns: list[int], n_prompts: i
         row["samples"] = sample_rows(pick_prompts, pick_texts, pick_scores, row.pop("utilities", None), row.pop("styles", None), 16)
         rows.append(row)
     return rows
+
+
+def kl_regularised_optima(grid: SampleGrid, betas: list[float], gold=None) -> list[dict]:
+    """`kl_regularised_optimum` of the grid for each β: where an exact optimiser of r − β·KL would land."""
+    utilities = np.asarray(gold.utilities(grid.prompts, grid.texts)).reshape(grid.scores.shape) if gold else None
+    return [kl_regularised_optimum(grid.scores, beta, utilities) for beta in betas]

@@ -22,7 +22,7 @@ from tether.data.io import write_json_atomic
 from tether.errors import InputError
 from tether.models import load_causal_lm, load_tokenizer, resolve_device, set_seed
 from tether.pipelines.common import prepare_run_dir
-from tether.pipelines.policy_eval import best_of_n, evaluate_policy
+from tether.pipelines.policy_eval import best_of_n, evaluate_policy, kl_regularised_optima, sample_grid
 from tether.pipelines.ppo import PPOConfig, run_ppo
 from tether.pipelines.scoring import RewardFunction, WorldGold
 from tether.rollout import SamplingConfig, policy_forward
@@ -132,7 +132,7 @@ def learning_curve(run_dir: Path) -> list[dict]:
 def with_deltas(row: dict, baseline: dict) -> dict:
     row["sqrt_kl"] = math.sqrt(max(row["kl"], 0.0))
     row["proxy_delta"] = row["proxy_reward"] - baseline["proxy_reward"]
-    if "gold_reward" in row and "gold_reward" in baseline:
+    if row.get("gold_reward") is not None and baseline.get("gold_reward") is not None:
         row["gold_delta"] = row["gold_reward"] - baseline["gold_reward"]
     return row
 
@@ -163,15 +163,18 @@ def run_sweep(cfg: SweepConfig) -> dict:
         samples = [json.loads(l) for l in (run_dir / "eval_samples.jsonl").read_text().splitlines() if l.strip()]
         rows.append(with_deltas({**fields, **result, "curve": learning_curve(run_dir), "samples": samples[:16],
                                  "run_dir": str(run_dir.relative_to(out))}, baseline))
+    optima = []
     if cfg.bon_ns:
         print(f"sweep: best-of-n for n in {cfg.bon_ns}")
-        for row in best_of_n(sft, reward_fn, tokenizer, eval_records, cfg.bon_ns, cfg.bon_prompts, sampling, gold, seed=cfg.seed):
-            rows.append(with_deltas(row, baseline))
+        grid = sample_grid(sft, reward_fn, tokenizer, eval_records, max(cfg.bon_ns), cfg.bon_prompts, sampling, seed=cfg.seed)
+        rows += [with_deltas(row, baseline) for row in best_of_n(grid, cfg.bon_ns, gold)]
+        optima = [with_deltas(row, baseline) for row in kl_regularised_optima(grid, cfg.betas, gold)]
     data = {
         "world": cfg.gold, "pipeline": cfg.pipeline,
         "sft_baseline": {**baseline, "samples": baseline_samples[:16]},
         "rows": rows, "fits": {name: fit.as_dict() for name, fit in frontier_fits(rows).items()},
         "findings": sweep_findings(rows, cfg.refusal_threshold),
+        "optimum": optima,
     }
     write_json_atomic(out / "sweep.json", data)
     write_report(out / "report.html", data)
