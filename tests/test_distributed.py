@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from tether.runlog import read_metrics
 
@@ -31,11 +32,11 @@ LAUNCHERS = {
 }
 
 
-def rm_train(tiny_dirs, data, out, launcher=None):
+def rm_train(tiny_dirs, data, out, launcher=None, *extra):
     launcher = LAUNCHERS[launcher] if launcher else [sys.executable]
     args = ["-m", "tether", "rm", "train", "--init", str(tiny_dirs["policy"]), "--data", str(data), "--out", str(out),
             "--eval-fraction", "0", "--batch-size", "8", "--epochs", "2", "--lr", "1e-3", "--warmup-steps", "2",
-            "--device", "cpu", "--threads", "1"]
+            "--device", "cpu", "--threads", "1", *extra]
     result = subprocess.run(launcher + args, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return [row["train/loss"] for row in read_metrics(out / "metrics.jsonl")]
@@ -84,3 +85,32 @@ def test_ppo_and_sft_run_under_torchrun_and_ppo_resumes_with_the_same_process_co
                          capture_output=True, text=True, timeout=300)
     assert sft.returncode == 0, sft.stderr[-3000:]
     assert (tmp_path / "sft" / "model" / "model.safetensors").is_file()
+
+
+def sft_train(tiny_dirs, data, out, launcher=None, *extra):
+    launcher = LAUNCHERS[launcher] if launcher else [sys.executable]
+    args = ["-m", "tether", "sft", "--model", str(tiny_dirs["policy"]), "--data", str(data), "--out", str(out),
+            "--batch-size", "8", "--epochs", "2", "--eval-fraction", "0.25", "--log-every", "1", "--device", "cpu",
+            "--threads", "1", *extra]
+    result = subprocess.run(launcher + args, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [row.get("train/loss", row.get("eval/loss")) for row in read_metrics(out / "metrics.jsonl")]
+
+
+def test_fsdp_shards_sft_and_rm_train_and_saves_the_whole_model(tiny_dirs, tmp_path):
+    """FSDP2 over 2 gloo processes: the 1-process loss curves, and a model directory plain transformers loads."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    pairs, corpus = tmp_path / "pairs.jsonl", tmp_path / "sft.jsonl"
+    write_pairs(pairs)
+    corpus.write_text("".join(json.dumps({"prompt": f"what is {a} plus three ?", "completion": f" {a} ."}) + "\n"
+                              for a in WORDS * 2))
+    for train, data, auto in ((rm_train, pairs, AutoModelForSequenceClassification), (sft_train, corpus, AutoModelForCausalLM)):
+        single = train(tiny_dirs, data, tmp_path / f"{train.__name__}_one")
+        sharded = train(tiny_dirs, data, tmp_path / f"{train.__name__}_fsdp", "torchrun", "--fsdp", "true")
+        assert sharded == pytest.approx(single, abs=1e-5), train.__name__
+        one, fsdp = (load_file(tmp_path / f"{train.__name__}_{k}" / "model" / "model.safetensors") for k in ("one", "fsdp"))
+        assert sorted(one) == sorted(fsdp)  # tied weights written once, as save_pretrained does
+        for key in one:  # Adam turns float noise in near-zero gradients into steps of up to lr
+            torch.testing.assert_close(fsdp[key], one[key], atol=2e-3, rtol=0, msg=key)
+        auto.from_pretrained(tmp_path / f"{train.__name__}_fsdp" / "model")

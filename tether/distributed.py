@@ -5,6 +5,10 @@ batch; `DistributedDataParallel` all-reduces (averages) gradients; metrics are
 averaged across processes before logging; only rank 0 writes files. Backend: gloo
 on CPU, NCCL on CUDA. A plain `python`/`tether` run is world size 1 and none of
 this does anything.
+
+With `fsdp`, FSDP2 (`torch.distributed.fsdp.fully_shard`) replaces DDP: each
+process holds 1/W of the weights, gradients and optimiser state; a block's weights
+are gathered for its forward and backward only. The gradient math is the same.
 """
 
 import contextlib
@@ -62,12 +66,58 @@ def share_weight(n_local: float, n_global: float, replica: Replica) -> float:
     return replica.world_size * n_local / n_global
 
 
-def wrap(model: torch.nn.Module, replica: Replica) -> torch.nn.Module:
-    """DistributedDataParallel around `model` when there are several replicas, else `model` itself."""
+def wrap(model: torch.nn.Module, replica: Replica, fsdp: bool = False) -> torch.nn.Module:
+    """DistributedDataParallel around `model` (or `shard(model)` with fsdp) when there are several replicas,
+    else `model` itself. Build the optimiser after this: sharding replaces the parameters."""
     if not replica.distributed:
         return model
+    if fsdp:
+        return shard(model)
     device_ids = [replica.device.index] if replica.device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def shard(module: torch.nn.Module) -> torch.nn.Module:
+    """FSDP2: every transformer block (the classes a transformers model lists in `_no_split_modules`) is
+    its own unit, then `module` itself, whose forward gathers the remaining weights (embeddings, heads)."""
+    from torch.distributed.fsdp import fully_shard
+    blocks = {name for m in module.modules() for name in (getattr(m, "_no_split_modules", None) or [])}
+    for m in module.modules():
+        if type(m).__name__ in blocks and m is not module:
+            fully_shard(m)
+    return fully_shard(module)
+
+
+def is_sharded(module: torch.nn.Module) -> bool:
+    from torch.distributed.tensor import DTensor
+    return any(isinstance(p, DTensor) for p in module.parameters())
+
+
+@contextlib.contextmanager
+def gathered(root: torch.nn.Module):
+    """The root's own weights gathered on every replica for code that does not call root.forward
+    (blocks gather theirs in their forward); nothing without FSDP. Every replica must enter it."""
+    from torch.distributed.fsdp import FSDPModule
+    if not isinstance(root, FSDPModule):
+        yield
+        return
+    root.unshard()
+    try:
+        yield
+    finally:
+        root.reshard()
+
+
+def full_state_dict(model: torch.nn.Module) -> dict | None:
+    """The whole state dict on CPU on rank 0 (empty elsewhere) when `model` is sharded, else None.
+    A collective: every replica calls it."""
+    if not is_sharded(model):
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    # a tied parameter (lm_head = input embeddings) once, under its first name, as save_pretrained writes it
+    tied = {n for n, _ in model.named_parameters(remove_duplicate=False)} - {n for n, _ in model.named_parameters()}
+    return {k: v for k, v in state.items() if k not in tied}
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

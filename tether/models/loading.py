@@ -76,13 +76,15 @@ def disable_dropout(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def save_pretrained_atomic(out_dir, model, tokenizer=None) -> None:
-    """`save_pretrained` (safetensors) into a temporary folder, then rename it to `out_dir`."""
+def save_pretrained_atomic(out_dir, model, tokenizer=None, state_dict: dict | None = None) -> None:
+    """`save_pretrained` (safetensors) into a temporary folder, then rename it to `out_dir`.
+
+    `state_dict` replaces the model's own (the gathered weights of a sharded model)."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         for f in tmp.iterdir():

@@ -16,7 +16,8 @@ from tether.algos import bradley_terry_accuracy, bradley_terry_loss
 from tether.config import opt, require
 from tether.data import collate_pairs, read_preferences, tokenize_pairs
 from tether.data.io import write_json_atomic, write_jsonl_atomic
-from tether.distributed import init_replica, local_slice, mean_across, share_weight, shutdown, wrap
+from tether.distributed import (full_state_dict, gathered, init_replica, is_sharded, local_slice, mean_across, share_weight,
+                                shutdown, wrap)
 from tether.models import (SequenceScorer, apply_lora, load_reward_model, load_tokenizer, resolve_device, reward_model_from_policy,
                            save_pretrained_atomic, score_sequences, set_seed)
 from tether.pipelines.common import (autocast, check_finite, cosine_lr, length_bucketed_batches, prepare_run_dir,
@@ -48,10 +49,12 @@ class RMTrainConfig:
     seed: int = opt(0, "random seed (head init, data order, split)")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
     bf16: bool = opt(False, "bfloat16 autocast for forward passes (GPUs with bf16; weights stay fp32)")
+    fsdp: bool = opt(False, "with several processes: shard weights, gradients and optimiser state over them (FSDP2) instead of replicating them (DDP)")
     threads: int = opt(0, "torch CPU threads (0: torch's default)")
 
     def __post_init__(self):
         require(bool(self.init), "init", "a model directory to initialise from is required (--init DIR)")
+        require(not (self.fsdp and self.lora_r), "fsdp", "LoRA keeps one copy of small adapters; use it without --fsdp")
         require(bool(self.data), "data", "a pairs file is required (--data FILE)")
         require(self.truncation in ("error", "left", "skip"), "truncation", f"must be error, left or skip, got {self.truncation!r}")
         require(self.batch_size >= 1 and self.epochs >= 1, "batch_size", "batch_size and epochs must be >= 1")
@@ -118,7 +121,7 @@ def run_rm_train(cfg: RMTrainConfig) -> dict:
     if cfg.lora_r:
         peft_model = apply_lora(model, cfg.lora_r, cfg.lora_alpha, "SEQ_CLS")
         model = peft_model.get_base_model()  # adapters are injected in place: same modules, same pooling
-    scorer = wrap(SequenceScorer(model), replica)
+    scorer = wrap(SequenceScorer(model), replica, cfg.fsdp)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)  # one kernel for all parameters
     # A batch is padded to its longest row, so pairs are bucketed by their longer side.
@@ -142,14 +145,18 @@ def run_rm_train(cfg: RMTrainConfig) -> dict:
             check_finite(loss, step)
             set_lr(optimizer, cosine_lr(step, total, cfg.warmup_steps, cfg.lr))
             optimizer.zero_grad(set_to_none=True)
-            (loss * share_weight(len(idx), len(global_idx), replica)).backward()
+            weight = share_weight(len(idx), len(global_idx), replica)
+            (loss * weight).backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             step += 1
             bar.update(1)
-            row = mean_across({"train/loss": loss.item(), "train/accuracy": bradley_terry_accuracy(r_chosen, r_rejected).item()}, replica)
-            if held_tok is not None and replica.is_main and (step % cfg.eval_every == 0 or step == total):
-                rc, rr = pair_scores(model, held_tok, 2 * cfg.batch_size, device)
+            row = mean_across({"train/loss": loss.item() * weight,  # weighted: the global batch's means
+                               "train/accuracy": bradley_terry_accuracy(r_chosen, r_rejected).item() * weight}, replica)
+            # a sharded model needs every replica in its forward
+            if held_tok is not None and (replica.is_main or is_sharded(model)) and (step % cfg.eval_every == 0 or step == total):
+                with gathered(scorer):
+                    rc, rr = pair_scores(model, held_tok, 2 * cfg.batch_size, device)
                 eval_metrics = {"eval/loss": bradley_terry_loss(rc, rr).item(), "eval/accuracy": bradley_terry_accuracy(rc, rr).item()}
                 row.update(eval_metrics)
                 bar.set_postfix(acc=f"{eval_metrics['eval/accuracy']:.3f}")
@@ -159,8 +166,9 @@ def run_rm_train(cfg: RMTrainConfig) -> dict:
     model.eval()
     if cfg.lora_r:
         model = peft_model.merge_and_unload()
+    state = full_state_dict(model)
     if replica.is_main:
-        save_pretrained_atomic(out / "model", model, tokenizer)
+        save_pretrained_atomic(out / "model", model, tokenizer, state)
         from tether.analysis.plots import plot_rm_curves
         plot_rm_curves(read_metrics(out / "metrics.jsonl"), out / "curves.png")
     shutdown(replica)

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from tether.algos import token_logprobs
 from tether.config import opt, require
 from tether.data import encode_prompt, encode_response, pad_right, read_sft_examples
-from tether.distributed import init_replica, local_slice, mean_across, share_weight, shutdown, wrap
+from tether.distributed import full_state_dict, init_replica, is_sharded, local_slice, mean_across, share_weight, shutdown, wrap
 from tether.errors import InputError
 from tether.models import load_causal_lm, load_tokenizer, save_pretrained_atomic, set_seed
 from tether.models.loading import BUILTIN_POLICY, disable_dropout
@@ -42,6 +42,7 @@ class SFTConfig:
     seed: int = opt(0, "random seed (init, data order)")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
     bf16: bool = opt(False, "bfloat16 autocast for forward passes (GPUs with bf16; weights stay fp32)")
+    fsdp: bool = opt(False, "with several processes: shard weights, gradients and optimiser state over them (FSDP2) instead of replicating them (DDP)")
     threads: int = opt(0, "torch CPU threads (0: torch's default)")
     log_every: int = opt(50, "steps between metrics rows")
 
@@ -113,7 +114,7 @@ def run_sft(cfg: SFTConfig) -> dict:
     replica = init_replica(cfg.device)
     device = replica.device
     model, tokenizer = init_policy(cfg.model, cfg.seed, device)
-    ddp_model = wrap(model, replica)
+    ddp_model = wrap(model, replica, cfg.fsdp)
     train = tokenize_sft(read_sft_examples(cfg.data), tokenizer, cfg.max_length, cfg.data)
     rng = random.Random(cfg.seed)
     if cfg.eval_data:
@@ -138,22 +139,24 @@ def run_sft(cfg: SFTConfig) -> dict:
                 loss = sft_loss(ddp_model, *sft_batch([train[i] for i in batch_idx], tokenizer.pad_token_id, device))
             check_finite(loss, step)
             optimizer.zero_grad(set_to_none=True)
-            (loss * share_weight(len(batch_idx), len(global_idx), replica)).backward()
+            weight = share_weight(len(batch_idx), len(global_idx), replica)
+            (loss * weight).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             step += 1
             bar.update(1)
             if step % cfg.log_every == 0:
-                row = mean_across({"train/loss": loss.item()}, replica)
+                row = mean_across({"train/loss": loss.item() * weight}, replica)  # the global batch's mean
                 logger.log(step, {**row, "train/lr": optimizer.param_groups[0]["lr"], "train/epoch": epoch})
                 bar.set_postfix(loss=f"{row['train/loss']:.3f}")
-        if held and replica.is_main:
+        if held and (replica.is_main or is_sharded(model)):  # a sharded model needs every replica in its forward
             metrics = {"eval/loss": eval_loss(model, held, tokenizer.pad_token_id, cfg.batch_size, device), "train/epoch": epoch + 1}
             logger.log(step, metrics)
     bar.close()
     logger.close()
     model.eval()
+    state = full_state_dict(model)
     if replica.is_main:
-        save_pretrained_atomic(out / "model", model, tokenizer)
+        save_pretrained_atomic(out / "model", model, tokenizer, state)
     shutdown(replica)
     return {"train/loss": loss.item(), **metrics, "steps": step}
