@@ -596,7 +596,7 @@ def _optimum_table(rows: list[dict], optimum: list[dict]) -> str:
             fmt(ppo.get(o["beta"], {}).get("proxy_reward")), fmt(o.get("proxy_reward")),
             fmt(ppo.get(o["beta"], {}).get("gold_reward")), fmt(o.get("gold_reward"))] for o in optimum]
     return _table(["β", "PPO KL", "π* KL", "limit log n", "PPO proxy", "π* proxy", "PPO gold", "π* gold"], out,
-                  caption="PPO against the KL-regularised optimum π* ∝ π_ref·exp(r/β)")
+                  caption="PPO against the KL-regularised optimum (dotted above)")
 
 
 def _frontier_section(rows: list[dict], fits: dict[str, Fit], optimum: list[dict]) -> str:
