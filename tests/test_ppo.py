@@ -215,11 +215,11 @@ def perturb(model, scale=0.3, seed=0):
 
 def test_exact_kl_loss_term_is_the_same_with_the_reference_cached_or_recomputed(tiny_dirs, tmp_path):
     cfg, model, _, exp = experience(tiny_dirs, tmp_path, beta=0.5, kl_estimator="exact")
-    assert exp["ref_logits"] is not None  # small enough to keep
+    assert exp["ref_dist"] is not None  # small enough to keep
     perturb(model)
     idx = torch.arange(8)
     cached_loss, cached = minibatch_loss(model, exp, idx, cfg)
-    recomputed_loss, recomputed = minibatch_loss(model, {**exp, "ref_logits": None}, idx, cfg)
+    recomputed_loss, recomputed = minibatch_loss(model, {**exp, "ref_dist": None}, idx, cfg)
     assert cached["kl"].item() > 1e-3
     torch.testing.assert_close(cached_loss, recomputed_loss)
 

@@ -13,7 +13,7 @@ from tether.analysis import detector_summary
 from tether.analysis.frontier import kl_regularised_optimum
 from tether.data import encode_prompt
 from tether.pipelines.common import decode_responses
-from tether.rollout import TorchSampler, policy_forward
+from tether.rollout import TorchSampler, policy_forward, response_logits
 
 
 def paired_prompts(records, n_samples: int) -> list:
@@ -56,10 +56,10 @@ def evaluate_policy(policy, ref_logits_fn, reward_fn, tokenizer, records, n_samp
         seqs, attn, mask = rollout.sequences, rollout.attention_mask, rollout.response_mask.float()
         P = rollout.prompt_ids.shape[1]
         batch_texts = decode_responses(tokenizer, rollout)
-        logits = policy_forward(policy, seqs, attn)[:, P - 1:-1] / sampling.temperature
-        ref_logits = ref_logits_fn(seqs, attn)[:, P - 1:-1] / sampling.temperature
-        kls += (kl_exact(logits, ref_logits) * mask).sum(1).tolist()  # Rao–Blackwellised k1: same mean, less noise
-        entropies += (entropy_from_logits(logits) * mask).sum(1).tolist()
+        dist = response_logits(policy_forward(policy, seqs, attn), P, sampling.temperature)
+        ref_dist = response_logits(ref_logits_fn(seqs, attn), P, sampling.temperature)
+        kls += (kl_exact(dist, ref_dist) * mask).sum(1).tolist()  # Rao–Blackwellised k1: same mean, less noise
+        entropies += (entropy_from_logits(dist) * mask).sum(1).tolist()
         scores += reward_fn(seqs, attn, prompts[i:i + batch_size], batch_texts)[0].tolist()
         eos += rollout.ended_with_eos.tolist()
         texts += batch_texts

@@ -34,7 +34,8 @@ from tether.models import (PolicyWithValue, apply_lora, load_causal_lm, load_rew
 from tether.pipelines.common import autocast, check_finite, decode_responses, prepare_run_dir, set_lr
 from tether.pipelines.policy_eval import evaluate_policy
 from tether.pipelines.scoring import RewardFunction, WorldGold
-from tether.rollout import SamplingConfig, TorchSampler, no_eos_penalty, policy_forward, response_logprobs
+from tether.rollout import (SamplingConfig, TorchSampler, no_eos_penalty, policy_forward, response_logits,
+                            response_logprobs)
 from tether.runlog import MetricsLogger, truncate_jsonl
 
 SAMPLED_KL = {"k1": kl_k1, "k3": kl_k3}
@@ -222,10 +223,10 @@ def load_checkpoint(path: Path, model, optimizer, kl_ctl, generator, stream, rep
     return state["step"], state["early_stop"]
 
 
-def per_token_kl(cfg, logits, ref_logits, old_logp, ref_logp, mask, P) -> tuple[torch.Tensor, torch.Tensor]:
+def per_token_kl(cfg, dist, ref_dist, old_logp, ref_logp, mask) -> tuple[torch.Tensor, torch.Tensor]:
     """(KL per response token, the part of it that goes into the reward), both 0 outside the mask.
 
-    logits: the policy's over the whole sequence; ref_logits: the reference's over response tokens, / temperature.
+    dist, ref_dist: the policy's and the reference's `response_logits` (B, R, V).
 
     k1/k3 score the sampled token and all of it is reward. The exact KL of each state
     goes into the reward of the action before it (`kl_of_next_state`); its own gradient
@@ -234,7 +235,7 @@ def per_token_kl(cfg, logits, ref_logits, old_logp, ref_logp, mask, P) -> tuple[
     if cfg.kl_estimator != "exact":
         kl = SAMPLED_KL[cfg.kl_estimator](old_logp, ref_logp) * mask
         return kl, kl
-    kl = kl_exact(logits[:, P - 1:-1] / cfg.temperature, ref_logits) * mask
+    kl = kl_exact(dist, ref_dist) * mask
     return kl, kl_of_next_state(kl, mask)
 
 
@@ -250,14 +251,15 @@ def make_experience(model, reward_fn, rollout, prompts, texts, beta, cfg) -> dic
     logits, values = model(seqs, attn)
     old_logp = response_logprobs(logits, seqs, P, cfg.temperature)
     old_values = values[:, P - 1:-1]  # V(state before each response token)
+    dist = response_logits(logits, P, cfg.temperature)
     ref_logits = model.ref_logits(seqs, attn)
     ref_logp = response_logprobs(ref_logits, seqs, P, cfg.temperature)
-    ref_logits = ref_logits[:, P - 1:-1] / cfg.temperature  # the reference's distributions over response tokens
+    ref_dist = response_logits(ref_logits, P, cfg.temperature)
     raw_scores, score_std = reward_fn(seqs, attn, prompts, texts)
     scores = no_eos_penalty(raw_scores, rollout.ended_with_eos, cfg.missing_eos_penalty)
     if cfg.score_clip is not None:
         scores = scores.clamp(-cfg.score_clip, cfg.score_clip)
-    kl, kl_in_reward = per_token_kl(cfg, logits, ref_logits, old_logp, ref_logp, mask, P)
+    kl, kl_in_reward = per_token_kl(cfg, dist, ref_dist, old_logp, ref_logp, mask)
     rewards = per_token_rewards(scores, kl_in_reward, beta, mask)  # −β·KL per token, the score at the last real token
     if cfg.whiten_rewards:
         rewards = masked_whiten(rewards, mask, shift_mean=False)
@@ -266,12 +268,12 @@ def make_experience(model, reward_fn, rollout, prompts, texts, beta, cfg) -> dic
     if cfg.whiten_advantages:
         advantage_scale = torch.sqrt(masked_var(advantages, mask) + 1e-8)
         advantages = masked_whiten(advantages, mask)
-    entropy = entropy_from_logits(logits[:, P - 1:-1] / cfg.temperature)
+    entropy = entropy_from_logits(dist)
     return {"seqs": seqs, "attn": attn, "mask": mask, "prompt_len": P, "old_logp": old_logp, "old_values": old_values,
             "ref_logp": ref_logp, "raw_scores": raw_scores, "scores": scores, "score_std": score_std, "kl": kl,
             "rewards": rewards, "advantages": advantages, "advantage_scale": advantage_scale, "beta": beta,
             "returns": returns, "entropy": entropy,
-            "ref_logits": ref_logits if cfg.kl_estimator == "exact" and keep_in_memory(ref_logits) else None}
+            "ref_dist": ref_dist if cfg.kl_estimator == "exact" and keep_in_memory(ref_dist) else None}
 
 
 def keep_in_memory(t: torch.Tensor) -> bool:
@@ -294,11 +296,11 @@ def minibatch_loss(model, exp: dict, idx: torch.Tensor, cfg) -> tuple[torch.Tens
     vf_loss, vf_stats = ppo_value_loss(values[:, P - 1:-1], exp["old_values"][idx], exp["returns"][idx], mask, cfg.clip_value)
     loss, parts = pg_loss + cfg.vf_coef * vf_loss, {"pg": pg_loss, "vf": vf_loss, **pg_stats, **vf_stats}
     if cfg.kl_estimator == "exact":  # the direct gradient of β·Σ_t KL_t, in the units of the whitened advantages
-        if exp["ref_logits"] is not None:
-            ref_logits = exp["ref_logits"][idx]
+        if exp["ref_dist"] is not None:
+            ref_dist = exp["ref_dist"][idx]
         else:
-            ref_logits = unwrap(model).ref_logits(exp["seqs"][idx], exp["attn"][idx])[:, P - 1:-1] / cfg.temperature
-        kl = kl_exact(logits[:, P - 1:-1] / cfg.temperature, ref_logits)
+            ref_dist = response_logits(unwrap(model).ref_logits(exp["seqs"][idx], exp["attn"][idx]), P, cfg.temperature)
+        kl = kl_exact(response_logits(logits, P, cfg.temperature), ref_dist)
         parts["kl"] = masked_mean(kl, mask)
         loss = loss + exp["beta"] * parts["kl"] / exp["advantage_scale"]
     return loss, parts
@@ -349,6 +351,16 @@ def step_metrics(exp: dict, stats: dict, beta: float, rollout) -> dict:
         "val/explained_variance": explained_variance(exp["old_values"], exp["returns"], mask).item(),
         "val/eos_rate": rollout.ended_with_eos.float().mean().item(), "val/mean_length": mask.sum(1).mean().item(),
     } | ({"loss/kl": stats["kl"]} if "kl" in stats else {})
+
+
+def eval_metrics(ev: dict) -> dict:
+    """An evaluation's numbers as metrics rows carry them: eval/<name>."""
+    return {f"eval/{k}": v for k, v in ev.items() if isinstance(v, (int, float))}
+
+
+def snapshot(module: torch.nn.Module) -> dict:
+    """A copy of the module's weights (the policy to fall back to when early stopping fires)."""
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
 def early_stopping(cfg: PPOConfig) -> bool:
@@ -416,8 +428,8 @@ def run_ppo(cfg: PPOConfig) -> dict:
     if early_stopping(cfg) and start == 0:  # the detectors' baseline and the fallback policy: the initial one
         ev = evaluate()
         early["first_agreement"] = ev.get("rm_gold_agreement")
-        early["good_state"] = {k: v.detach().clone() for k, v in model.policy.state_dict().items()}
-        logger.log(0, {f"eval/{k}": v for k, v in ev.items() if isinstance(v, (int, float))})
+        early["good_state"] = snapshot(model.policy)
+        logger.log(0, eval_metrics(ev))
     bar = tqdm(range(start, cfg.steps), desc="ppo", unit="it", initial=start, total=cfg.steps, dynamic_ncols=True,
                disable=not replica.is_main)
     for step in bar:
@@ -447,12 +459,12 @@ def run_ppo(cfg: PPOConfig) -> dict:
         kl_ctl.update(metrics["objective/kl"], cfg.batch_size)
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
             ev = evaluate()
-            metrics.update({f"eval/{k}": v for k, v in ev.items() if isinstance(v, (int, float))})
+            metrics.update(eval_metrics(ev))
             reason = early_stop_reason(cfg, ev, early["first_agreement"])
             if reason is not None:
                 early["stopped"] = {"step": step + 1, "reason": reason}
             else:
-                early["good_state"] = {k: v.detach().clone() for k, v in model.policy.state_dict().items()}
+                early["good_state"] = snapshot(model.policy)
         logger.log(step + 1, metrics)
         bar.set_postfix(score=f"{metrics['objective/scores']:.2f}", kl=f"{metrics['objective/kl']:.2f}", beta=f"{beta:.3g}")
         if samples_file and cfg.samples_every and (step + 1) % cfg.samples_every == 0:
@@ -474,7 +486,7 @@ def run_ppo(cfg: PPOConfig) -> dict:
     final = evaluate()
     final["early_stop"] = early["stopped"]
     final["steps_done"] = early["stopped"]["step"] if early["stopped"] else cfg.steps
-    logger.log(final["steps_done"], {f"eval/{k}": v for k, v in final.items() if isinstance(v, (int, float))})
+    logger.log(final["steps_done"], eval_metrics(final))
     logger.close()
     if replica.is_main:
         policy = model.policy.merge_and_unload() if cfg.lora_r else model.policy

@@ -20,6 +20,14 @@ def response_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, response_st
     return token_logprobs(logits[:, response_start - 1:], input_ids[:, response_start - 1:], temperature)
 
 
+def response_logits(logits: torch.Tensor, response_start: int, temperature: float) -> torch.Tensor:
+    """The distributions that score the response tokens, logits / temperature: (B, T, V) -> (B, R, V).
+
+    Row j is the logit at position P + j − 1, which scores response token j.
+    """
+    return logits[:, response_start - 1:-1] / temperature
+
+
 def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_start: int,
                       temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward over prompt + response: (log-probs (B, R), logits / temperature (B, R, V)).
@@ -37,4 +45,5 @@ def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     if not 0 < response_start < input_ids.shape[1]:
         raise ValueError(f"response_start must be in [1, {input_ids.shape[1] - 1}], got {response_start}")
     logits = policy_forward(model, input_ids, attention_mask)  # (B, P+R, V)
-    return response_logprobs(logits, input_ids, response_start, temperature), logits[:, response_start - 1:-1] / temperature
+    return (response_logprobs(logits, input_ids, response_start, temperature),
+            response_logits(logits, response_start, temperature))
