@@ -80,6 +80,33 @@ def test_padding_after_eos_never_touches_rewards_advantages_or_loss(tiny_dirs, t
     torch.testing.assert_close(minibatch_loss(model, exp2, idx, cfg)[0], minibatch_loss(model, exp, idx, cfg)[0])
 
 
+def test_scoring_in_length_sorted_chunks_equals_one_pass(tiny_dirs, tmp_path):
+    """micro_batch_size cuts the scoring pass into trimmed chunks: the experience is the one of a single full pass."""
+    _, _, rollout, whole = experience(tiny_dirs, tmp_path, minibatch_size=8, micro_batch_size=8)
+    _, _, _, chunked = experience(tiny_dirs, tmp_path, minibatch_size=8, micro_batch_size=1)
+    lengths = rollout.response_mask.sum(1)
+    assert lengths.min() < lengths.max(), "the test needs responses of different lengths"
+    mask = whole["mask"]
+    for key in ("old_logp", "old_values", "ref_logp", "entropy", "kl", "rewards", "advantages", "returns"):
+        torch.testing.assert_close(chunked[key] * mask, whole[key] * mask, atol=1e-5, rtol=0, msg=key)
+    torch.testing.assert_close(chunked["raw_scores"], whole["raw_scores"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(chunked["ref_dist"][mask.bool()], whole["ref_dist"][mask.bool()], atol=1e-5, rtol=0)
+
+
+def test_gradient_accumulation_over_micro_batches_equals_one_batch(tiny_dirs, tmp_path):
+    """One minibatch of 8 in one pass or in 4 length-sorted, trimmed micro-batches: the same update."""
+    weights = {}
+    for micro in (8, 2):
+        cfg, model, _, exp = experience(tiny_dirs, tmp_path, minibatch_size=8, micro_batch_size=micro, ppo_epochs=1)
+        optimizer = torch.optim.SGD(model.trainable_parameters(), lr=1.0)
+        ppo_update(model, optimizer, exp, cfg, torch.Generator().manual_seed(0), step=0)
+        weights[micro] = [p.detach().clone() for p in model.trainable_parameters()]
+    moved = any(not torch.equal(a, b) for a, b in zip(weights[8], ActorCritic(cfg, "cpu").trainable_parameters()))
+    assert moved
+    for a, b in zip(weights[8], weights[2]):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
 def test_reference_is_frozen_and_never_changes(tiny_dirs, tmp_path):
     cfg, model, rollout, exp = experience(tiny_dirs, tmp_path)
     before = {k: v.clone() for k, v in model.ref.state_dict().items()}

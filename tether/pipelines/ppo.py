@@ -34,8 +34,8 @@ from tether.models import (PolicyWithValue, apply_lora, load_causal_lm, load_rew
 from tether.pipelines.common import autocast, check_finite, decode_responses, prepare_run_dir, set_lr
 from tether.pipelines.policy_eval import evaluate_policy
 from tether.pipelines.scoring import RewardFunction, WorldGold
-from tether.rollout import (SamplingConfig, TorchSampler, no_eos_penalty, policy_forward, response_logits,
-                            response_logprobs)
+from tether.rollout import (SamplingConfig, TorchSampler, length_sorted_chunks, no_eos_penalty, over_length_chunks,
+                            policy_forward, response_logits, response_logprobs, trim_padding)
 from tether.runlog import MetricsLogger, truncate_jsonl
 
 SAMPLED_KL = {"k1": kl_k1, "k3": kl_k3}
@@ -57,7 +57,7 @@ class PPOConfig:
     steps: int = opt(100, "PPO iterations (one rollout batch each)")
     batch_size: int = opt(64, "rollouts per iteration")
     minibatch_size: int = opt(64, "rollouts per optimiser step")
-    micro_batch_size: int = opt(32, "rollouts per forward/backward (gradient accumulation inside a minibatch)")
+    micro_batch_size: int = opt(32, "rollouts per forward/backward (gradient accumulation inside a minibatch) and per chunk of the scoring pass")
     ppo_epochs: int = opt(2, "passes over each rollout batch, each with a fresh shuffle")
     lr: float = opt(2e-4, "learning rate (Adam)")
     anneal_lr: bool = opt(False, "decay the learning rate linearly to 0 over the run (CleanRL's anneal_lr): less drift at large beta, slower hacking at small beta")
@@ -223,10 +223,10 @@ def load_checkpoint(path: Path, model, optimizer, kl_ctl, generator, stream, rep
     return state["step"], state["early_stop"]
 
 
-def per_token_kl(cfg, dist, ref_dist, old_logp, ref_logp, mask) -> tuple[torch.Tensor, torch.Tensor]:
+def per_token_kl(cfg, exact_kl, old_logp, ref_logp, mask) -> tuple[torch.Tensor, torch.Tensor]:
     """(KL per response token, the part of it that goes into the reward), both 0 outside the mask.
 
-    dist, ref_dist: the policy's and the reference's `response_logits` (B, R, V).
+    exact_kl: `kl_exact` of the policy's and the reference's response distributions (B, R).
 
     k1/k3 score the sampled token and all of it is reward. The exact KL of each state
     goes into the reward of the action before it (`kl_of_next_state`); its own gradient
@@ -235,7 +235,7 @@ def per_token_kl(cfg, dist, ref_dist, old_logp, ref_logp, mask) -> tuple[torch.T
     if cfg.kl_estimator != "exact":
         kl = SAMPLED_KL[cfg.kl_estimator](old_logp, ref_logp) * mask
         return kl, kl
-    kl = kl_exact(dist, ref_dist) * mask
+    kl = exact_kl * mask
     return kl, kl_of_next_state(kl, mask)
 
 
@@ -244,22 +244,31 @@ def make_experience(model, reward_fn, rollout, prompts, texts, beta, cfg) -> dic
     """Score a rollout: old log-probs and values (teacher forcing), reference log-probs, rewards, advantages.
 
     Everything is over response tokens only: `mask` is 1 through EOS, so the prompt
-    and the padding after EOS never touch KL, rewards, advantages or losses.
+    and the padding after EOS never touch KL, rewards, advantages or losses. The
+    forward passes run on length-sorted chunks of micro_batch_size rollouts, each cut
+    to the columns it needs (`over_length_chunks`), which also bounds their memory.
     """
     seqs, attn, mask = rollout.sequences, rollout.attention_mask, rollout.response_mask.float()
     P = rollout.prompt_ids.shape[1]
-    logits, values = model(seqs, attn)
-    old_logp = response_logprobs(logits, seqs, P, cfg.temperature)
-    old_values = values[:, P - 1:-1]  # V(state before each response token)
-    dist = response_logits(logits, P, cfg.temperature)
-    ref_logits = model.ref_logits(seqs, attn)
-    ref_logp = response_logprobs(ref_logits, seqs, P, cfg.temperature)
-    ref_dist = response_logits(ref_logits, P, cfg.temperature)
-    raw_scores, score_std = reward_fn(seqs, attn, prompts, texts)
-    scores = no_eos_penalty(raw_scores, rollout.ended_with_eos, cfg.missing_eos_penalty)
+    vocab_bytes = len(seqs) * mask.shape[1] * model.policy.config.vocab_size * 4
+    keep_ref_dist = cfg.kl_estimator == "exact" and vocab_bytes <= REF_CACHE_BYTES
+
+    def teacher_forced(s, a, p, rows):
+        logits, values = model(s, a)
+        ref_logits = model.ref_logits(s, a)
+        dist, ref_dist = response_logits(logits, p, cfg.temperature), response_logits(ref_logits, p, cfg.temperature)
+        score, score_std = reward_fn(s, a, [prompts[i] for i in rows.tolist()], [texts[i] for i in rows.tolist()])
+        out = {"old_logp": response_logprobs(logits, s, p, cfg.temperature), "old_values": values[:, p - 1:-1],
+               "ref_logp": response_logprobs(ref_logits, s, p, cfg.temperature), "entropy": entropy_from_logits(dist),
+               "exact_kl": kl_exact(dist, ref_dist), "raw_scores": score, "score_std": score_std}
+        return out | ({"ref_dist": ref_dist} if keep_ref_dist else {})
+
+    tf = over_length_chunks(teacher_forced, seqs, attn, P, cfg.micro_batch_size)
+    old_logp, old_values = tf["old_logp"], tf["old_values"]  # V(state before each response token)
+    scores = no_eos_penalty(tf["raw_scores"], rollout.ended_with_eos, cfg.missing_eos_penalty)
     if cfg.score_clip is not None:
         scores = scores.clamp(-cfg.score_clip, cfg.score_clip)
-    kl, kl_in_reward = per_token_kl(cfg, dist, ref_dist, old_logp, ref_logp, mask)
+    kl, kl_in_reward = per_token_kl(cfg, tf["exact_kl"], old_logp, tf["ref_logp"], mask)
     rewards = per_token_rewards(scores, kl_in_reward, beta, mask)  # −β·KL per token, the score at the last real token
     if cfg.whiten_rewards:
         rewards = masked_whiten(rewards, mask, shift_mean=False)
@@ -268,16 +277,10 @@ def make_experience(model, reward_fn, rollout, prompts, texts, beta, cfg) -> dic
     if cfg.whiten_advantages:
         advantage_scale = torch.sqrt(masked_var(advantages, mask) + 1e-8)
         advantages = masked_whiten(advantages, mask)
-    entropy = entropy_from_logits(dist)
     return {"seqs": seqs, "attn": attn, "mask": mask, "prompt_len": P, "old_logp": old_logp, "old_values": old_values,
-            "ref_logp": ref_logp, "raw_scores": raw_scores, "scores": scores, "score_std": score_std, "kl": kl,
-            "rewards": rewards, "advantages": advantages, "advantage_scale": advantage_scale, "beta": beta,
-            "returns": returns, "entropy": entropy,
-            "ref_dist": ref_dist if cfg.kl_estimator == "exact" and keep_in_memory(ref_dist) else None}
-
-
-def keep_in_memory(t: torch.Tensor) -> bool:
-    return t.numel() * t.element_size() <= REF_CACHE_BYTES
+            "ref_logp": tf["ref_logp"], "raw_scores": tf["raw_scores"], "scores": scores, "score_std": tf["score_std"],
+            "kl": kl, "rewards": rewards, "advantages": advantages, "advantage_scale": advantage_scale, "beta": beta,
+            "returns": returns, "entropy": tf["entropy"], "ref_dist": tf.get("ref_dist")}
 
 
 def epoch_minibatches(batch_size: int, minibatch_size: int, generator) -> list[torch.Tensor]:
@@ -288,18 +291,20 @@ def epoch_minibatches(batch_size: int, minibatch_size: int, generator) -> list[t
 
 def minibatch_loss(model, exp: dict, idx: torch.Tensor, cfg) -> tuple[torch.Tensor, dict]:
     """PPO loss of the rows `idx`: clipped surrogate + vf_coef · clipped value loss (token means over `idx`),
-    + β·KL / advantage scale with the exact KL estimator."""
-    P, mask = exp["prompt_len"], exp["mask"][idx]
-    logits, values = model(exp["seqs"][idx], exp["attn"][idx])
-    logp = response_logprobs(logits, exp["seqs"][idx], P, cfg.temperature)
-    pg_loss, pg_stats = ppo_policy_loss(logp, exp["old_logp"][idx], exp["advantages"][idx], mask, cfg.clip_eps)
-    vf_loss, vf_stats = ppo_value_loss(values[:, P - 1:-1], exp["old_values"][idx], exp["returns"][idx], mask, cfg.clip_value)
+    + β·KL / advantage scale with the exact KL estimator. The rows are cut to the columns they need."""
+    seqs, attn, P, R = trim_padding(exp["seqs"][idx], exp["attn"][idx], exp["prompt_len"])
+    rows = lambda key: exp[key][idx, :R]  # response-aligned (B, R, …) tensors of these rows, trimmed alike
+    mask = rows("mask")
+    logits, values = model(seqs, attn)
+    logp = response_logprobs(logits, seqs, P, cfg.temperature)
+    pg_loss, pg_stats = ppo_policy_loss(logp, rows("old_logp"), rows("advantages"), mask, cfg.clip_eps)
+    vf_loss, vf_stats = ppo_value_loss(values[:, P - 1:-1], rows("old_values"), rows("returns"), mask, cfg.clip_value)
     loss, parts = pg_loss + cfg.vf_coef * vf_loss, {"pg": pg_loss, "vf": vf_loss, **pg_stats, **vf_stats}
     if cfg.kl_estimator == "exact":  # the direct gradient of β·Σ_t KL_t, in the units of the whitened advantages
         if exp["ref_dist"] is not None:
-            ref_dist = exp["ref_dist"][idx]
+            ref_dist = rows("ref_dist")
         else:
-            ref_dist = response_logits(unwrap(model).ref_logits(exp["seqs"][idx], exp["attn"][idx]), P, cfg.temperature)
+            ref_dist = response_logits(unwrap(model).ref_logits(seqs, attn), P, cfg.temperature)
         kl = kl_exact(response_logits(logits, P, cfg.temperature), ref_dist)
         parts["kl"] = masked_mean(kl, mask)
         loss = loss + exp["beta"] * parts["kl"] / exp["advantage_scale"]
@@ -311,18 +316,21 @@ def ppo_update(model, optimizer, exp: dict, cfg, generator, step: int, replica=S
 
     Each replica holds batch_size/W rollouts and takes minibatch_size/W of them per
     optimiser step. Every micro-batch's token-mean loss is weighted by its share of the
-    global minibatch's response tokens, so the gradient is the global token mean.
+    global minibatch's response tokens, so the gradient is the global token mean. A
+    minibatch is cut into micro-batches of similar length (the gradient is their sum,
+    whatever the order), so each pads little.
     """
     model.train()
     stats: dict[str, list[float]] = {}
     local_batch, local_mb = cfg.batch_size // replica.world_size, cfg.minibatch_size // replica.world_size
     n_micro = local_mb // cfg.micro_batch_size
     params = unwrap(model).trainable_parameters()
+    lengths = exp["attn"].sum(1)
     for _ in range(cfg.ppo_epochs):
         for mb in epoch_minibatches(local_batch, local_mb, generator):
             optimizer.zero_grad(set_to_none=True)
             global_tokens = sum_across(exp["mask"][mb].sum().item(), replica)
-            for k, micro in enumerate(mb.view(n_micro, cfg.micro_batch_size)):
+            for k, micro in enumerate(length_sorted_chunks(mb, lengths, cfg.micro_batch_size)):
                 with no_sync(model, active=k < n_micro - 1), autocast(exp["seqs"].device, cfg.bf16):
                     loss, parts = minibatch_loss(model, exp, micro, cfg)
                     loss = loss * exp["mask"][micro].sum() * replica.world_size / global_tokens

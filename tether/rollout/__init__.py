@@ -5,6 +5,7 @@
 `RolloutEngine`, so a faster engine can be dropped in (DESIGN §7).
 """
 
+from tether.rollout.chunks import length_sorted_chunks, over_length_chunks, trim_padding
 from tether.rollout.hf_sampler import HFGenerateSampler
 from tether.rollout.interface import Rollout, RolloutEngine, SamplingConfig
 from tether.rollout.logprobs import policy_forward, response_logits, response_logprobs, sequence_logprobs
@@ -25,6 +26,9 @@ __all__ = [
     "no_eos_penalty",
     "truncate_after_eos",
     "left_pad",
+    "trim_padding",
+    "length_sorted_chunks",
+    "over_length_chunks",
     "position_ids_from_mask",
     "top_k_filter",
     "top_p_filter",
