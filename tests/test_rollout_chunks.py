@@ -45,7 +45,7 @@ def test_chunked_pass_equals_one_padded_pass(rollout, chunk_size):
         full = response_logprobs(policy_forward(model, seqs, attn), seqs, P, 0.7)
 
         def fn(s, a, p, rows):
-            return {"logp": response_logprobs(policy_forward(model, s, a), s, p, 0.7), "rows": rows.float()}
+            return {"logp": response_logprobs(policy_forward(model, s, a), s, p, 0.7), "rows": torch.tensor(rows)}
 
         out = over_length_chunks(fn, seqs, attn, P, chunk_size)
     mask = r.response_mask.bool()

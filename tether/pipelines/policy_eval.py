@@ -13,7 +13,7 @@ from tether.analysis import detector_summary
 from tether.analysis.frontier import kl_regularised_optimum
 from tether.data import encode_prompt
 from tether.pipelines.common import decode_responses
-from tether.rollout import TorchSampler, policy_forward, response_logits
+from tether.rollout import TorchSampler, over_length_chunks, policy_forward, response_logits
 
 
 def paired_prompts(records, n_samples: int) -> list:
@@ -42,8 +42,12 @@ def world_stats(gold, prompts, texts, scores) -> dict:
 
 @torch.no_grad()
 def evaluate_policy(policy, ref_logits_fn, reward_fn, tokenizer, records, n_samples, sampling, gold=None,
-                    seed: int = 0, batch_size: int = 64, n_keep: int = 64) -> dict:
-    """Sample `n_samples` responses (a fixed seed, so evaluations share random numbers) and measure them."""
+                    seed: int = 0, batch_size: int = 64, chunk_size: int = 32, n_keep: int = 64) -> dict:
+    """Sample `n_samples` responses (a fixed seed, so evaluations share random numbers) and measure them.
+
+    Sampling runs `batch_size` prompts at a time; the teacher-forced passes (KL, entropy,
+    reward) run on length-sorted chunks of `chunk_size` (`over_length_chunks`).
+    """
     policy.eval()
     device = next(policy.parameters()).device
     chosen = paired_prompts(records, n_samples)
@@ -53,14 +57,21 @@ def evaluate_policy(policy, ref_logits_fn, reward_fn, tokenizer, records, n_samp
     texts, scores, kls, entropies, eos = [], [], [], [], []
     for i in range(0, len(ids), batch_size):
         rollout = TorchSampler().generate(policy, ids[i:i + batch_size], sampling, generator)
-        seqs, attn, mask = rollout.sequences, rollout.attention_mask, rollout.response_mask.float()
-        P = rollout.prompt_ids.shape[1]
-        batch_texts = decode_responses(tokenizer, rollout)
-        dist = response_logits(policy_forward(policy, seqs, attn), P, sampling.temperature)
-        ref_dist = response_logits(ref_logits_fn(seqs, attn), P, sampling.temperature)
-        kls += (kl_exact(dist, ref_dist) * mask).sum(1).tolist()  # Rao–Blackwellised k1: same mean, less noise
-        entropies += (entropy_from_logits(dist) * mask).sum(1).tolist()
-        scores += reward_fn(seqs, attn, prompts[i:i + batch_size], batch_texts)[0].tolist()
+        batch_prompts, batch_texts = prompts[i:i + batch_size], decode_responses(tokenizer, rollout)
+
+        def measure(s, a, p, rows):
+            dist = response_logits(policy_forward(policy, s, a), p, sampling.temperature)
+            ref_dist = response_logits(ref_logits_fn(s, a), p, sampling.temperature)
+            mask = a[:, p:].float()
+            return {"kl": (kl_exact(dist, ref_dist) * mask).sum(1),  # Rao–Blackwellised k1: same mean, less noise
+                    "entropy": (entropy_from_logits(dist) * mask).sum(1),
+                    "score": reward_fn(s, a, [batch_prompts[r] for r in rows], [batch_texts[r] for r in rows])[0]}
+
+        measured = over_length_chunks(measure, rollout.sequences, rollout.attention_mask, rollout.prompt_ids.shape[1],
+                                      chunk_size)
+        kls += measured["kl"].tolist()
+        entropies += measured["entropy"].tolist()
+        scores += measured["score"].tolist()
         eos += rollout.ended_with_eos.tolist()
         texts += batch_texts
     result = {"proxy_reward": float(np.mean(scores)), "kl": float(np.mean(kls)), "entropy": float(np.mean(entropies)),
@@ -99,8 +110,9 @@ class SampleGrid:
 
 @torch.no_grad()
 def sample_grid(policy, reward_fn, tokenizer, records, n_max: int, n_prompts: int, sampling, seed: int = 0,
-                batch_size: int = 256) -> SampleGrid:
-    """Sample n_max responses for each of the first n_prompts prompts (cycling) and score them."""
+                batch_size: int = 256, chunk_size: int = 32) -> SampleGrid:
+    """Sample n_max responses for each of the first n_prompts prompts (cycling) and score them
+    (in length-sorted chunks of `chunk_size`, `over_length_chunks`)."""
     policy.eval()
     device = next(policy.parameters()).device
     chosen = [records[i % len(records)] for i in range(n_prompts)]
@@ -110,8 +122,11 @@ def sample_grid(policy, reward_fn, tokenizer, records, n_max: int, n_prompts: in
     texts, scores = [], []
     for i in range(0, len(ids), batch_size):
         rollout = TorchSampler().generate(policy, ids[i:i + batch_size], sampling, generator)
-        batch_texts = decode_responses(tokenizer, rollout)
-        scores += reward_fn(rollout.sequences, rollout.attention_mask, prompts[i:i + batch_size], batch_texts)[0].tolist()
+        batch_prompts, batch_texts = prompts[i:i + batch_size], decode_responses(tokenizer, rollout)
+        score = lambda s, a, p, rows: {"score": reward_fn(s, a, [batch_prompts[r] for r in rows],
+                                                          [batch_texts[r] for r in rows])[0]}
+        scores += over_length_chunks(score, rollout.sequences, rollout.attention_mask, rollout.prompt_ids.shape[1],
+                                     chunk_size)["score"].tolist()
         texts += batch_texts
     return SampleGrid(prompts, texts, np.asarray(scores).reshape(n_prompts, n_max))
 

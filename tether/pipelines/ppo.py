@@ -257,7 +257,7 @@ def make_experience(model, reward_fn, rollout, prompts, texts, beta, cfg) -> dic
         logits, values = model(s, a)
         ref_logits = model.ref_logits(s, a)
         dist, ref_dist = response_logits(logits, p, cfg.temperature), response_logits(ref_logits, p, cfg.temperature)
-        score, score_std = reward_fn(s, a, [prompts[i] for i in rows.tolist()], [texts[i] for i in rows.tolist()])
+        score, score_std = reward_fn(s, a, [prompts[i] for i in rows], [texts[i] for i in rows])
         out = {"old_logp": response_logprobs(logits, s, p, cfg.temperature), "old_values": values[:, p - 1:-1],
                "ref_logp": response_logprobs(ref_logits, s, p, cfg.temperature), "entropy": entropy_from_logits(dist),
                "exact_kl": kl_exact(dist, ref_dist), "raw_scores": score, "score_std": score_std}
@@ -432,7 +432,8 @@ def run_ppo(cfg: PPOConfig) -> dict:
         truncate_jsonl(out / "samples.jsonl", start)
     samples_file = (out / "samples.jsonl").open("a" if cfg.resume else "w", encoding="utf-8") if replica.is_main else None
     evaluate = lambda: evaluate_policy(model.policy, model.ref_logits, reward_fn, tokenizer, eval_prompts,
-                                       cfg.eval_samples, sampling, gold, seed=cfg.seed, batch_size=cfg.batch_size)
+                                       cfg.eval_samples, sampling, gold, seed=cfg.seed, batch_size=cfg.batch_size,
+                                       chunk_size=cfg.micro_batch_size)
     if early_stopping(cfg) and start == 0:  # the detectors' baseline and the fallback policy: the initial one
         ev = evaluate()
         early["first_agreement"] = ev.get("rm_gold_agreement")

@@ -44,13 +44,13 @@ def over_length_chunks(fn, sequences: torch.Tensor, attention_mask: torch.Tensor
     """Run `fn` on length-sorted, trimmed chunks of the batch and put its outputs back in row order.
 
     fn(sequences, attention_mask, response_start, rows) -> {name: (b,) per row or (b, R', …) per response
-    token}, where `rows` are the chunk's row indices and R' its response width. Returns
+    token}, where `rows` lists the chunk's row indices (ints) and R' is its response width. Returns
     {name: (B,) or (B, R, …)} with R = sequences.shape[1] − response_start, zeros past each
     chunk's width (which the response mask is 0 on).
     """
     width = sequences.shape[1] - response_start
     rows = torch.arange(len(sequences), device=sequences.device)
     chunks = length_sorted_chunks(rows, attention_mask.sum(1), chunk_size)
-    outputs = [fn(*trim_padding(sequences[c], attention_mask[c], response_start)[:3], c) for c in chunks]
+    outputs = [fn(*trim_padding(sequences[c], attention_mask[c], response_start)[:3], c.tolist()) for c in chunks]
     inverse = torch.argsort(torch.cat(chunks))
     return {k: torch.cat([pad_response_width(o[k], width) for o in outputs])[inverse] for k in outputs[0]}
