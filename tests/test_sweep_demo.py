@@ -141,15 +141,45 @@ def test_rerun_sweep_does_not_redo_finished_runs(demo, tmp_path, capsys):
     assert all(after[k]["kl"] == before[k]["kl"] and after[k]["proxy_reward"] == before[k]["proxy_reward"] for k in before)
 
 
+def tiny_ppo_config(tiny_dirs, out, **kw):
+    from tether.pipelines.ppo import PPOConfig
+    base = dict(policy=str(tiny_dirs["policy"]), reward_model=str(tiny_dirs["rm"]), prompts=str(tiny_dirs["prompts"]),
+                out=str(out), steps=2, batch_size=8, minibatch_size=8, micro_batch_size=4, max_new_tokens=4,
+                eval_every=0, eval_samples=8, save_every=0, device="cpu", threads=1)
+    return PPOConfig(**{**base, **kw})
+
+
 def test_sweep_refuses_to_reuse_a_run_made_with_other_settings(tiny_dirs, tmp_path):
     import dataclasses
     from tether.errors import InputError
-    from tether.pipelines.ppo import PPOConfig, run_ppo
-    from tether.pipelines.sweep import run_or_load
-    cfg = PPOConfig(policy=str(tiny_dirs["policy"]), reward_model=str(tiny_dirs["rm"]), prompts=str(tiny_dirs["prompts"]),
-                    out=str(tmp_path / "run"), steps=1, batch_size=8, minibatch_size=8, micro_batch_size=8,
-                    max_new_tokens=4, eval_every=0, eval_samples=8, save_every=0, device="cpu")
+    from tether.pipelines.ppo import run_ppo
+    from tether.pipelines.sweep import train_runs
+    cfg = tiny_ppo_config(tiny_dirs, tmp_path / "run", steps=1, threads=0)
     first = run_ppo(cfg)
-    assert run_or_load(dataclasses.replace(cfg, threads=1))["proxy_reward"] == first["proxy_reward"]
+    assert train_runs([dataclasses.replace(cfg, threads=1)], jobs=1)[0]["proxy_reward"] == first["proxy_reward"]
     with pytest.raises(InputError, match=r'"lr": this run was made with other settings \(lr\)'):
-        run_or_load(dataclasses.replace(cfg, lr=1e-5))
+        train_runs([dataclasses.replace(cfg, lr=1e-5)], jobs=2)
+
+
+def test_parallel_runs_give_the_results_of_runs_in_turn(tiny_dirs, tmp_path):
+    """jobs=2 trains two runs in worker processes; with the same thread count they equal runs made one by one."""
+    from tether.pipelines.sweep import train_runs
+    betas = (0.1, 1.0)
+    one_by_one = train_runs([tiny_ppo_config(tiny_dirs, tmp_path / "serial" / f"b{b}", beta=b) for b in betas], jobs=1)
+    parallel = train_runs([tiny_ppo_config(tiny_dirs, tmp_path / "parallel" / f"b{b}", beta=b, threads=2) for b in betas], jobs=2)
+    for b, a, c in zip(betas, one_by_one, parallel):
+        assert a == c, b
+        serial_rows = (tmp_path / "serial" / f"b{b}" / "metrics.jsonl").read_text().splitlines()
+        parallel_rows = (tmp_path / "parallel" / f"b{b}" / "metrics.jsonl").read_text().splitlines()
+        strip = lambda rows: [{k: v for k, v in json.loads(r).items() if not k.startswith("time/")} for r in rows]
+        assert strip(serial_rows) == strip(parallel_rows)
+    assert one_by_one[0]["kl"] != one_by_one[1]["kl"]
+
+
+def test_a_failed_parallel_run_raises_its_error_in_the_sweep(tiny_dirs, tmp_path):
+    from tether.errors import InputError
+    from tether.pipelines.sweep import train_runs
+    configs = [tiny_ppo_config(tiny_dirs, tmp_path / "good"),
+               tiny_ppo_config(tiny_dirs, tmp_path / "bad", reward_model=str(tmp_path / "no_such_rm"))]
+    with pytest.raises(InputError, match="no_such_rm"):
+        train_runs(configs, jobs=2)

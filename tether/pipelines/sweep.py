@@ -8,11 +8,16 @@ Writes OUT/sweep.json (the schema of `tether.analysis.report`) and OUT/report.ht
 import dataclasses
 import json
 import math
+import multiprocessing
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import yaml
+from tqdm.auto import tqdm
 
 from tether.analysis import frontier_fits, sweep_findings
 from tether.analysis.report import write_report
@@ -53,6 +58,7 @@ class SweepConfig:
     steps: int = opt(80, "PPO iterations per run")
     batch_size: int = opt(64, "rollouts per PPO iteration")
     minibatch_size: int = opt(64, "rollouts per optimiser step")
+    micro_batch_size: int = opt(32, "rollouts per forward/backward; a minibatch is cut into micro-batches of similar length, so smaller ones pad less")
     ppo_epochs: int = opt(2, "PPO epochs per batch")
     lr: float = opt(2e-4, "PPO learning rate")
     max_new_tokens: int = opt(48, "longest response")
@@ -63,8 +69,11 @@ class SweepConfig:
     seed: int = opt(0, "random seed")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
     threads: int = opt(0, "torch CPU threads (0: torch's default)")
+    jobs: int = opt(1, "PPO runs trained at once, each in its own process with threads/jobs torch threads; "
+                       "independent runs keep small models' cores busier than one run with more threads")
 
     def __post_init__(self):
+        require(self.jobs >= 1, "jobs", f"must be >= 1, got {self.jobs}")
         for name in ("policy", "reward_model", "prompts", "out"):
             require(bool(getattr(self, name)), name, f"--{name.replace('_', '-')} is required")
         require(all(b >= 0 for b in self.betas), "betas", "every beta must be >= 0")
@@ -94,17 +103,17 @@ def run_specs(cfg: SweepConfig) -> list[tuple[str, dict, dict]]:
 def ppo_config(cfg: SweepConfig, run_dir: Path, overrides: dict) -> PPOConfig:
     common = dict(policy=cfg.policy, reward_model=cfg.reward_model, prompts=cfg.prompts, eval_prompts=cfg.eval_prompts,
                   gold=cfg.gold, steps=cfg.steps, batch_size=cfg.batch_size, minibatch_size=cfg.minibatch_size,
-                  micro_batch_size=cfg.minibatch_size, ppo_epochs=cfg.ppo_epochs, lr=cfg.lr,
+                  micro_batch_size=cfg.micro_batch_size, ppo_epochs=cfg.ppo_epochs, lr=cfg.lr,
                   max_new_tokens=cfg.max_new_tokens, eval_every=cfg.eval_every, eval_samples=cfg.eval_samples,
                   seed=cfg.seed, device=cfg.device, threads=cfg.threads, out=str(run_dir))
     return PPOConfig(**{**common, **cfg.extra, **overrides})
 
 
-def run_or_load(cfg: PPOConfig) -> dict:
-    """A finished run's eval.json, or the run (resumed from its checkpoint if it has one).
+def finished_run(cfg: PPOConfig) -> dict | None:
+    """A finished run's eval.json, or None when the run has not finished.
 
-    A finished run is reused only if it was made with the same PPO settings (where it
-    lives, the device and the thread count may differ).
+    A run is reused only if it was made with the same PPO settings (where it lives,
+    the device and the thread count may differ); other settings are an error.
     """
     out = Path(cfg.out)
     saved = out / "config.yaml"
@@ -119,8 +128,45 @@ def run_or_load(cfg: PPOConfig) -> dict:
     if (out / "eval.json").is_file():
         print(f"sweep: {out.name} finished earlier, not redone")
         return json.loads((out / "eval.json").read_text())
-    resume = (out / "checkpoints" / "last.pt").is_file()
-    return run_ppo(dataclasses.replace(cfg, resume=resume))
+    return None
+
+
+def train_run(cfg: PPOConfig) -> dict:
+    """Run PPO, resumed from the run's checkpoint if it has one."""
+    return run_ppo(dataclasses.replace(cfg, resume=(Path(cfg.out) / "checkpoints" / "last.pt").is_file()))
+
+
+def quiet_worker() -> None:
+    """A parallel run's process: no progress bar (bars of several processes garble a terminal)."""
+    sys.stderr = open(os.devnull, "w")
+
+
+def train_runs(configs: list[PPOConfig], jobs: int) -> list[dict]:
+    """The result of every config, in order: finished runs are read back, the others trained in turn
+    or `jobs` at a time in worker processes.
+
+    Workers split the CPU threads: each run gets max(1, threads // jobs). A worker's
+    error is raised here, with its message, once the runs in progress have ended.
+    """
+    results = [finished_run(c) for c in configs]  # settings mismatches fail here, before any training
+    todo = [k for k, r in enumerate(results) if r is None]
+    if jobs == 1 or len(todo) <= 1:
+        for k in todo:
+            print(f"sweep: PPO run {Path(configs[k].out).name}", flush=True)
+            results[k] = train_run(configs[k])
+        return results
+    threads = max(1, (configs[0].threads or torch.get_num_threads()) // jobs)
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
+    print(f"sweep: {len(todo)} PPO runs, {jobs} at a time ({threads} thread(s) each)", flush=True)
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=quiet_worker) as pool:
+        futures = {pool.submit(train_run, dataclasses.replace(configs[k], threads=threads)): k for k in todo}
+        for n, done in enumerate(tqdm(as_completed(futures), total=len(futures), desc="sweep runs", unit="run")):
+            k = futures[done]
+            if done.exception() is not None:
+                pool.shutdown(cancel_futures=True)  # start no other run; those in progress end first
+            results[k] = done.result()
+            tqdm.write(f"sweep: PPO run {Path(configs[k].out).name} finished ({n + 1}/{len(futures)})")
+    return results
 
 
 def learning_curve(run_dir: Path) -> list[dict]:
@@ -155,10 +201,10 @@ def run_sweep(cfg: SweepConfig) -> dict:
                                cfg.eval_samples, sampling, gold, seed=cfg.seed, batch_size=cfg.batch_size)
     baseline_samples = baseline.pop("samples")
     rows = []
-    for name, overrides, fields in run_specs(cfg):
-        print(f"sweep: PPO run {name}")
+    specs = run_specs(cfg)
+    results = train_runs([ppo_config(cfg, out / "runs" / name, overrides) for name, overrides, _ in specs], cfg.jobs)
+    for (name, _, fields), result in zip(specs, results):
         run_dir = out / "runs" / name
-        result = run_or_load(ppo_config(cfg, run_dir, overrides))
         result.pop("samples", None)
         samples = [json.loads(l) for l in (run_dir / "eval_samples.jsonl").read_text().splitlines() if l.strip()]
         rows.append(with_deltas({**fields, **result, "curve": learning_curve(run_dir), "samples": samples[:16],
