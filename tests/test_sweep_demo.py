@@ -40,6 +40,14 @@ def test_demo_runs_every_stage_and_prints_the_report_path(demo):
     assert f"report: {out / 'sweep' / 'report.html'}" in demo["stdout"]
 
 
+def test_demo_collects_the_configured_number_of_pairs(demo):
+    collect = demo["sweep"]["pipeline"]["collect"]
+    assert collect["n_pairs"] + collect["dropped_identical"] == QUICK.n_pairs
+    assert collect["n_pairs"] >= 0.95 * QUICK.n_pairs
+    eval_pairs = (demo["out"] / "collect_eval" / "pairs.jsonl").read_text().splitlines()
+    assert 0.95 * QUICK.eval_pairs <= len(eval_pairs) <= QUICK.eval_pairs
+
+
 def test_sweep_has_a_ppo_row_per_beta_and_best_of_n_rows_with_their_analytic_kl(demo):
     rows = demo["sweep"]["rows"]
     ppo = [r for r in rows if r["kind"] == "ppo"]

@@ -29,8 +29,8 @@ class DemoConfig:
     sft_epochs: int = opt(2, "SFT epochs")
     train_prompts: int = opt(0, "training prompts (0: the whole train split)")
     eval_prompts: int = opt(512, "evaluation prompts (fresh draws, another seed)")
-    n_pairs: int = opt(3000, "labelled pairs for the reward model")
-    eval_pairs: int = opt(600, "held-out labelled pairs for reward-model evaluation")
+    n_pairs: int = opt(4096, "labelled pairs for the reward model (one per prompt, fresh draws of the train split)")
+    eval_pairs: int = opt(1024, "held-out labelled pairs for reward-model evaluation")
     ensemble_size: int = opt(3, "reward models in the ensemble mitigation (1: no ensemble row)")
     early_stop: bool = opt(True, "add the early-stopping mitigation row")
     betas: list[float] = opt([0.01, 0.05, 0.1, 0.5, 1.0, 5.0], "KL coefficients of the sweep")
@@ -71,18 +71,18 @@ def run_demo(cfg: DemoConfig) -> dict:
         # Evaluation prompts are fresh draws of the train distribution (new arithmetic questions, new
         # phrasings); the world's "heldout" split asks questions the small SFT model has never seen.
         write_prompt_file(data / "eval_prompts.jsonl", "train", cfg.eval_prompts, seed=cfg.seed + 1)
+        # One pair per prompt: n_pairs (and eval_pairs) labelled pairs, fewer only where both responses stay identical.
+        write_prompt_file(data / "pair_prompts.jsonl", "train", cfg.n_pairs, seed=cfg.seed + 2)
+        write_prompt_file(data / "eval_pair_prompts.jsonl", "train", cfg.eval_pairs, seed=cfg.seed + 3)
 
     common = dict(seed=cfg.seed, device=cfg.device)
     stage("world data", world_data)
     sft = stage("sft", run_sft, SFTConfig(data=str(data / "sft.jsonl"), out=str(out / "sft"), epochs=cfg.sft_epochs, **common))
     policy = str(out / "sft" / "model")
-    n_train_prompts = sum(1 for _ in open(data / "train_prompts.jsonl"))
     collect = stage("collect", run_collect, CollectConfig(
-        policy=policy, prompts=str(data / "train_prompts.jsonl"), out=str(out / "collect"),
-        pairs_per_prompt=-(-cfg.n_pairs // n_train_prompts), **common))
+        policy=policy, prompts=str(data / "pair_prompts.jsonl"), out=str(out / "collect"), **common))
     stage("collect eval pairs", run_collect, CollectConfig(
-        policy=policy, prompts=str(data / "eval_prompts.jsonl"), out=str(out / "collect_eval"),
-        pairs_per_prompt=max(1, -(-cfg.eval_pairs // sum(1 for _ in open(data / "eval_prompts.jsonl")))),
+        policy=policy, prompts=str(data / "eval_pair_prompts.jsonl"), out=str(out / "collect_eval"),
         seed=cfg.seed + 1, device=cfg.device))
     rm_dirs = []
     for k in range(max(1, cfg.ensemble_size)):
