@@ -3,8 +3,8 @@
 A rollout batch is padded to its longest prompt (on the left) and its longest
 response (on the right); on the built-in world about 60% of its positions are
 padding. Sorting rows by length and trimming each chunk to its own widths
-removes most of that work without changing a single logit: left-padding columns
-carry mask 0, so positions (cumsum of the mask) and attention are as before.
+removes most of that work and changes the logits only by float rounding: the
+dropped columns carry mask 0, so positions (cumsum of the mask) and attention are as before.
 """
 
 import torch
