@@ -14,6 +14,9 @@ timed iterations (repeats × iterations), and the min–max of the per-run media
 - tether, k1 KL: `run_ppo --kl-estimator k1`, the sampled-token KL in the reward, as TRL computes it
   (the default `exact` adds the vocabulary-wide KL's loss term: same work as TRL plus that).
 - tether, shared value head: `run_ppo --value-model shared` (value head on the policy trunk).
+- tether, one padded pass: `run_ppo --micro-batch-size 64`, so scoring and each minibatch are one
+  forward over the whole rollout batch, padded to its longest prompt and response: what tether did
+  before it cut batches into length-sorted chunks trimmed to their own columns.
 - tether, HF generate: `run_ppo` with `HFGenerateSampler` (Hugging Face `generate`) for
   the rollout: the rollout baseline.
 - TRL: `trl.experimental.ppo.PPOTrainer` (trl 1.12.0, the last TRL with PPO; fp32,
@@ -233,6 +236,8 @@ def main(argv=None) -> None:
                                                                                    kl_estimator="k1"),
                   "tether, shared value head": lambda out: tether_iterations(policy, rm, prompts, out, args,
                                                                              value_model="shared"),
+                  "tether, one padded pass": lambda out: tether_iterations(policy, rm, prompts, out, args,
+                                                                           micro_batch_size=DEFAULTS["minibatch_size"]),
                   "tether, HF generate": lambda out: hf_generate_iterations(policy, rm, prompts, out, args)}
     if trl is not None:
         contenders[f"TRL {trl.__version__} PPO"] = lambda out: trl_iterations(policy, rm, prompts, out, args)

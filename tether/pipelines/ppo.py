@@ -226,7 +226,8 @@ def load_checkpoint(path: Path, model, optimizer, kl_ctl, generator, stream, rep
 def per_token_kl(cfg, exact_kl, old_logp, ref_logp, mask) -> tuple[torch.Tensor, torch.Tensor]:
     """(KL per response token, the part of it that goes into the reward), both 0 outside the mask.
 
-    exact_kl: `kl_exact` of the policy's and the reference's response distributions (B, R).
+    exact_kl: `kl_exact` of the policy's and the reference's response distributions (B, R);
+    computed (and used) only with the exact estimator.
 
     k1/k3 score the sampled token and all of it is reward. The exact KL of each state
     goes into the reward of the action before it (`kl_of_next_state`); its own gradient
@@ -260,7 +261,9 @@ def make_experience(model, reward_fn, rollout, prompts, texts, beta, cfg) -> dic
         score, score_std = reward_fn(s, a, [prompts[i] for i in rows], [texts[i] for i in rows])
         out = {"old_logp": response_logprobs(logits, s, p, cfg.temperature), "old_values": values[:, p - 1:-1],
                "ref_logp": response_logprobs(ref_logits, s, p, cfg.temperature), "entropy": entropy_from_logits(dist),
-               "exact_kl": kl_exact(dist, ref_dist), "raw_scores": score, "score_std": score_std}
+               "raw_scores": score, "score_std": score_std}
+        if cfg.kl_estimator == "exact":
+            out["exact_kl"] = kl_exact(dist, ref_dist)
         return out | ({"ref_dist": ref_dist} if keep_ref_dist else {})
 
     tf = over_length_chunks(teacher_forced, seqs, attn, P, cfg.micro_batch_size)
@@ -268,7 +271,7 @@ def make_experience(model, reward_fn, rollout, prompts, texts, beta, cfg) -> dic
     scores = no_eos_penalty(tf["raw_scores"], rollout.ended_with_eos, cfg.missing_eos_penalty)
     if cfg.score_clip is not None:
         scores = scores.clamp(-cfg.score_clip, cfg.score_clip)
-    kl, kl_in_reward = per_token_kl(cfg, tf["exact_kl"], old_logp, tf["ref_logp"], mask)
+    kl, kl_in_reward = per_token_kl(cfg, tf.get("exact_kl"), old_logp, tf["ref_logp"], mask)
     rewards = per_token_rewards(scores, kl_in_reward, beta, mask)  # −β·KL per token, the score at the last real token
     if cfg.whiten_rewards:
         rewards = masked_whiten(rewards, mask, shift_mean=False)
