@@ -40,7 +40,7 @@ class DemoConfig:
     seed: int = opt(0, "random seed of every stage")
     threads: int = opt(2, "torch CPU threads")
     jobs: int = opt(2, "PPO runs of the sweep trained at once, sharing the threads (on 2 cores, two 1-thread runs "
-                       "get 1.1-1.3x as much done as one 2-thread run)")
+                       "finish 80-iteration runs faster than one 2-thread run; bench/bench_sweep.py)")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
 
     def __post_init__(self):
