@@ -127,3 +127,33 @@ def test_cli_names_line_and_field_of_other_bad_rows(tmp_path, capsys, bad_row, e
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "bad.jsonl:2:" in lines[0] and '"completion"' in lines[0], lines
     assert not out.exists()  # validated before anything is written
+
+
+def first_token_share(run, prompt, completion) -> float:
+    """P(first token of `completion` | prompt) under the model of an SFT run."""
+    from tether.data import encode_prompt
+    from tether.models import load_causal_lm, load_tokenizer
+    tokenizer, model = load_tokenizer(run / "model"), load_causal_lm(run / "model").eval()
+    with torch.no_grad():
+        probs = model(input_ids=torch.tensor([encode_prompt(tokenizer, prompt)])).logits[0, -1].softmax(-1)
+    return probs[tokenizer(completion, add_special_tokens=False)["input_ids"][0]].item()
+
+
+def test_sft_learns_a_short_and_a_long_style_in_the_corpus_proportion(tmp_path):
+    """Half the completions are short, half long: length-bucketed batches are one style each, and clipping every
+    batch's gradient to norm 1 (the norms are ~10+ under a per-sequence loss) would favour the short batches."""
+    prompt = "\n\nHuman: What is the capital of France?\n\nAssistant:"
+    short = " Paris."
+    long = (" Great question! Sure thing! Of course! The capital of France is Paris. I hope this helps! "
+            "Let me know if you have any other questions!")
+    data = write_rows(tmp_path / "two_styles.jsonl", [{"prompt": prompt, "completion": short if k % 2 else long}
+                                                      for k in range(3000)])
+    shares = {}
+    for clip in (0.0, 1.0):
+        run = tmp_path / f"clip_{clip:g}"
+        run_sft(SFTConfig(data=str(data), out=str(run), model="builtin:assistant", epochs=2, batch_size=32,
+                          max_grad_norm=clip, eval_fraction=0.0, seed=0, device="cpu"))
+        shares[clip] = first_token_share(run, prompt, short)
+    assert SFTConfig().max_grad_norm == 0.0, "the default does not clip"
+    assert abs(shares[0.0] - 0.5) < 0.15, shares
+    assert shares[1.0] > 0.65, f"the test no longer sees the bias of clipping: {shares}"

@@ -15,7 +15,7 @@ import pytest
 from tether.analysis.report import fmt
 from tether.config import build_config
 from tether.pipelines.demo import DemoConfig
-from tether.pipelines.sweep import SweepConfig, run_sweep
+from tether.pipelines.sweep import SweepConfig, expected_cost, ppo_config, run_specs, run_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -191,3 +191,14 @@ def test_a_failed_parallel_run_raises_its_error_in_the_sweep(tiny_dirs, tmp_path
                tiny_ppo_config(tiny_dirs, tmp_path / "bad", reward_model=str(tmp_path / "no_such_rm"))]
     with pytest.raises(InputError, match="no_such_rm"):
         train_runs(configs, jobs=2)
+
+
+def test_runs_start_longest_first_ensemble_then_early_stop_then_plain(tmp_path):
+    """Workers take runs in this order (the early-stop row evaluates twice as often): a long run started last
+    would finish alone on one core."""
+    cfg = SweepConfig(policy="p", reward_model="rm", prompts="x.jsonl", out=str(tmp_path), betas=[0.01, 1.0],
+                      ensemble=["rm_1"], early_stop=True, gold="assistant", steps=40, eval_every=40)
+    costs = {name: expected_cost(ppo_config(cfg, tmp_path / name, overrides)) for name, overrides, _ in run_specs(cfg)}
+    order = sorted(costs, key=costs.get, reverse=True)
+    assert order[:2] == ["ensemble_beta_0.01", "early_stop_beta_0.01"], order
+    assert set(order[2:]) == {"beta_0.01", "beta_1"}

@@ -93,6 +93,12 @@ def is_sharded(module: torch.nn.Module) -> bool:
     return any(isinstance(p, DTensor) for p in module.parameters())
 
 
+def full_value(tensor: torch.Tensor) -> float:
+    """A scalar tensor's value; a DTensor (FSDP2's gradient norm) is gathered first, on every rank."""
+    from torch.distributed.tensor import DTensor
+    return (tensor.full_tensor() if isinstance(tensor, DTensor) else tensor).item()
+
+
 @contextlib.contextmanager
 def gathered(root: torch.nn.Module):
     """The root's own weights gathered on every replica for code that does not call root.forward

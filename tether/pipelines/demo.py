@@ -26,7 +26,8 @@ class DemoConfig:
     out: str = opt("runs/demo", "demo directory; the report is OUT/sweep/report.html")
     quick: bool = opt(False, "a small run (about two minutes) used by the tests; sets the sizes below to small values")
     sft_examples: int = opt(40000, "SFT corpus size")
-    sft_epochs: int = opt(2, "SFT epochs")
+    sft_epochs: int = opt(1, "SFT epochs")
+    sft_batch_size: int = opt(32, "SFT sequences per optimiser step (the small model learns more per example from more, smaller steps)")
     train_prompts: int = opt(0, "training prompts (0: the whole train split)")
     eval_prompts: int = opt(512, "evaluation prompts (fresh draws, another seed)")
     n_pairs: int = opt(4096, "labelled pairs for the reward model (one per prompt, fresh draws of the train split)")
@@ -34,13 +35,13 @@ class DemoConfig:
     ensemble_size: int = opt(3, "reward models in the ensemble mitigation (1: no ensemble row)")
     early_stop: bool = opt(True, "add the early-stopping mitigation row")
     betas: list[float] = opt([0.01, 0.05, 0.1, 0.5, 1.0, 5.0], "KL coefficients of the sweep")
-    ppo_steps: int = opt(80, "PPO iterations per β")
+    ppo_steps: int = opt(40, "PPO iterations per β")
     eval_samples: int = opt(512, "held-out samples per evaluation")
     bon_max: int = opt(256, "largest n of best-of-n")
     seed: int = opt(0, "random seed of every stage")
     threads: int = opt(2, "torch CPU threads")
     jobs: int = opt(2, "PPO runs of the sweep trained at once, sharing the threads (on 2 cores, two 1-thread runs "
-                       "finish 80-iteration runs faster than one 2-thread run; bench/bench_sweep.py)")
+                       "finish 40-iteration runs faster than one 2-thread run; bench/bench_sweep.py)")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
 
     def __post_init__(self):
@@ -77,7 +78,8 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     common = dict(seed=cfg.seed, device=cfg.device)
     stage("world data", world_data)
-    sft = stage("sft", run_sft, SFTConfig(data=str(data / "sft.jsonl"), out=str(out / "sft"), epochs=cfg.sft_epochs, **common))
+    sft = stage("sft", run_sft, SFTConfig(data=str(data / "sft.jsonl"), out=str(out / "sft"), epochs=cfg.sft_epochs,
+                                          batch_size=cfg.sft_batch_size, **common))
     policy = str(out / "sft" / "model")
     collect = stage("collect", run_collect, CollectConfig(
         policy=policy, prompts=str(data / "pair_prompts.jsonl"), out=str(out / "collect"), **common))
@@ -89,7 +91,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         rm_out = out / ("rm" if k == 0 else f"rm_{k}")
         stage(f"reward model {k}" if k else "reward model", run_rm_train, RMTrainConfig(
             init=policy, data=str(out / "collect" / "pairs.jsonl"), eval_data=str(out / "collect_eval" / "pairs.jsonl"),
-            out=str(rm_out), seed=cfg.seed + k, device=cfg.device))
+            out=str(rm_out), eval_every=128, seed=cfg.seed + k, device=cfg.device))
         rm_dirs.append(str(rm_out / "model"))
     rm_eval = stage("reward model eval", run_rm_eval, RMEvalConfig(
         model=rm_dirs[0], data=str(out / "collect_eval" / "pairs.jsonl"), out=str(out / "rm_eval"), device=cfg.device))
@@ -98,7 +100,9 @@ def run_demo(cfg: DemoConfig) -> dict:
         eval_prompts=str(data / "eval_prompts.jsonl"), out=str(out / "sweep"), betas=cfg.betas,
         bon_ns=[2 ** i for i in range(cfg.bon_max.bit_length())], ensemble=rm_dirs[1:],
         early_stop=cfg.early_stop, gold="assistant", steps=cfg.ppo_steps,
-        eval_samples=cfg.eval_samples, eval_every=20, bon_prompts=32 if cfg.quick else 64, jobs=cfg.jobs,
+        # Runs are evaluated once, at the end (their point on the frontier); the early-stop row's detectors every 10.
+        eval_samples=cfg.eval_samples, eval_every=cfg.ppo_steps, early_stop_every=10,
+        bon_prompts=32 if cfg.quick else 64, jobs=cfg.jobs,
         threads=cfg.threads, **common,
         pipeline={"sft": sft, "collect": collect, "reward_model": {k: v for k, v in rm_eval.items()}, "timings_s": timings})
     report = stage("sweep", run_sweep, sweep_cfg)

@@ -53,6 +53,7 @@ class SweepConfig:
     early_stop_repetition: float | None = opt(0.3, "early-stop row: stop when the repetition rate exceeds this")
     early_stop_gold_agreement_drop: float | None = opt(0.2, "early-stop row: stop when the reward model's agreement with gold on the policy's samples drops this much below the initial policy's (needs --gold). "
                                                             "It falls by ~0.15 in the first 10 iterations of the demo's smallest beta, while gold still rises: 0.1 stops before any gain")
+    early_stop_every: int = opt(0, "early-stop row: iterations between its detector checks (0: half of --eval-every; a detector can only stop what it sees)")
     refusal_threshold: float = opt(0.2, "benign refusal rate above which behaviour counts as 'safe but useless'")
     gold: str | None = opt(None, "gold utility of a built-in world (assistant)")
     steps: int = opt(80, "PPO iterations per run")
@@ -95,7 +96,7 @@ def run_specs(cfg: SweepConfig) -> list[tuple[str, dict, dict]]:
                       {"beta": beta0, "early_stop_benign_refusal": cfg.early_stop_benign_refusal,
                        "early_stop_repetition": cfg.early_stop_repetition,
                        "early_stop_gold_agreement_drop": cfg.early_stop_gold_agreement_drop if cfg.gold else None,
-                       "eval_every": max(1, cfg.eval_every // 2)},  # a detector can only stop what it sees: check twice as often
+                       "eval_every": cfg.early_stop_every or max(1, cfg.eval_every // 2)},
                       {"kind": "ppo_early_stop", "beta": beta0, "label": f"early stop, β={beta0:g}"}))
     return specs
 
@@ -141,6 +142,15 @@ def quiet_worker() -> None:
     sys.stderr = open(os.devnull, "w")
 
 
+def expected_cost(cfg: PPOConfig) -> tuple[int, int]:
+    """A sort key, larger for longer runs: reward models scored per rollout, then evaluations made.
+
+    Starting the longest runs first keeps every worker busy to the end instead of
+    leaving one long run alone on a core.
+    """
+    return len(cfg.ensemble), cfg.steps // (cfg.eval_every or cfg.steps)
+
+
 def train_runs(configs: list[PPOConfig], jobs: int) -> list[dict]:
     """The result of every config, in order: finished runs are read back, the others trained in turn
     or `jobs` at a time in worker processes.
@@ -149,7 +159,7 @@ def train_runs(configs: list[PPOConfig], jobs: int) -> list[dict]:
     error is raised here, with its message, once the runs in progress have ended.
     """
     results = [finished_run(c) for c in configs]  # settings mismatches fail here, before any training
-    todo = [k for k, r in enumerate(results) if r is None]
+    todo = sorted((k for k, r in enumerate(results) if r is None), key=lambda k: expected_cost(configs[k]), reverse=True)
     if jobs == 1 or len(todo) <= 1:
         for k in todo:
             print(f"sweep: PPO run {Path(configs[k].out).name}", flush=True)
