@@ -154,6 +154,6 @@ def test_sft_learns_a_short_and_a_long_style_in_the_corpus_proportion(tmp_path):
         run_sft(SFTConfig(data=str(data), out=str(run), model="builtin:assistant", epochs=2, batch_size=32,
                           max_grad_norm=clip, eval_fraction=0.0, seed=0, device="cpu"))
         shares[clip] = first_token_share(run, prompt, short)
-    assert SFTConfig().max_grad_norm == 0.0, "the default does not clip"
+    assert SFTConfig.__dataclass_fields__["max_grad_norm"].default == 0.0, "the default does not clip"
     assert abs(shares[0.0] - 0.5) < 0.15, shares
     assert shares[1.0] > 0.65, f"the test no longer sees the bias of clipping: {shares}"
