@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 from tether.algos import token_logprobs
 from tether.config import opt, require
 from tether.data import encode_prompt, encode_response, pad_right, read_sft_examples
-from tether.distributed import full_state_dict, full_value, init_replica, is_sharded, local_slice, mean_across, share_weight, shutdown, wrap
+from tether.distributed import (full_state_dict, full_value, init_replica, is_sharded, local_slice, mean_across,
+                                share_weight, shutdown, wrap)
 from tether.errors import InputError
 from tether.models import load_causal_lm, load_tokenizer, save_pretrained_atomic, set_seed
 from tether.models.loading import BUILTIN_POLICY, disable_dropout
@@ -155,7 +156,8 @@ def run_sft(cfg: SFTConfig) -> dict:
             step += 1
             bar.update(1)
             if step % cfg.log_every == 0:
-                row = mean_across({"train/loss": loss.item() * weight, "train/grad_norm": full_value(grad_norm)}, replica)  # the global batch's mean
+                row = mean_across({"train/loss": loss.item() * weight,  # the global batch's mean
+                                   "train/grad_norm": full_value(grad_norm)}, replica)
                 logger.log(step, {**row, "train/lr": optimizer.param_groups[0]["lr"], "train/epoch": epoch})
                 bar.set_postfix(loss=f"{row['train/loss']:.3f}")
         if held and (replica.is_main or is_sharded(model)):  # a sharded model needs every replica in its forward
