@@ -5,7 +5,8 @@ same number of training steps per repeat (`--steps`), contenders taking turns;
 the projected run is tokenisation + steps × seconds per step for the world's
 corpus (`--examples` × `--epochs`). Each step is split into collate (Python:
 pad and mask), forward (with the loss), backward, and optimiser (AdamW, and
-gradient clipping where `tether sft`'s default asks for it; it does not). Variants are prototypes written here, not options of `tether sft`:
+gradient clipping where `tether sft`'s default asks for it; it does not).
+Variants are prototypes written here, not options of `tether sft`:
 
 - plain HF loop: the baseline; `model(input_ids, labels=…)` (token-mean loss), batches in random order
   (padded to the batch's longest, no length bucketing), default AdamW.
@@ -15,7 +16,7 @@ gradient clipping where `tether sft`'s default asks for it; it does not). Varian
 - gelu_new: GPT-2's GELU as its Python formula (`transformers`' "gelu_new", five kernels),
   as the world's model had before it switched to "gelu_pytorch_tanh" (one kernel, same function).
 - + bf16 autocast: `torch.autocast("cpu", torch.bfloat16)` around forward and loss.
-- + fused loss, batch ×2: also doubles the batch (half the steps, learning rate × √2).
+- + fused loss, batch ×2: twice the demo's batch (half the steps, learning rate × √2).
 
 Part 2: `run_sft` itself, end to end on the world's corpus (`--examples` × `--epochs`,
 by default the demo's, at the demo's batch size; skip with `--skip-full`), once: the number issue 4 asks for.

@@ -151,11 +151,13 @@ def run_sft(cfg: SFTConfig) -> dict:
             optimizer.zero_grad(set_to_none=True)
             weight = share_weight(len(batch_idx), len(global_idx), replica)
             (loss * weight).backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or float("inf"))
+            clipped_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm) if cfg.max_grad_norm else None
             optimizer.step()
             step += 1
             bar.update(1)
-            if step % cfg.log_every == 0:
+            if step % cfg.log_every == 0:  # the norm before any clipping; computed only for the rows logged
+                grad_norm = clipped_norm if clipped_norm is not None else torch.nn.utils.get_total_norm(
+                    [p.grad for p in model.parameters() if p.grad is not None])
                 row = mean_across({"train/loss": loss.item() * weight,  # the global batch's mean
                                    "train/grad_norm": full_value(grad_norm)}, replica)
                 logger.log(step, {**row, "train/lr": optimizer.param_groups[0]["lr"], "train/epoch": epoch})
