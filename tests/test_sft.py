@@ -33,6 +33,7 @@ def test_sft_writes_model_and_metrics(world_sft):
     assert (run / "model" / "model.safetensors").is_file() and (run / "config.yaml").is_file()
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("train/loss" in r for r in rows) and any("eval/loss" in r for r in rows), rows
+    assert all(r["train/grad_norm"] > 0 for r in rows if "train/loss" in r), rows
 
 
 def test_sft_model_loads_with_plain_transformers_only(world_sft):

@@ -202,3 +202,13 @@ def test_runs_start_longest_first_ensemble_then_early_stop_then_plain(tmp_path):
     order = sorted(costs, key=costs.get, reverse=True)
     assert order[:2] == ["ensemble_beta_0.01", "early_stop_beta_0.01"], order
     assert set(order[2:]) == {"beta_0.01", "beta_1"}
+
+
+@pytest.mark.parametrize("early_stop_every, checks_every", [(0, 20), (10, 10)])
+def test_early_stop_row_checks_at_its_own_interval_or_twice_per_evaluation(tmp_path, early_stop_every, checks_every):
+    cfg = SweepConfig(policy="p", reward_model="rm", prompts="x.jsonl", out=str(tmp_path), betas=[0.01],
+                      early_stop=True, steps=40, eval_every=40, early_stop_every=early_stop_every)
+    overrides = {name: o for name, o, _ in run_specs(cfg)}
+    assert overrides["early_stop_beta_0.01"]["eval_every"] == checks_every
+    assert ppo_config(cfg, tmp_path / "b", overrides["beta_0.01"]).eval_every == 40
+
