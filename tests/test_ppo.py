@@ -125,9 +125,10 @@ def test_lora_reference_is_the_adapter_disabled_base_model(tiny_dirs, tmp_path):
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=1e-2)
     ppo_update(model, optimizer, exp, cfg, torch.Generator().manual_seed(0), step=0)
     with torch.no_grad():
-        expected = policy_forward(base, seqs, attn)
-        torch.testing.assert_close(model.ref_logits(seqs, attn), expected, atol=1e-5, rtol=0)
-        assert not torch.allclose(policy_forward(model.policy, seqs, attn), expected, atol=1e-4)
+        P = exp["prompt_len"]
+        expected = policy_forward(base, seqs, attn, P)
+        torch.testing.assert_close(model.ref_logits(seqs, attn, P), expected, atol=1e-5, rtol=0)
+        assert not torch.allclose(policy_forward(model.policy, seqs, attn, P), expected, atol=1e-4)
 
 
 def test_value_head_is_initialised_from_the_reward_model(tiny_dirs, tmp_path):

@@ -8,8 +8,8 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from tether.errors import InputError
 from tether.rollout import (HFGenerateSampler, Rollout, SamplingConfig, TorchSampler, inverse_cdf_sample, left_pad,
-                            no_eos_penalty, sample_next_token, sequence_logprobs, top_k_filter, top_p_filter,
-                            truncate_after_eos)
+                            no_eos_penalty, policy_forward, response_logits, response_logprobs, sample_next_token,
+                            sequence_logprobs, top_k_filter, top_p_filter, truncate_after_eos)
 from tether.rollout.gpt2_decoder import fast_gpt2_supported
 
 VOCAB, EOS, PAD = 50, 1, 0
@@ -176,6 +176,19 @@ def test_sequence_logprobs_match_a_hand_loop_and_ignore_left_padding(model):
         alone = model(torch.tensor([tokens])).logits[0]  # (5, V)
     expected = [torch.log_softmax(alone[t - 1] / 0.7, -1)[tokens[t]].item() for t in (2, 3, 4)]
     assert logprobs[0].tolist() == pytest.approx(expected, abs=1e-5)
+
+
+def test_policy_forward_from_the_response_start_keeps_only_the_rows_that_score_the_response(model):
+    seqs = torch.tensor([[PAD, 5, 6, 7, 8, 9], [5, 6, 5, 9, PAD, PAD]])
+    mask = torch.tensor([[0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
+    with torch.no_grad():
+        full = policy_forward(model, seqs, mask)  # (2, 6, V)
+        kept = policy_forward(model, seqs, mask, response_start=3)  # positions 2 … 5
+    assert full.shape[1] == 6 and kept.shape[1] == 4
+    torch.testing.assert_close(kept, full[:, 2:], atol=1e-5, rtol=0)
+    for fn in (response_logprobs, response_logits):
+        torch.testing.assert_close(fn(kept, seqs, 3, 0.7), fn(full, seqs, 3, 0.7), atol=1e-5, rtol=0)
+    assert response_logits(kept, seqs, 3, 0.7).shape[1] == 3  # one row per response token
 
 
 def test_sequence_logprobs_rejects_a_start_outside_the_sequence(model):

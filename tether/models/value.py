@@ -2,7 +2,7 @@
 
 from torch import nn
 
-from tether.rollout.masks import position_ids_from_mask
+from tether.rollout.logprobs import lm_inputs
 
 
 class PolicyWithValue(nn.Module):
@@ -18,9 +18,8 @@ class PolicyWithValue(nn.Module):
         hidden = policy.config.hidden_size if hasattr(policy.config, "hidden_size") else policy.config.n_embd
         self.value_head = value_head if value_head is not None else nn.Linear(hidden, 1)
 
-    def forward(self, input_ids, attention_mask):
-        """-> (logits (B, T, V), values (B, T))."""
-        out = self.policy(input_ids=input_ids, attention_mask=attention_mask,
-                          position_ids=position_ids_from_mask(attention_mask), output_hidden_states=True)
+    def forward(self, input_ids, attention_mask, response_start: int | None = None):
+        """-> (logits (B, T, V), or (B, T − P + 1, V) from `response_start` P as `policy_forward`; values (B, T))."""
+        out = self.policy(**lm_inputs(self.policy, input_ids, attention_mask, response_start), output_hidden_states=True)
         values = self.value_head(out.hidden_states[-1]).squeeze(-1)
         return out.logits, values

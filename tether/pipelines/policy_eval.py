@@ -45,6 +45,9 @@ def evaluate_policy(policy, ref_logits_fn, reward_fn, tokenizer, records, n_samp
                     seed: int = 0, batch_size: int = 64, chunk_size: int = 32, n_keep: int = 64) -> dict:
     """Sample `n_samples` responses (a fixed seed, so evaluations share random numbers) and measure them.
 
+    `ref_logits_fn(sequences, attention_mask, response_start)` gives the reference's logits
+    (`policy_forward`'s layout).
+
     Sampling runs `batch_size` prompts at a time; the teacher-forced passes (KL, entropy,
     reward) run on length-sorted chunks of `chunk_size` (`over_length_chunks`).
     """
@@ -60,8 +63,8 @@ def evaluate_policy(policy, ref_logits_fn, reward_fn, tokenizer, records, n_samp
         batch_prompts, batch_texts = prompts[i:i + batch_size], decode_responses(tokenizer, rollout)
 
         def measure(s, a, p, rows):
-            dist = response_logits(policy_forward(policy, s, a), p, sampling.temperature)
-            ref_dist = response_logits(ref_logits_fn(s, a), p, sampling.temperature)
+            dist = response_logits(policy_forward(policy, s, a, p), s, p, sampling.temperature)
+            ref_dist = response_logits(ref_logits_fn(s, a, p), s, p, sampling.temperature)
             mask = a[:, p:].float()
             return {"kl": (kl_exact(dist, ref_dist) * mask).sum(1),  # Rao–Blackwellised k1: same mean, less noise
                     "entropy": (entropy_from_logits(dist) * mask).sum(1),

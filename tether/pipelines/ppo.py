@@ -159,19 +159,20 @@ class ActorCritic(torch.nn.Module):
             self.actor, self.critic = policy, copy.deepcopy(rm).train()  # critic initialised from the reward model
         self.policy = policy
 
-    def forward(self, sequences, attention_mask):
-        """-> (logits (B, T, V), values (B, T))."""
+    def forward(self, sequences, attention_mask, response_start: int):
+        """-> (logits of the rows that score the response (B, T − P + 1, V), values (B, T))."""
         if self.critic is None:
-            return self.actor(sequences, attention_mask)
+            return self.actor(sequences, attention_mask, response_start)
         from tether.models.reward import token_scores
-        return policy_forward(self.policy, sequences, attention_mask), token_scores(self.critic, sequences, attention_mask)
+        return (policy_forward(self.policy, sequences, attention_mask, response_start),
+                token_scores(self.critic, sequences, attention_mask))
 
     @torch.no_grad()
-    def ref_logits(self, sequences, attention_mask):
+    def ref_logits(self, sequences, attention_mask, response_start: int):
         if self.ref is not None:
-            return policy_forward(self.ref, sequences, attention_mask)
+            return policy_forward(self.ref, sequences, attention_mask, response_start)
         with self.policy.disable_adapter():
-            return policy_forward(self.policy, sequences, attention_mask)
+            return policy_forward(self.policy, sequences, attention_mask, response_start)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -255,9 +256,9 @@ def make_experience(model, reward_fn, rollout, prompts, texts, beta, cfg) -> dic
     keep_ref_dist = cfg.kl_estimator == "exact" and vocab_bytes <= REF_CACHE_BYTES
 
     def teacher_forced(s, a, p, rows):
-        logits, values = model(s, a)
-        ref_logits = model.ref_logits(s, a)
-        dist, ref_dist = response_logits(logits, p, cfg.temperature), response_logits(ref_logits, p, cfg.temperature)
+        logits, values = model(s, a, p)
+        ref_logits = model.ref_logits(s, a, p)
+        dist, ref_dist = response_logits(logits, s, p, cfg.temperature), response_logits(ref_logits, s, p, cfg.temperature)
         score, score_std = reward_fn(s, a, [prompts[i] for i in rows], [texts[i] for i in rows])
         out = {"old_logp": response_logprobs(logits, s, p, cfg.temperature), "old_values": values[:, p - 1:-1],
                "ref_logp": response_logprobs(ref_logits, s, p, cfg.temperature), "entropy": entropy_from_logits(dist),
@@ -298,7 +299,7 @@ def minibatch_loss(model, exp: dict, idx: torch.Tensor, cfg) -> tuple[torch.Tens
     seqs, attn, P, R = trim_padding(exp["seqs"][idx], exp["attn"][idx], exp["prompt_len"])
     rows = lambda key: exp[key][idx, :R]  # response-aligned (B, R, …) tensors of these rows, trimmed alike
     mask = rows("mask")
-    logits, values = model(seqs, attn)
+    logits, values = model(seqs, attn, P)
     logp = response_logprobs(logits, seqs, P, cfg.temperature)
     pg_loss, pg_stats = ppo_policy_loss(logp, rows("old_logp"), rows("advantages"), mask, cfg.clip_eps)
     vf_loss, vf_stats = ppo_value_loss(values[:, P - 1:-1], rows("old_values"), rows("returns"), mask, cfg.clip_value)
@@ -307,8 +308,8 @@ def minibatch_loss(model, exp: dict, idx: torch.Tensor, cfg) -> tuple[torch.Tens
         if exp["ref_dist"] is not None:
             ref_dist = rows("ref_dist")
         else:
-            ref_dist = response_logits(unwrap(model).ref_logits(seqs, attn), P, cfg.temperature)
-        kl = kl_exact(response_logits(logits, P, cfg.temperature), ref_dist)
+            ref_dist = response_logits(unwrap(model).ref_logits(seqs, attn, P), seqs, P, cfg.temperature)
+        kl = kl_exact(response_logits(logits, seqs, P, cfg.temperature), ref_dist)
         parts["kl"] = masked_mean(kl, mask)
         loss = loss + exp["beta"] * parts["kl"] / exp["advantage_scale"]
     return loss, parts

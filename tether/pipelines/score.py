@@ -66,8 +66,8 @@ def score_rows(policy, ref, reward_fn, tokenizer, rows, betas, batch_size, devic
         seqs = torch.cat([prompt_ids, resp_ids], 1).to(device)
         attn = torch.cat([prompt_mask, resp_mask], 1).to(device)
         P = prompt_ids.shape[1]
-        logp = response_logprobs(policy_forward(policy, seqs, attn), seqs, P, 1.0)
-        ref_logp = response_logprobs(policy_forward(ref, seqs, attn), seqs, P, 1.0)
+        logp = response_logprobs(policy_forward(policy, seqs, attn, P), seqs, P, 1.0)
+        ref_logp = response_logprobs(policy_forward(ref, seqs, attn, P), seqs, P, 1.0)
         kl = (kl_k1(logp, ref_logp) * resp_mask.to(device)).sum(1)
         rewards = reward_fn(seqs, attn, [p for p, _ in chunk], [r for _, r in chunk])[0]
         for (prompt, response), r, k in zip(chunk, rewards.tolist(), kl.tolist()):

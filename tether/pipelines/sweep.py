@@ -207,7 +207,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=1.0,
                               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     print("sweep: evaluating the SFT policy")
-    baseline = evaluate_policy(sft, lambda s, a: policy_forward(sft, s, a), reward_fn, tokenizer, eval_records,
+    baseline = evaluate_policy(sft, lambda s, a, p: policy_forward(sft, s, a, p), reward_fn, tokenizer, eval_records,
                                cfg.eval_samples, sampling, gold, seed=cfg.seed, batch_size=cfg.batch_size)
     baseline_samples = baseline.pop("samples")
     rows = []

@@ -16,6 +16,7 @@ from transformers import DynamicCache
 from tether.errors import InputError
 from tether.rollout.gpt2_decoder import FastGPT2Decoder, fast_gpt2_supported
 from tether.rollout.interface import Rollout, SamplingConfig
+from tether.rollout.logprobs import accepts_logits_to_keep
 from tether.rollout.masks import left_pad, position_ids_from_mask, truncate_after_eos
 from tether.rollout.sampling import sample_next_token
 
@@ -96,7 +97,7 @@ class ModelDecoder:
         params = inspect.signature(base.forward).parameters
         self.cache_kwargs = {"cache" if "cache" in params else "past_key_values": DynamicCache(config=model.config),
                              "use_cache": True}
-        self.prefill_kwargs = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        self.prefill_kwargs = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
         # (B, P + R); response columns are 1 from the start: `decode` shows the model the first `length`.
         self.attention = torch.cat([prompt_mask, prompt_mask.new_ones(prompt_mask.shape[0], steps)], dim=1)
 
