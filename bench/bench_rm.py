@@ -9,7 +9,7 @@ held-out pairs, save — and, inside that, its training loop alone; pairs/s is
 epochs × training pairs / seconds. Held-out accuracy is printed beside the
 speed: the comparison is at equal result.
 
-- tether: `run_rm_train` (one forward of 2B rows per batch, length-bucketed batches).
+- tether: `run_rm_train` (one packed row per pair: the shared prefix once, then both sides; batches bucketed by row length).
 - naive: chosen and rejected as two separate forwards, every sequence padded to
   the longest in the data set, batches in random order, the model's own pooling.
 - TRL: `trl.RewardTrainer` (fp32, no gradient checkpointing, pre-tokenised ids);

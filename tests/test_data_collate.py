@@ -10,6 +10,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
 from tether.data import PreferencePair, collate_pairs, encode_prompt, encode_response, pad_left, pad_right, \
+    pair_attention_mask, \
     tokenize_pairs
 from tether.data import collate
 from tether.data.collate import truncate_prompt_left
@@ -60,12 +61,31 @@ def test_pad_right_and_left_exact():
     assert ids.dtype == mask.dtype == torch.long
 
 
-def test_collate_pairs_stacks_chosen_then_rejected():
-    batch = collate_pairs([[2, 13, 15, 3], [2, 13, 3]], [[2, 13, 16, 16, 3], [2, 14, 3]], pad_id=0)
-    assert batch["input_ids"].tolist() == [[2, 13, 15, 3, 0], [2, 13, 3, 0, 0], [2, 13, 16, 16, 3], [2, 14, 3, 0, 0]]
-    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 0], [1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
+def test_collate_pairs_packs_each_pair_as_its_shared_prefix_then_both_sides():
+    chosen, rejected = [[2, 13, 15, 3], [2, 13, 3], [7, 3]], [[2, 13, 16, 16, 3], [2, 13, 3, 9], [8, 3]]
+    batch = collate_pairs(chosen, rejected, pad_id=0)
+    # pair 1: "2 13 3" is all of the chosen side, which keeps its last token; pair 2 shares nothing
+    assert batch["input_ids"].tolist() == [[2, 13, 15, 3, 16, 16, 3], [2, 13, 3, 3, 9, 0, 0], [7, 3, 8, 3, 0, 0, 0]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 2, 3, 4], [0, 1, 2, 2, 3, 0, 0], [0, 1, 0, 1, 0, 0, 0]]
+    assert batch["segments"].tolist() == [[0, 0, 1, 1, 2, 2, 2], [0, 0, 1, 2, 2, -1, -1], [1, 1, 2, 2, -1, -1, -1]]
+    assert batch["chosen_last"].tolist() == [3, 2, 1] and batch["rejected_last"].tolist() == [6, 4, 3]
     with pytest.raises(ValueError, match="2 chosen but 1 rejected"):
         collate_pairs([[1], [2]], [[3]], pad_id=0)
+
+
+def test_pair_attention_mask_shows_each_side_the_prefix_and_its_own_tokens_only():
+    segments = collate_pairs([[2, 13, 15, 3]], [[2, 13, 16, 16, 3]], pad_id=0)["segments"]
+    mask = pair_attention_mask(torch.cat([segments, torch.tensor([[-1]])], 1))[0, 0]
+    chosen_side, rejected_side = [0, 1, 2, 3], [0, 1, 4, 5, 6]
+    for t in range(8):
+        seen = mask[t].nonzero().flatten().tolist()
+        if t in chosen_side:
+            assert seen == [s for s in chosen_side if s <= t]
+        elif t in rejected_side:
+            assert seen == [s for s in rejected_side if s <= t]
+        else:  # padding sees the real tokens before it (never a fully masked row); nothing sees padding
+            assert seen == list(range(7))
+    assert not mask[:, 7].any()
 
 
 def test_text_prompt_gets_special_tokens_and_response_gets_eos(tokenizer):

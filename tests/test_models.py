@@ -5,8 +5,9 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from conftest import make_policy, make_tokenizer
-from tether.data import pad_left, pad_right
-from tether.models import PolicyWithValue, load_reward_model, reward_model_from_policy, score_head, score_sequences
+from tether.data import collate_pairs, pad_left, pad_right
+from tether.models import (PolicyWithValue, load_reward_model, reward_model_from_policy, score_head, score_pairs,
+                           score_sequences)
 
 
 def seqs_of(tokenizer, texts):
@@ -22,6 +23,44 @@ def test_score_same_left_right_alone_and_in_batch(tiny_dirs):
     left = score_sequences(rm, *pad_left(seqs, tokenizer.pad_token_id))
     torch.testing.assert_close(right, alone, atol=1e-5, rtol=0)
     torch.testing.assert_close(left, alone, atol=1e-5, rtol=0)
+
+
+def pairs_of(tokenizer):
+    """Pairs with a shared prompt, one side that is a prefix of the other, and no shared token at all."""
+    chosen = seqs_of(tokenizer, ["what is the capital of france ? paris .", "yes", "paris . paris .", "a b c"])
+    rejected = seqs_of(tokenizer, ["what is the capital of france ? i cannot help .", "yes yes", "paris .", "e f g h"])
+    return chosen, rejected
+
+
+def tiny_reward_model(tokenizer, architecture: str, attention: str):
+    """A random reward model of a GPT-2 or a Llama config (another mask and position code path)."""
+    from transformers import GPT2Config, LlamaConfig
+    common = dict(vocab_size=len(tokenizer), num_labels=1, pad_token_id=tokenizer.pad_token_id)
+    config = (GPT2Config(n_layer=2, n_embd=32, n_head=4, n_positions=64, **common) if architecture == "gpt2" else
+              LlamaConfig(num_hidden_layers=2, hidden_size=32, intermediate_size=64, num_attention_heads=4,
+                          num_key_value_heads=2, max_position_embeddings=64, **common))
+    config._attn_implementation = attention
+    torch.manual_seed(0)
+    return AutoModelForSequenceClassification.from_config(config).eval()
+
+
+@pytest.mark.parametrize("architecture", ["gpt2", "llama"])
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("pad_is_eos", [False, True])
+def test_packed_pair_scores_equal_whole_sequence_scores_and_their_gradients(architecture, attention, pad_is_eos):
+    """One row per pair (the shared prefix once, then both sides) changes neither scores nor gradients."""
+    tokenizer = make_tokenizer(pad_is_eos=pad_is_eos)
+    rm = tiny_reward_model(tokenizer, architecture, attention)
+    chosen, rejected = pairs_of(tokenizer)
+    r_chosen, r_rejected = score_pairs(rm, collate_pairs(chosen, rejected, tokenizer.pad_token_id))
+    whole = score_sequences(rm, *pad_right(chosen + rejected, tokenizer.pad_token_id))
+    torch.testing.assert_close(torch.cat([r_chosen, r_rejected]), whole, atol=1e-5, rtol=0)
+    grads = []
+    for loss in ((r_chosen - r_rejected).sum(), (whole[:4] - whole[4:]).sum()):
+        rm.zero_grad()
+        loss.backward(retain_graph=True)
+        grads.append(torch.cat([p.grad.flatten() for p in rm.parameters() if p.grad is not None]))
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
 
 
 def test_score_ignores_pad_token_values(tiny_dirs):

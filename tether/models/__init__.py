@@ -8,10 +8,11 @@ from tether.models.loading import (
     set_seed,
 )
 from tether.models.reward import (
+    PairScorer,
     load_reward_model,
     reward_model_from_policy,
-    SequenceScorer,
     score_head,
+    score_pairs,
     score_sequences,
     score_texts,
 )

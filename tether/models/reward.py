@@ -56,15 +56,35 @@ def score_sequences(model, input_ids, attention_mask) -> torch.Tensor:
     return scores.gather(1, last_token_index(attention_mask).unsqueeze(1)).squeeze(1)
 
 
-class SequenceScorer(torch.nn.Module):
-    """`score_sequences` as a module's forward, so DistributedDataParallel can wrap it: (B, T) -> (B,)."""
+def score_pairs(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(r_chosen (B,), r_rejected (B,)) of a `tether.data.collate_pairs` batch: one row per pair.
+
+    Each row holds the pair's shared prefix once, then both sides' own tokens; `pair_attention_mask`
+    and the position ids make each side see what it would see alone, so the scores are
+    `score_sequences` of the whole sequences up to float rounding, for 0.75 of the tokens on the
+    built-in world (far fewer on long shared conversations). The score is the head at each side's
+    last token, read at a known column: never a pad token, whatever the pad id is.
+    """
+    from tether.data import pair_attention_mask
+    mask = pair_attention_mask(batch["segments"])
+    if model.config._attn_implementation == "eager":  # eager attention adds its mask; the others take booleans
+        mask = torch.zeros(mask.shape, dtype=model.dtype, device=mask.device).masked_fill(~mask, torch.finfo(model.dtype).min)
+    hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=mask,
+                              position_ids=batch["position_ids"]).last_hidden_state
+    scores = score_head(model)(hidden).squeeze(-1)  # (B, T)
+    rows = torch.arange(len(scores), device=scores.device)
+    return scores[rows, batch["chosen_last"]], scores[rows, batch["rejected_last"]]
+
+
+class PairScorer(torch.nn.Module):
+    """`score_pairs` as a module's forward, so DistributedDataParallel can wrap it: batch -> (B,), (B,)."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, attention_mask):
-        return score_sequences(self.model, input_ids, attention_mask)
+    def forward(self, batch: dict):
+        return score_pairs(self.model, batch)
 
 
 @torch.no_grad()

@@ -1,7 +1,8 @@
 """`tether rm train` and `tether rm eval`: Bradley–Terry reward models and an honest look at them.
 
-Chosen and rejected go through the model in one right-padded batch of 2B rows;
-the score is read at each row's last real token (`tether.models.score_sequences`).
+Chosen and rejected go through the model together: their shared prefix once, then
+both suffixes in one batch of 2B rows; the score is read at each side's last real
+token (`tether.models.score_pairs`).
 """
 
 import json
@@ -15,11 +16,12 @@ from tqdm.auto import tqdm
 from tether.algos import bradley_terry_accuracy, bradley_terry_loss
 from tether.config import opt, require
 from tether.data import collate_pairs, read_preferences, tokenize_pairs
+from tether.data.collate import shared_prefix_length
 from tether.data.io import write_json_atomic, write_jsonl_atomic
 from tether.distributed import (full_state_dict, gathered, init_replica, is_sharded, local_slice, mean_across, share_weight,
                                 shutdown, wrap)
-from tether.models import (SequenceScorer, apply_lora, load_reward_model, load_tokenizer, resolve_device, reward_model_from_policy,
-                           save_pretrained_atomic, score_sequences, set_seed)
+from tether.models import (PairScorer, apply_lora, load_reward_model, load_tokenizer, resolve_device, reward_model_from_policy,
+                           save_pretrained_atomic, score_pairs, set_seed)
 from tether.pipelines.common import (autocast, check_finite, cosine_lr, length_bucketed_batches, prepare_run_dir,
                                      set_lr, split_held_out)
 from tether.runlog import MetricsLogger, read_metrics
@@ -85,9 +87,9 @@ def pair_scores(model, tokens, batch_size: int, device) -> tuple[torch.Tensor, t
     chosen, rejected = [], []
     for i in range(0, len(tokens.chosen_ids), batch_size):
         batch = collate_pairs(tokens.chosen_ids[i:i + batch_size], tokens.rejected_ids[i:i + batch_size], model.config.pad_token_id)
-        r = score_sequences(model, batch["input_ids"].to(device), batch["attention_mask"].to(device)).float().cpu()
-        chosen.append(r[: len(r) // 2])
-        rejected.append(r[len(r) // 2:])
+        r_chosen, r_rejected = score_pairs(model, {k: v.to(device) for k, v in batch.items()})
+        chosen.append(r_chosen.float().cpu())
+        rejected.append(r_rejected.float().cpu())
     return torch.cat(chosen), torch.cat(rejected)
 
 
@@ -121,11 +123,11 @@ def run_rm_train(cfg: RMTrainConfig) -> dict:
     if cfg.lora_r:
         peft_model = apply_lora(model, cfg.lora_r, cfg.lora_alpha, "SEQ_CLS")
         model = peft_model.get_base_model()  # adapters are injected in place: same modules, same pooling
-    scorer = wrap(SequenceScorer(model), replica, cfg.fsdp)
+    scorer = wrap(PairScorer(model), replica, cfg.fsdp)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)  # one kernel for all parameters
-    # A batch is padded to its longest row, so pairs are bucketed by their longer side.
-    lengths = [max(len(c), len(r)) for c, r in zip(train_tok.chosen_ids, train_tok.rejected_ids)]
+    # A batch is padded to its longest row, so pairs are bucketed by the length of their packed row.
+    lengths = [len(c) + len(r) - shared_prefix_length(c, r) for c, r in zip(train_tok.chosen_ids, train_tok.rejected_ids)]
     total = -(-len(lengths) // cfg.batch_size) * cfg.epochs
     logger = MetricsLogger(out, enabled=replica.is_main)
     step, eval_metrics = 0, {}
@@ -136,8 +138,7 @@ def run_rm_train(cfg: RMTrainConfig) -> dict:
             model.train()
             batch = collate_pairs([train_tok.chosen_ids[i] for i in idx], [train_tok.rejected_ids[i] for i in idx], tokenizer.pad_token_id)
             with autocast(device, cfg.bf16):
-                r = scorer(batch["input_ids"].to(device), batch["attention_mask"].to(device)).float()
-            r_chosen, r_rejected = r[: len(idx)], r[len(idx):]
+                r_chosen, r_rejected = (r.float() for r in scorer({k: v.to(device) for k, v in batch.items()}))
             margin = margins_tensor([train_tok.margins[i] for i in idx], cfg.use_margin)
             loss = bradley_terry_loss(r_chosen, r_rejected, None if margin is None else margin.to(device))
             if cfg.center_rewards_coef:

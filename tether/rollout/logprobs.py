@@ -10,14 +10,26 @@ from tether.rollout.masks import position_ids_from_mask
 
 
 @functools.cache
-def _forward_takes_logits_to_keep(model_class) -> bool:
-    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
+def _forward_parameters(model_class) -> frozenset[str]:
+    return frozenset(inspect.signature(model_class.forward).parameters)
+
+
+def forward_parameters(model) -> frozenset[str]:
+    """The argument names of a model's forward (of the model a PEFT model wraps)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return _forward_parameters(type(base))
 
 
 def accepts_logits_to_keep(model) -> bool:
-    """Whether the causal LM (or the model a PEFT model wraps) can skip the LM head over some positions."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return _forward_takes_logits_to_keep(type(base))
+    """Whether the causal LM can skip the LM head over some positions."""
+    return "logits_to_keep" in forward_parameters(model)
+
+
+def cache_argument(model) -> str | None:
+    """The forward's key/value-cache argument: `cache` (recent transformers 5 releases), `past_key_values`
+    (earlier ones; the old name warns in the new releases), or None for a model without one."""
+    params = forward_parameters(model)
+    return next((name for name in ("cache", "past_key_values") if name in params), None)
 
 
 def lm_inputs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_start: int | None = None) -> dict:

@@ -8,15 +8,13 @@ buffers built once, and inverse-CDF sampling instead of `torch.multinomial`.
 A plain GPT-2 skips the Hugging Face module stack altogether (`gpt2_decoder`).
 """
 
-import inspect
-
 import torch
 from transformers import DynamicCache
 
 from tether.errors import InputError
 from tether.rollout.gpt2_decoder import FastGPT2Decoder, fast_gpt2_supported
 from tether.rollout.interface import Rollout, SamplingConfig
-from tether.rollout.logprobs import accepts_logits_to_keep
+from tether.rollout.logprobs import accepts_logits_to_keep, cache_argument
 from tether.rollout.masks import left_pad, position_ids_from_mask, truncate_after_eos
 from tether.rollout.sampling import sample_next_token
 
@@ -93,9 +91,7 @@ class ModelDecoder:
 
     def __init__(self, model, prompt_mask: torch.Tensor, steps: int):
         self.model = model
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        params = inspect.signature(base.forward).parameters
-        self.cache_kwargs = {"cache" if "cache" in params else "past_key_values": DynamicCache(config=model.config),
+        self.cache_kwargs = {cache_argument(model) or "past_key_values": DynamicCache(config=model.config),
                              "use_cache": True}
         self.prefill_kwargs = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
         # (B, P + R); response columns are 1 from the start: `decode` shows the model the first `length`.
