@@ -5,9 +5,10 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from conftest import make_policy, make_tokenizer
-from tether.data import collate_pairs, pad_left, pad_right
+from tether.data import collate_pairs, pad_left, pad_right, unpack_pairs
 from tether.models import (PolicyWithValue, load_reward_model, reward_model_from_policy, score_head, score_pairs,
                            score_sequences)
+from tether.models.reward import packs_pairs
 
 
 def seqs_of(tokenizer, texts):
@@ -53,6 +54,7 @@ def test_packed_pair_scores_equal_whole_sequence_scores_and_their_gradients(arch
     rm = tiny_reward_model(tokenizer, architecture, attention)
     chosen, rejected = pairs_of(tokenizer)
     r_chosen, r_rejected = score_pairs(rm, collate_pairs(chosen, rejected, tokenizer.pad_token_id))
+    assert packs_pairs(rm)
     whole = score_sequences(rm, *pad_right(chosen + rejected, tokenizer.pad_token_id))
     torch.testing.assert_close(torch.cat([r_chosen, r_rejected]), whole, atol=1e-5, rtol=0)
     grads = []
@@ -61,6 +63,18 @@ def test_packed_pair_scores_equal_whole_sequence_scores_and_their_gradients(arch
         loss.backward(retain_graph=True)
         grads.append(torch.cat([p.grad.flatten() for p in rm.parameters() if p.grad is not None]))
     torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+
+
+def test_a_model_that_does_not_pack_pairs_scores_the_whole_sequences(tiny_dirs):
+    from tether.models import reward
+    tokenizer = make_tokenizer()
+    rm = load_reward_model(tiny_dirs["rm"])
+    chosen, rejected = pairs_of(tokenizer)
+    batch = collate_pairs(chosen, rejected, tokenizer.pad_token_id)
+    assert unpack_pairs(batch) == (chosen, rejected)
+    reward._PACKS_PAIRS[rm] = False  # as the probe finds for a model that ignores the 4D mask
+    whole = score_sequences(rm, *pad_right(chosen + rejected, tokenizer.pad_token_id))
+    torch.testing.assert_close(torch.cat(score_pairs(rm, batch)), whole, atol=1e-6, rtol=0)
 
 
 def test_score_ignores_pad_token_values(tiny_dirs):

@@ -12,7 +12,7 @@ from tether.data.prompts import (PromptRecord, SFTExample, read_prompts, read_pr
                                  read_sft_examples_report)
 
 _COLLATE = ("encode_prompt", "encode_response", "pad_left", "pad_right", "TokenizedPairs", "tokenize_pairs",
-            "collate_pairs", "pair_attention_mask")
+            "collate_pairs", "pair_attention_mask", "unpack_pairs")
 
 __all__ = ["FORMATS", "PreferencePair", "PromptRecord", "SFTExample", "pair_to_row", "read_pairs",
            "read_pairs_report", "read_preferences", "read_prompts", "read_prompts_report", "read_sft_examples",

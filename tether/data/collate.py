@@ -223,6 +223,15 @@ def collate_pairs(chosen_ids: list[list[int]], rejected_ids: list[list[int]], pa
             "chosen_last": torch.tensor(chosen_last), "rejected_last": torch.tensor(rejected_last)}
 
 
+def unpack_pairs(batch: dict) -> tuple[list[list[int]], list[list[int]]]:
+    """The (chosen, rejected) token lists of a `collate_pairs` batch: its inverse."""
+    chosen, rejected = [], []
+    for ids, segments, last in zip(batch["input_ids"].tolist(), batch["segments"].tolist(), batch["chosen_last"].tolist()):
+        chosen.append(ids[:last + 1])
+        rejected.append([t for t, s in zip(ids, segments) if s in (0, 2)])
+    return chosen, rejected
+
+
 def pair_attention_mask(segments: torch.Tensor) -> torch.Tensor:
     """(B, T) `collate_pairs` segments -> (B, 1, T, T) bool, True where query t may attend to key s:
     s ≤ t, s is not padding, and not (t is a rejected token and s a chosen one). Each side then sees

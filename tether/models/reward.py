@@ -8,6 +8,8 @@ in EOS (the bug behind TRL #1893 / #3750). With a pad token distinct from EOS (t
 built-in world) both poolings agree.
 """
 
+import weakref
+
 import torch
 
 from tether.algos import last_token_index
@@ -63,8 +65,19 @@ def score_pairs(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     and the position ids make each side see what it would see alone, so the scores are
     `score_sequences` of the whole sequences up to float rounding, for 0.75 of the tokens on the
     built-in world (far fewer on long shared conversations). The score is the head at each side's
-    last token, read at a known column: never a pad token, whatever the pad id is.
+    last token, read at a known column: never a pad token, whatever the pad id is. A model that
+    does not honour the custom mask (`packs_pairs`) scores the whole sequences instead.
     """
+    if not packs_pairs(model):
+        from tether.data import pad_right, unpack_pairs
+        chosen, rejected = unpack_pairs(batch)
+        ids, mask = (t.to(batch["input_ids"].device) for t in pad_right(chosen + rejected, 0))
+        scores = score_sequences(model, ids, mask)
+        return scores[:len(chosen)], scores[len(chosen):]
+    return _packed_scores(model, batch)
+
+
+def _packed_scores(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     from tether.data import pair_attention_mask
     mask = pair_attention_mask(batch["segments"])
     if model.config._attn_implementation == "eager":  # eager attention adds its mask; the others take booleans
@@ -74,6 +87,25 @@ def score_pairs(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     scores = score_head(model)(hidden).squeeze(-1)  # (B, T)
     rows = torch.arange(len(scores), device=scores.device)
     return scores[rows, batch["chosen_last"]], scores[rows, batch["rejected_last"]]
+
+
+_PACKS_PAIRS: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.WeakKeyDictionary()
+
+
+def packs_pairs(model) -> bool:
+    """Whether the model honours `score_pairs`' 4D attention mask and position ids, checked once per
+    model on a probe pair against whole-sequence scores, in float32. A model that ignored them (e.g.
+    flash-attention-2 kernels, which take padding masks only) would otherwise score wrongly, silently."""
+    if model not in _PACKS_PAIRS:
+        from tether.data import collate_pairs, pad_right
+        vocab = model.config.vocab_size
+        chosen, rejected = [[1 % vocab, 2 % vocab, 3 % vocab, 4 % vocab]], [[1 % vocab, 2 % vocab, 5 % vocab]]
+        device = next(model.parameters()).device
+        with torch.no_grad(), torch.autocast(device.type, enabled=False):
+            packed = torch.cat(_packed_scores(model, {k: v.to(device) for k, v in collate_pairs(chosen, rejected, 0).items()}))
+            whole = score_sequences(model, *(t.to(device) for t in pad_right(chosen + rejected, 0)))
+        _PACKS_PAIRS[model] = bool(torch.allclose(packed.float(), whole.float(), atol=1e-4, rtol=1e-3))
+    return _PACKS_PAIRS[model]
 
 
 class PairScorer(torch.nn.Module):
