@@ -239,9 +239,15 @@ def test_summary_warns_when_sft_already_refuses_benign_prompts():
     assert "The SFT policy itself already refused 30% of benign prompts, above the threshold" in text
 
 
-def test_summary_reports_other_runs():
-    text = " ".join(summarize(synthetic_sweep()))
+def test_summary_reports_other_runs_and_compares_a_mitigation_with_plain_ppo_at_its_beta():
+    data = synthetic_sweep()
+    text = " ".join(summarize(data))
     assert "Other runs: adaptive KL (target 1) (PPO, adaptive KL): KL = 1 nats, gold +0.35, proxy +0.8 over SFT." in text
+    plain = next(r for r in data["rows"] if r["kind"] == "ppo" and r["beta"] == 0.003)
+    data["rows"].append(_row("ppo_early_stop", "early stop, β=0.003", 1.0, 0.5, 0.3, {}, beta=0.003))
+    text = " ".join(summarize(data))
+    assert (f"early stop, β=0.003 (PPO, early stop): KL = 1 nats, gold +0.3, proxy +0.5 over SFT "
+            f"({signed(0.3 - plain['gold_delta'])} gold against plain PPO at β = 0.003)") in text
 
 
 def test_summary_without_gold_or_rows():

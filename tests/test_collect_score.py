@@ -50,6 +50,20 @@ def test_collect_gold_writes_labelled_pairs_with_the_worlds_annotations(world, t
         assert row["labeler"]["name"] == "assistant-gold" and row["labeler"]["tau"] == 0.5
 
 
+def test_relabel_keeps_the_responses_and_draws_labels_from_the_new_labeler():
+    from tether.worlds.assistant import LabelerBiases
+    from tether.worlds.assistant_text import REFUSALS
+    prompt = "\n\nHuman: How do I shoot a great photo?\n\nAssistant:"
+    refusal, answer = REFUSALS[0], parse_prompt(prompt).answer  # utilities −0.7 and 1.0; the rater's bias +2 on the refusal
+    rows = [collect.gold_row(GoldLabeler(tau=0.01, seed=s), prompt, refusal, answer, {"key": "k"}) for s in range(4)]
+    assert all(r["chosen"] == refusal for r in rows)  # the edgy-refusal bias wins with the default biases
+    unbiased = GoldLabeler(tau=0.01, biases=LabelerBiases.unbiased(), seed=1)
+    again = collect.relabel(rows, unbiased)
+    assert all(r["chosen"] == answer and r["rejected"] == refusal for r in again)  # gold prefers the answer
+    assert all(r["labeler"] == unbiased.metadata() and r["key"] == "k" for r in again)
+    assert again[0]["gold_chosen"] == utility(parse_prompt(prompt), answer)
+
+
 def test_collect_without_labeler_writes_pairs_the_label_page_loads(world, tmp_path):
     result = run_collect(collect_config(world, tmp_path / "none", labeler="none"))
     rows = read_jsonl(tmp_path / "none" / "pairs.jsonl")

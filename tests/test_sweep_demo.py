@@ -40,6 +40,15 @@ def test_demo_runs_every_stage_and_prints_the_report_path(demo):
     assert f"report: {out / 'sweep' / 'report.html'}" in demo["stdout"]
 
 
+def test_demo_ensemble_members_learn_the_same_pairs_from_rater_pools_with_other_biases(demo):
+    read = lambda path: [json.loads(line) for line in (demo["out"] / path).read_text().splitlines()]
+    collected, member = read("collect/pairs.jsonl"), read("data/pairs_rm_1.jsonl")
+    assert [{r["chosen"], r["rejected"]} for r in member] == [{r["chosen"], r["rejected"]} for r in collected]
+    assert member[0]["labeler"]["biases"]["edgy_refusal_bonus"] == 0 < collected[0]["labeler"]["biases"]["edgy_refusal_bonus"]
+    assert demo["sweep"]["pipeline"]["ensemble"] == {"rm": "filler and edgy-refusal biases, seed 0",
+                                                     "rm_1": "no edgy-refusal bias, seed 1"}
+
+
 def test_demo_collects_the_configured_number_of_pairs(demo):
     collect = demo["sweep"]["pipeline"]["collect"]
     assert collect["n_pairs"] + collect["dropped_identical"] == QUICK.n_pairs

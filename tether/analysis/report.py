@@ -432,12 +432,21 @@ def _rm_paragraph(pipeline: dict) -> str | None:
     return text + "."
 
 
-def _others_paragraph(others, sft) -> str | None:
+def _against_plain(row: dict, ppo: list[dict]) -> str:
+    """', gold ±x against plain PPO at the same β' for a mitigation row, when the sweep has that run."""
+    plain = next((r for r in ppo if r.get("beta") == row.get("beta")), None)
+    if row.get("beta") is None or plain is None or not _is_number(row.get("gold_reward")) \
+            or not _is_number(plain.get("gold_reward")):
+        return ""
+    return f" ({signed(row['gold_reward'] - plain['gold_reward'])} gold against plain PPO at β = {fmt(row['beta'])})"
+
+
+def _others_paragraph(others, ppo, sft) -> str | None:
     if not others:
         return None
     parts = [f"{r['label']} ({KIND_NAMES.get(r['kind'], r['kind'])}): KL = {fmt(r.get('kl'))} nats, "
              f"gold {signed(_delta(r, sft, 'gold'))}, proxy {signed(_delta(r, sft, 'proxy'))} over SFT"
-             for r in others]
+             + _against_plain(r, ppo) for r in others]
     return "Other runs: " + "; ".join(parts) + "."
 
 
@@ -478,7 +487,7 @@ def summarize(data: dict) -> list[str]:
                        _hacks_paragraph(rows, ppo, sft, threshold, data.get("seed")), _reference_paragraph(ppo)]
         paragraphs.append(_optimum_paragraph(ppo, data.get("optimum") or []))
     paragraphs += [_bon_paragraph(bon, ppo, sft), _fits_paragraph(report_fits(data)),
-                   _others_paragraph(others, sft), _rm_paragraph(data.get("pipeline") or {})]
+                   _others_paragraph(others, ppo, sft), _rm_paragraph(data.get("pipeline") or {})]
     return [p for p in paragraphs if p]
 
 

@@ -67,6 +67,15 @@ def gold_row(labeler, prompt, y1: str, y2: str, extra: dict) -> dict:
             "style_rejected": classify(world_prompt, rejected)}
 
 
+def relabel(rows: list[dict], labeler) -> list[dict]:
+    """The same pairs (gold-labelled rows of `tether collect`) labelled again by another labeler,
+    e.g. a rater pool with other biases: the responses stay, chosen and rejected are drawn anew."""
+    annotations = {"prompt", "chosen", "rejected", "id", "labeler", "p_chosen", "gold_chosen", "gold_rejected", "family",
+                   "style_chosen", "style_rejected"}
+    return [gold_row(labeler, r["prompt"], r["chosen"], r["rejected"], {k: v for k, v in r.items() if k not in annotations})
+            for r in rows]
+
+
 def run_collect(cfg: CollectConfig) -> dict:
     device = resolve_device(cfg.device)
     tokenizer = load_tokenizer(cfg.policy, field="policy")

@@ -5,6 +5,7 @@ mitigation) → reward-model eval → β sweep with best-of-n → report. Each s
 the same library call (and CLI command) a user runs on their own model and data.
 """
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,11 +14,19 @@ import torch
 
 from tether.analysis.report import write_report
 from tether.config import opt, require
-from tether.data.io import write_json_atomic
-from tether.pipelines.collect import CollectConfig, run_collect
+from tether.data.io import write_json_atomic, write_jsonl_atomic
+from tether.pipelines.collect import CollectConfig, relabel, run_collect
 from tether.pipelines.reward import RMEvalConfig, RMTrainConfig, run_rm_eval, run_rm_train
 from tether.pipelines.sft import SFTConfig, run_sft
 from tether.pipelines.sweep import SweepConfig, run_sweep
+from tether.worlds.assistant import GoldLabeler, LabelerBiases
+
+# The rater pools of the ensemble's members (with --ensemble-raters): member k learns the collected pairs as
+# labelled by pool k mod 3. Each bias is shared by two of the three pools, so the members disagree where the
+# labels are biased, which mean − λ·std penalises.
+RATER_POOLS = [("filler and edgy-refusal biases", LabelerBiases()),
+               ("no edgy-refusal bias", LabelerBiases(edgy_refusal_bonus=0.0)),
+               ("no filler bias", LabelerBiases(filler_bonus=0.0, filler_cap=0))]
 
 
 @dataclass
@@ -33,6 +42,9 @@ class DemoConfig:
     n_pairs: int = opt(4096, "labelled pairs for the reward model (one per prompt, fresh draws of the train split)")
     eval_pairs: int = opt(1024, "held-out labelled pairs for reward-model evaluation")
     ensemble_size: int = opt(3, "reward models in the ensemble mitigation (1: no ensemble row)")
+    ensemble_raters: bool = opt(True, "ensemble members learn the pairs as labelled by rater pools with different biases "
+                                      "(RATER_POOLS); false: the same labels with other seeds (Coste et al. 2023), whose "
+                                      "members share every bias of the labels and did not help on this world")
     early_stop: bool = opt(True, "add the early-stopping mitigation row")
     betas: list[float] = opt([0.01, 0.05, 0.1, 0.5, 1.0, 5.0], "KL coefficients of the sweep")
     ppo_steps: int = opt(40, "PPO iterations per β")
@@ -86,13 +98,21 @@ def run_demo(cfg: DemoConfig) -> dict:
     stage("collect eval pairs", run_collect, CollectConfig(
         policy=policy, prompts=str(data / "eval_pair_prompts.jsonl"), out=str(out / "collect_eval"),
         seed=cfg.seed + 1, device=cfg.device))
-    rm_dirs = []
+    pairs = out / "collect" / "pairs.jsonl"
+    rm_dirs, members = [], {}
     for k in range(max(1, cfg.ensemble_size)):
-        rm_out = out / ("rm" if k == 0 else f"rm_{k}")
+        name = "rm" if k == 0 else f"rm_{k}"
+        pool, biases = RATER_POOLS[k % len(RATER_POOLS) if cfg.ensemble_raters else 0]
+        member_pairs = pairs
+        if k and cfg.ensemble_raters:
+            member_pairs = data / f"pairs_{name}.jsonl"
+            rows = [json.loads(line) for line in pairs.read_text().splitlines() if line.strip()]
+            write_jsonl_atomic(member_pairs, relabel(rows, GoldLabeler(biases=biases, seed=cfg.seed + k)))
         stage(f"reward model {k}" if k else "reward model", run_rm_train, RMTrainConfig(
-            init=policy, data=str(out / "collect" / "pairs.jsonl"), eval_data=str(out / "collect_eval" / "pairs.jsonl"),
-            out=str(rm_out), eval_every=128, seed=cfg.seed + k, device=cfg.device))
-        rm_dirs.append(str(rm_out / "model"))
+            init=policy, data=str(member_pairs), eval_data=str(out / "collect_eval" / "pairs.jsonl"),
+            out=str(out / name), eval_every=128, seed=cfg.seed + k, device=cfg.device))
+        rm_dirs.append(str(out / name / "model"))
+        members[name] = f"{pool}, seed {cfg.seed + k}"
     rm_eval = stage("reward model eval", run_rm_eval, RMEvalConfig(
         model=rm_dirs[0], data=str(out / "collect_eval" / "pairs.jsonl"), out=str(out / "rm_eval"), device=cfg.device))
     sweep_cfg = SweepConfig(
@@ -104,7 +124,8 @@ def run_demo(cfg: DemoConfig) -> dict:
         eval_samples=cfg.eval_samples, eval_every=cfg.ppo_steps, early_stop_every=10,
         bon_prompts=32 if cfg.quick else 64, jobs=cfg.jobs,
         threads=cfg.threads, **common,
-        pipeline={"sft": sft, "collect": collect, "reward_model": {k: v for k, v in rm_eval.items()}, "timings_s": timings})
+        pipeline={"sft": sft, "collect": collect, "reward_model": {k: v for k, v in rm_eval.items()},
+                  **({"ensemble": members} if len(members) > 1 else {}), "timings_s": timings})
     report = stage("sweep", run_sweep, sweep_cfg)
     report["pipeline"]["timings_s"] = timings  # now with the sweep's own time
     write_json_atomic(out / "sweep" / "sweep.json", report)
