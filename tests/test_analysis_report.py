@@ -168,6 +168,7 @@ def test_summary_reports_the_hack_when_it_happened():
     text = " ".join(summarize(data))
     assert "overoptimised the reward model" in text
     assert "did not appear" not in text
+    assert "The proxy also rose while gold fell below SFT at β = 0.01." in text  # the other β that hacked, not 0.003
     assert "“Safe but useless” behaviour begins at β = 0.03" in text
     assert "Readable hacks that appeared: “safe but useless” refusals, verbosity and degenerate repetition" in text
     assert "stayed near the reference" in text

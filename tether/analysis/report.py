@@ -235,6 +235,8 @@ def _overoptimisation_paragraph(ppo, sft) -> str | None:
     also = (f" Proxy up while gold fell below SFT at β = {_beta_list(hacked)}."
             if hacked else " At no β did the proxy rise while gold fell below SFT.")
     if proxy_is_top and gold_delta < 0:
+        others = [r for r in hacked if r is not small]
+        also = f" The proxy also rose while gold fell below SFT at β = {_beta_list(others)}." if others else ""
         return (f"At the smallest β ({small['beta']:g}) the policy overoptimised the reward model: its proxy "
                 f"reward was the highest of the sweep ({fmt(small['proxy_reward'])}, "
                 f"{signed(_delta(small, sft, 'proxy'))} over SFT) while its gold reward fell below the SFT "
