@@ -1,8 +1,8 @@
 """`tether rm train` and `tether rm eval`: Bradley–Terry reward models and an honest look at them.
 
-Chosen and rejected go through the model together: their shared prefix once, then
-both suffixes in one batch of 2B rows; the score is read at each side's last real
-token (`tether.models.score_pairs`).
+Chosen and rejected go through the model together, one packed row per pair: their
+shared prefix once, then each side's own tokens; the score is read at each side's
+last real token (`tether.models.score_pairs`).
 """
 
 import json
