@@ -437,8 +437,7 @@ def _rm_paragraph(pipeline: dict) -> str | None:
 def _against_plain(row: dict, ppo: list[dict]) -> str:
     """', gold ±x against plain PPO at the same β' for a mitigation row, when the sweep has that run."""
     plain = next((r for r in ppo if r.get("beta") == row.get("beta")), None)
-    if row.get("beta") is None or plain is None or not _is_number(row.get("gold_reward")) \
-            or not _is_number(plain.get("gold_reward")):
+    if plain is None or not _is_number(row.get("gold_reward")) or not _is_number(plain.get("gold_reward")):
         return ""
     return f" ({signed(row['gold_reward'] - plain['gold_reward'])} gold against plain PPO at β = {fmt(row['beta'])})"
 

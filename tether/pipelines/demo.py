@@ -99,14 +99,15 @@ def run_demo(cfg: DemoConfig) -> dict:
         policy=policy, prompts=str(data / "eval_pair_prompts.jsonl"), out=str(out / "collect_eval"),
         seed=cfg.seed + 1, device=cfg.device))
     pairs = out / "collect" / "pairs.jsonl"
+    relabelled = cfg.ensemble_raters and cfg.ensemble_size > 1
+    rows = [json.loads(line) for line in pairs.read_text().splitlines() if line.strip()] if relabelled else []
     rm_dirs, members = [], {}
     for k in range(max(1, cfg.ensemble_size)):
         name = "rm" if k == 0 else f"rm_{k}"
         pool, biases = RATER_POOLS[k % len(RATER_POOLS) if cfg.ensemble_raters else 0]
         member_pairs = pairs
-        if k and cfg.ensemble_raters:
+        if k and relabelled:
             member_pairs = data / f"pairs_{name}.jsonl"
-            rows = [json.loads(line) for line in pairs.read_text().splitlines() if line.strip()]
             write_jsonl_atomic(member_pairs, relabel(rows, GoldLabeler(biases=biases, seed=cfg.seed + k)))
         stage(f"reward model {k}" if k else "reward model", run_rm_train, RMTrainConfig(
             init=policy, data=str(member_pairs), eval_data=str(out / "collect_eval" / "pairs.jsonl"),
