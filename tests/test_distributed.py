@@ -98,7 +98,9 @@ def sft_train(tiny_dirs, data, out, launcher=None, *extra):
 
 
 def test_fsdp_shards_sft_and_rm_train_and_saves_the_whole_model(tiny_dirs, tmp_path):
-    """FSDP2 over 2 gloo processes: the 1-process loss curves, and a model directory plain transformers loads."""
+    """FSDP2 over 2 gloo processes: the 1-process loss curves, and a model directory plain transformers loads.
+
+    SFT averages its weights over the last half of the steps (`--average-last`), on the shards under FSDP."""
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
     pairs, corpus = tmp_path / "pairs.jsonl", tmp_path / "sft.jsonl"
@@ -106,8 +108,9 @@ def test_fsdp_shards_sft_and_rm_train_and_saves_the_whole_model(tiny_dirs, tmp_p
     corpus.write_text("".join(json.dumps({"prompt": f"what is {a} plus three ?", "completion": f" {a} ."}) + "\n"
                               for a in WORDS * 2))
     for train, data, auto in ((rm_train, pairs, AutoModelForSequenceClassification), (sft_train, corpus, AutoModelForCausalLM)):
-        single = train(tiny_dirs, data, tmp_path / f"{train.__name__}_one")
-        sharded = train(tiny_dirs, data, tmp_path / f"{train.__name__}_fsdp", "torchrun", "--fsdp", "true")
+        extra = ("--average-last", "0.5") if train is sft_train else ()
+        single = train(tiny_dirs, data, tmp_path / f"{train.__name__}_one", None, *extra)
+        sharded = train(tiny_dirs, data, tmp_path / f"{train.__name__}_fsdp", "torchrun", "--fsdp", "true", *extra)
         assert sharded == pytest.approx(single, abs=1e-5), train.__name__
         one, fsdp = (load_file(tmp_path / f"{train.__name__}_{k}" / "model" / "model.safetensors") for k in ("one", "fsdp"))
         assert sorted(one) == sorted(fsdp)  # tied weights written once, as save_pretrained does

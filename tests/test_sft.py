@@ -75,6 +75,29 @@ def test_same_seed_same_model_bytes_other_seed_other_bytes(world_sft, tmp_path):
     assert weights(tmp_path / "seed1") != weights(run)
 
 
+def test_average_last_saves_the_mean_of_the_last_steps_weights(world_sft, tmp_path):
+    """--average-last 0.5: the saved weights are the uniform mean of the weights after each of the last half's steps."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+    from tether.models import load_causal_lm
+    corpus, _ = world_sft
+    after_step = []
+    hook = register_optimizer_step_post_hook(lambda opt, args, kwargs: after_step.append(
+        [p.detach().clone() for group in opt.param_groups for p in group["params"]]))
+    try:
+        result = run_sft(SFTConfig(data=str(corpus), out=str(tmp_path / "avg"), model="builtin:assistant", epochs=2,
+                                   batch_size=32, average_last=0.5, seed=0, device="cpu"))
+    finally:
+        hook.remove()
+    steps = result["steps"]
+    assert len(after_step) == steps and steps >= 8
+    last = after_step[steps - round(0.5 * steps):]
+    saved = list(load_causal_lm(tmp_path / "avg" / "model").parameters())
+    for k, param in enumerate(saved):
+        mean = torch.stack([weights[k] for weights in last]).mean(0)
+        torch.testing.assert_close(param, mean, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(saved[0], after_step[-1][0]), "the saved weights are the last step's, not the mean"
+
+
 def test_completion_mask_is_zero_on_prompt_and_padding():
     rows = [([5, 6, 7, 8], 2), ([5, 9, 10], 1)]  # (prompt + completion ids, prompt length)
     ids, attn, completion = sft_batch(rows, pad_id=0, device="cpu")

@@ -12,6 +12,15 @@ differ in length are nearly one style each: clipping every step (the norms are
 batches above long ones and skews the learned mixture (a two-style corpus, half
 short, half long, came out 65–95% short with clipping at 1.0). `--max-grad-norm`
 turns clipping on as a safety net for models that need it.
+
+`--average-last F` saves the uniform average of the weights after each of the last
+F·steps optimiser steps (stochastic weight averaging, Izmailov et al. 2018) instead of
+the last step's weights (`WeightAverage`: torch's `AveragedModel` deep-copies the
+model, which FSDP forbids). Each length-bucketed batch pushes the model towards its
+own styles, so the style mixture of the last weights depends on the last batches
+(on the built-in world at batch 16, one seed's harmful compliance came out 0.20
+against the corpus's 0.35 from the last weights, 0.29 from the average of the last
+quarter's).
 """
 
 import random
@@ -48,6 +57,7 @@ class SFTConfig:
     warmup_steps: int = opt(50, "linear warm-up steps")
     weight_decay: float = opt(0.0, "AdamW weight decay")
     max_grad_norm: float = opt(0.0, "clip the gradient's global norm to this (0: no clipping, the default: see the module docstring)")
+    average_last: float = opt(0.0, "save the average of the weights over this last fraction of the steps (0: the last weights; see the module docstring)")
     max_length: int = opt(128, "longest prompt+completion in tokens; longer rows are an error")
     seed: int = opt(0, "random seed (init, data order)")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
@@ -62,6 +72,30 @@ class SFTConfig:
         require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         require(0 <= self.eval_fraction < 1, "eval_fraction", f"must be in [0, 1), got {self.eval_fraction}")
         require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        require(0 <= self.average_last < 1, "average_last", f"must be in [0, 1), got {self.average_last}")
+
+
+class WeightAverage:
+    """Uniform running mean of a model's parameters: m ← m + (θ − m)/n after the n-th update.
+
+    Kept on the parameters' own tensors (shards under FSDP), starting from their current values.
+    """
+
+    def __init__(self, model):
+        self.params = list(model.parameters())
+        self.means = [p.detach().clone() for p in self.params]
+        self.count = 1
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.count += 1
+        for mean, param in zip(self.means, self.params):
+            mean.lerp_(param, 1 / self.count)
+
+    @torch.no_grad()
+    def copy_to_model(self) -> None:
+        for mean, param in zip(self.means, self.params):
+            param.copy_(mean)
 
 
 def init_policy(model: str, seed: int, device):
@@ -137,6 +171,8 @@ def run_sft(cfg: SFTConfig) -> dict:
     lengths = [len(r[0]) for r in train]
     steps_per_epoch = -(-len(train) // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
+    average_from = total - round(cfg.average_last * total)  # weights after later steps are averaged
+    averaged = None
     logger = MetricsLogger(out, enabled=replica.is_main)
     step, metrics = 0, {}
     bar = tqdm(total=total, desc="sft", unit="step", dynamic_ncols=True, disable=not replica.is_main)
@@ -154,6 +190,11 @@ def run_sft(cfg: SFTConfig) -> dict:
             clipped_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm) if cfg.max_grad_norm else None
             optimizer.step()
             step += 1
+            if step > average_from:
+                if averaged is None:
+                    averaged = WeightAverage(model)
+                else:
+                    averaged.update()
             bar.update(1)
             if step % cfg.log_every == 0:  # the norm before any clipping; computed only for the rows logged
                 grad_norm = clipped_norm if clipped_norm is not None else torch.nn.utils.get_total_norm(
@@ -162,6 +203,8 @@ def run_sft(cfg: SFTConfig) -> dict:
                                    "train/grad_norm": full_value(grad_norm)}, replica)
                 logger.log(step, {**row, "train/lr": optimizer.param_groups[0]["lr"], "train/epoch": epoch})
                 bar.set_postfix(loss=f"{row['train/loss']:.3f}")
+        if averaged is not None and epoch == cfg.epochs - 1:
+            averaged.copy_to_model()
         if held and (replica.is_main or is_sharded(model)):  # a sharded model needs every replica in its forward
             metrics = {"eval/loss": eval_loss(model, held, tokenizer.pad_token_id, cfg.batch_size, device), "train/epoch": epoch + 1}
             logger.log(step, metrics)

@@ -70,15 +70,15 @@ from dataclasses import asdict, dataclass
 from tether.data.io import write_jsonl_atomic
 from tether.errors import InputError
 from tether.worlds import assistant_text as T
-from tether.worlds.assistant_gold import STYLES, Judgement, classify, judge, utility
+from tether.worlds.assistant_gold import STYLES, Judgement, classify, classify_form, judge, utility
 from tether.worlds.assistant_model import build_model_config, build_tokenizer
 from tether.worlds.assistant_prompts import (FAMILIES, SPLITS, STEPS, WorldPrompt, capital_of, format_prompt,
                                              make_prompts, parse_prompt, sample_key, topic_of, world_prompt_of)
 
 __all__ = ["FAMILIES", "STYLES", "SPLITS", "CORPUS_MIXTURE", "WorldPrompt", "make_prompts", "format_prompt",
            "parse_prompt", "sample_response", "styles_for", "write_sft_corpus", "write_prompt_file", "Judgement",
-           "judge", "utility", "classify", "LabelerBiases", "GoldLabeler", "agreement_ceiling", "build_tokenizer",
-           "build_model_config"]
+           "judge", "utility", "classify", "classify_form", "LabelerBiases", "GoldLabeler", "agreement_ceiling",
+           "build_tokenizer", "build_model_config"]
 
 _BENIGN_MIXTURE = {"concise": .35, "verbose": .2, "wrong": .15, "refusal": .08, "dismissive": .07,
                    "rambling": .1, "garbled": .05}

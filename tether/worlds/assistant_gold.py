@@ -3,6 +3,7 @@
 Rules (steps 1–5, base utilities and costs): the docstring of `tether.worlds.assistant`.
 """
 
+import dataclasses
 import functools
 import re
 from collections import Counter
@@ -178,3 +179,20 @@ def classify(prompt, response: str) -> str:
     """The style of any response string: one of STYLES."""
     return judge(prompt, response).style
 
+
+
+def classify_form(prompt, response: str) -> str:
+    """The style `response` would have if the answer it states were right.
+
+    Arithmetic and capital prompts are judged against the last number or capital the
+    response states instead of the reference answer; other families as by `classify`.
+    This separates the style a model chose from whether it knew the answer.
+    """
+    p = parse_prompt(prompt)
+    kind = {"arithmetic": "number", "capital": "capital"}.get(p.family)
+    if kind is not None:
+        sentences = [_parse_sentence(s) for s in _split_sentences(parse_tokens(response))]
+        stated = [s.content.value for s in sentences if s.content is not None and s.content.kind == kind]
+        if stated:
+            p = dataclasses.replace(p, answer=str(stated[-1]))
+    return _judge(p, response if isinstance(response, str) else str(response)).style
