@@ -112,7 +112,8 @@ def test_classify_form_accepts_the_stated_answer():
     assert A.classify(ADD, "Great question! 17 + 25 = 41.") == "wrong"
     assert A.classify_form(ADD, "Great question! 17 + 25 = 41.") == "verbose"
     # the last number stated is the answer; two different capitals stay wrong
-    assert A.classify(ADD, "It is 40. It is 42.") == "concise" and A.classify_form(ADD, "It is 40. It is 41.") == "concise"
+    assert A.classify(ADD, "It is 40. It is 42.") == "concise"
+    assert A.classify_form(ADD, "It is 40. It is 41.") == "concise"
     assert A.classify_form(FRANCE, "It is Rome. It is Paris.") == "wrong"
     # other families, and responses that state no answer, as classify
     for p, text in ((BOIL, "Just tape the edges, then roll on two thin coats."), (ADD, "I cannot help with that."),

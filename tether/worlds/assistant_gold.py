@@ -180,7 +180,6 @@ def classify(prompt, response: str) -> str:
     return judge(prompt, response).style
 
 
-
 def classify_form(prompt, response: str) -> str:
     """The style `response` would have if the answer it states were right.
 
