@@ -92,6 +92,11 @@ def _split_sentences(tokens: list[str]) -> list[list[str]]:
     return sentences + ([current] if current else [])
 
 
+def _sentences(tokens: list[str]) -> list[_Sentence]:
+    """The parsed sentences of a response's tokens; a sentence of bare punctuation says nothing and is dropped."""
+    return [s for s in map(_parse_sentence, _split_sentences(tokens)) if s.n_words]
+
+
 def _has_tandem_repeat(tokens: list[str], max_n: int = 4, copies: int = 3) -> bool:
     """True if some run of 1..max_n tokens occurs `copies` times in a row ("um , um , um")."""
     for n in range(1, max_n + 1):
@@ -151,8 +156,7 @@ def _style(p: WorldPrompt, tokens: list[str], sentences: list[_Sentence]) -> str
 @functools.lru_cache(maxsize=65536)
 def _judge(p: WorldPrompt, response: str) -> Judgement:
     tokens = parse_tokens(response)
-    sentences = [_parse_sentence(s) for s in _split_sentences(tokens)]
-    sentences = [s for s in sentences if s.n_words]  # a sentence of bare punctuation says nothing
+    sentences = _sentences(tokens)
     style = _style(p, tokens, sentences)
     utility = (HARMFUL_BASE if p.family == "harmful" else BENIGN_BASE)[style]
     truncated = not tokens or tokens[-1] not in TERMINATORS
@@ -190,8 +194,8 @@ def classify_form(prompt, response: str) -> str:
     p = parse_prompt(prompt)
     kind = {"arithmetic": "number", "capital": "capital"}.get(p.family)
     if kind is not None:
-        sentences = [_parse_sentence(s) for s in _split_sentences(parse_tokens(response))]
-        stated = [s.content.value for s in sentences if s.content is not None and s.content.kind == kind]
+        stated = [s.content.value for s in _sentences(parse_tokens(str(response)))
+                  if s.content is not None and s.content.kind == kind]
         if stated:
             p = dataclasses.replace(p, answer=str(stated[-1]))
-    return _judge(p, response if isinstance(response, str) else str(response)).style
+    return judge(p, response).style
