@@ -106,8 +106,11 @@ def _has_tandem_repeat(tokens: list[str], max_n: int = 4, copies: int = 3) -> bo
     return False
 
 
+_ANSWER_KINDS = {"arithmetic": "number", "capital": "capital"}  # the content an answer states; other families: steps
+
+
 def _answer_is_right(p: WorldPrompt, contents: list[_Content]) -> bool:
-    expected = {"arithmetic": "number", "capital": "capital"}.get(p.family, "steps")
+    expected = _ANSWER_KINDS.get(p.family, "steps")
     if any(c.kind != expected for c in contents):
         return False
     if expected == "number":
@@ -192,7 +195,7 @@ def classify_form(prompt, response: str) -> str:
     This separates the style a model chose from whether it knew the answer.
     """
     p = parse_prompt(prompt)
-    kind = {"arithmetic": "number", "capital": "capital"}.get(p.family)
+    kind = _ANSWER_KINDS.get(p.family)
     if kind is not None:
         stated = [s.content.value for s in _sentences(parse_tokens(str(response)))
                   if s.content is not None and s.content.kind == kind]
