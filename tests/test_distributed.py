@@ -1,6 +1,7 @@
 """Data parallelism: two gloo processes on CPU train like one process with the same global batch."""
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -52,6 +53,24 @@ def test_launchers_start_two_replicas_that_tether_joins(tmp_path, launcher):
     result = subprocess.run(LAUNCHERS[launcher] + [str(script), str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.read_text() for p in tmp_path.glob("rank*")) == ["0 of 2 on cpu", "1 of 2 on cpu"]
+
+
+def test_a_replica_keeps_its_exit_code_and_output_but_skips_interpreter_finalisation(tmp_path):
+    """Under torchrun (WORLD_SIZE > 1) `tether` ends with os._exit, since FSDP2 keeps gloo's worker threads
+    alive into finalisation, where one can abort the process. The code and the flushed error line stay;
+    atexit handlers (finalisation) run only in a plain process."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "p", "chosen": "", "rejected": "b"}\n')
+    marker = tmp_path / "finalised"
+    script = (f"import atexit, pathlib, sys\natexit.register(pathlib.Path({str(marker)!r}).touch)\n"
+              "from tether.cli import main\nsys.exit(main(sys.argv[1:]))\n")
+    for world_size, finalised in (("2", False), ("1", True)):
+        marker.unlink(missing_ok=True)
+        result = subprocess.run([sys.executable, "-c", script, "data", "check", str(bad)], capture_output=True,
+                                text=True, timeout=120, env={**os.environ, "WORLD_SIZE": world_size})
+        assert result.returncode == 2
+        assert result.stderr == f'tether data check: error: {bad}:1: "chosen": empty string\n'
+        assert marker.exists() is finalised
 
 
 def test_two_processes_give_the_one_process_loss_curve(tiny_dirs, tmp_path):

@@ -43,6 +43,14 @@ def _split_command(argv):
 
 
 def main(argv=None) -> int:
+    code = _run(argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a torchrun / accelerate replica
+        from tether.distributed import exit_replica
+        exit_replica(code)
+    return code
+
+
+def _run(argv) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     name, rest = _split_command(argv)
     if name is None:

@@ -13,7 +13,9 @@ are gathered for its forward and backward only. The gradient math is the same.
 
 import contextlib
 import os
+import sys
 from dataclasses import dataclass
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -174,6 +176,18 @@ def barrier(replica: Replica) -> None:
 def shutdown(replica: Replica) -> None:
     if replica.distributed and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def exit_replica(code: int) -> NoReturn:
+    """End a replica's process with `code` once its run is over, skipping the interpreter's finalisation.
+
+    FSDP2's DTensor caches keep the gloo process group alive after `destroy_process_group`, and with it
+    the group's worker threads. One that takes the GIL while the interpreter finalises aborts the process
+    ("terminate called without an active exception"), so a run that wrote all its files would exit -6.
+    Every file is closed by then; only the standard streams need a flush."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 SINGLE = Replica(0, 1, torch.device("cpu"))  # a plain one-process run (only rank and world size are read)
