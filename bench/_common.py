@@ -129,6 +129,6 @@ def world_pairs(n: int, seed: int = 0) -> list[dict]:
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    from tether.data.io import write_jsonl_atomic
+    from tether.io import write_jsonl_atomic
     write_jsonl_atomic(path, rows)
     return path

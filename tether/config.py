@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from tether.errors import InputError
+from tether.io import write_text_atomic
 
 
 def opt(default, help: str, **kw):
@@ -115,5 +116,4 @@ def to_dict(cfg) -> dict:
 
 
 def save_config(cfg, path) -> None:
-    from tether.data.io import write_text_atomic
     write_text_atomic(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -168,11 +168,6 @@ def gather_objects(obj, replica: Replica) -> list:
     return out
 
 
-def barrier(replica: Replica) -> None:
-    if replica.distributed:
-        dist.barrier()
-
-
 def shutdown(replica: Replica) -> None:
     if replica.distributed and dist.is_initialized():
         dist.destroy_process_group()

@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from tether.analysis.frontier import fixed_beta_rows, row_sqrt_kl
-from tether.data.io import atomic_open
+from tether.io import atomic_open
 
 DPI = 120
 BON_COLOR = "#d55e00"

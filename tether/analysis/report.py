@@ -62,7 +62,7 @@ from string import Template
 from tether.analysis.detectors import count_filler, gold_proxy_gap, is_refusal, is_repetitive
 from tether.analysis.frontier import (Fit, best_gold_beta, fixed_beta_rows, frontier_fits, row_sqrt_kl,
                                       safe_but_useless_beta)
-from tether.data.io import write_text_atomic
+from tether.io import write_text_atomic
 from tether.errors import InputError
 
 REFUSAL_THRESHOLD = 0.2

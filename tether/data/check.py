@@ -13,8 +13,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 from tether.config import opt, require
-from tether.data.prefs import (FORMATS, IDENTICAL, decode_row, iter_raw_rows, parse_pair_row, read_records,
-                               settle)
+from tether.data.prefs import FORMATS, IDENTICAL, parse_pair_row
+from tether.data.records import decode_row, iter_raw_rows, read_records, settle
 from tether.data.prompts import parse_prompt_row, parse_sft_row
 from tether.errors import InputError
 

@@ -11,8 +11,7 @@ The convention every stage shares: a sequence is `prompt_ids + response_ids`, wh
   so it carries the template's end-of-turn markup; without a template, a single
   assistant message is encoded as its text.
 
-Scoring pads on the right (real tokens first, so position t is token t);
-generation pads on the left (every prompt ends at the last column).
+Padding is `tether.data.padding`'s.
 """
 
 import sys
@@ -20,7 +19,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tether.data.prefs import SHOWN_PROBLEMS, PreferencePair, Text
+from tether.data.prefs import PreferencePair
+from tether.data.records import SHOWN_PROBLEMS, Text
 from tether.errors import InputError
 
 TRUNCATIONS = ("error", "left", "skip")
@@ -68,34 +68,6 @@ def encode_response(tokenizer, response: Text, *, prompt: Text | None = None) ->
         raise InputError("the tokenizer has no EOS token; responses must end in one", field="eos_token")
     ids = list(tokenizer(_response_text(tokenizer, response, prompt), add_special_tokens=False)["input_ids"])
     return ids if ids and ids[-1] == eos else ids + [eos]
-
-
-def pad_right(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, attention_mask), both LongTensor (B, T), T the longest length; pads after the tokens.
-
-    >>> pad_right([[5, 6, 7], [8]], pad_id=0)
-    (tensor([[5, 6, 7],
-            [8, 0, 0]]), tensor([[1, 1, 1],
-            [1, 0, 0]]))
-    """
-    width = max(len(s) for s in seqs)
-    ids = torch.tensor([s + [pad_id] * (width - len(s)) for s in seqs], dtype=torch.long)
-    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], dtype=torch.long)
-    return ids, mask
-
-
-def pad_left(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, attention_mask), both LongTensor (B, T); pads before the tokens, for generation.
-
-    >>> pad_left([[5, 6, 7], [8]], pad_id=0)
-    (tensor([[5, 6, 7],
-            [0, 0, 8]]), tensor([[1, 1, 1],
-            [0, 0, 1]]))
-    """
-    width = max(len(s) for s in seqs)
-    ids = torch.tensor([[pad_id] * (width - len(s)) + s for s in seqs], dtype=torch.long)
-    mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], dtype=torch.long)
-    return ids, mask
 
 
 @dataclass

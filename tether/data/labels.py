@@ -5,7 +5,8 @@ Training reads a label file through `read_preferences`: it replays the file with
 (`preference_labels`); ties, both-bad, skips and undo rows are not preferences.
 """
 
-from tether.data.prefs import PreferencePair, decode_row, iter_raw_rows, parse_pair_row, read_pairs, text_or_messages_field
+from tether.data.prefs import PreferencePair, parse_pair_row, read_pairs
+from tether.data.records import decode_row, iter_raw_rows, text_or_messages_field
 from tether.errors import InputError
 
 CHOICES = ("left", "right", "tie", "both_bad", "skip")

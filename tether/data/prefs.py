@@ -1,4 +1,4 @@
-"""Preference pairs: read, validate and write them, and the row reading every data file shares.
+"""Preference pairs: read, validate and write them (rows are read by `tether.data.records`).
 
 Pair formats (DESIGN.md §9, the formats TRL and the public data sets use):
 
@@ -16,39 +16,25 @@ The format is detected per row, or forced with `format=`; a row that does not
 fit the forced format is an error naming the field. Every field other than
 prompt/chosen/rejected is kept verbatim in `PreferencePair.extra`.
 
-Files: JSON Lines (any name but `*.parquet`), Parquet, or a folder written by
-`datasets.Dataset.save_to_disk`. JSON Lines rules: UTF-8; a byte-order mark at
-the start of the file and CRLF line ends are accepted (Windows tools write them);
-a BOM at the start of a later line or bytes that are not UTF-8 are errors; a
-blank line is not a row and is skipped (it holds no data, so nothing is
-dropped); numbers in messages are 1-based physical lines. For Parquet and
-`datasets` folders they are 1-based row indices.
-
 Invalid rows raise `InputError(path, line, field)` at the first one, or, with
 `skip_invalid=True`, are skipped with a warning on stderr that gives their count
 and the first reasons: no row is ever dropped silently.
 """
 
-import json
 import math
 import os
 import re
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Iterable
 
-from tether.data.io import write_jsonl_atomic
+from tether.data.records import (Text, json_type, messages_field, read_records, response_messages_field, settle,
+                                 text_field)
 from tether.errors import InputError
+from tether.io import write_jsonl_atomic
 
 FORMATS = ("explicit", "implicit", "conversational")
-ROLES = ("system", "user", "assistant")
 HH_ASSISTANT_MARKER = "\n\nAssistant:"
 IDENTICAL = "chosen identical to rejected"
-UTF8_BOM = b"\xef\xbb\xbf"
-SHOWN_PROBLEMS = 3
-
-Text = str | list[dict]
 
 
 @dataclass
@@ -74,187 +60,13 @@ class PreferencePair:
         return None if value is None else float(value)
 
 
-# ---------------------------------------------------------------- rows of a file
-
-
-def _json_type(value) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
-    return names.get(type(value), "a number")
-
-
-def _jsonl_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """(line number, bytes) of each non-blank line; BOM at file start and CR before LF removed."""
-    try:
-        data = path.read_bytes().removeprefix(UTF8_BOM)
-    except OSError as e:
-        raise InputError(f"cannot read: {e.strerror}", path=path) from None
-    for number, raw in enumerate(data.split(b"\n"), start=1):
-        raw = raw.removesuffix(b"\r")
-        if raw.strip():
-            yield number, raw
-
-
-def _parquet_rows(path: Path) -> Iterator[tuple[int, dict]]:
-    import pyarrow
-    import pyarrow.parquet
-
-    try:
-        table = pyarrow.parquet.read_table(path)
-    except (pyarrow.ArrowException, OSError) as e:
-        raise InputError(f"not a readable Parquet file: {e}", path=path) from None
-    return enumerate(table.to_pylist(), start=1)
-
-
-def _dataset_rows(path: Path, split: str | None) -> Iterator[tuple[int, dict]]:
-    import datasets
-
-    try:
-        loaded = datasets.load_from_disk(str(path))
-    except FileNotFoundError:
-        raise InputError("a folder, but not one written by datasets' save_to_disk", path=path) from None
-    if isinstance(loaded, datasets.DatasetDict):
-        name = split or "train"
-        if name not in loaded:
-            raise InputError(f"no split {name!r}; the splits are {', '.join(loaded)}", path=path, field="split")
-        loaded = loaded[name]
-    elif split is not None:
-        raise InputError(f"split {split!r} given, but the folder holds one Dataset without splits",
-                         path=path, field="split")
-    return enumerate(loaded.to_list(), start=1)
-
-
-def iter_raw_rows(path, split: str | None = None) -> Iterator[tuple[int, bytes | dict]]:
-    """(1-based line or row number, row) of a JSON Lines file (rows are undecoded bytes),
-    a Parquet file or a `datasets` folder (rows are dicts). `split` picks a DatasetDict split."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError("no such file", path=path)
-    if path.is_dir():
-        return _dataset_rows(path, split)
-    if split is not None:
-        raise InputError("a split applies only to a datasets folder", path=path, field="split")
-    if path.suffix.lower() == ".parquet":
-        return _parquet_rows(path)
-    return _jsonl_lines(path)
-
-
-def decode_row(raw: bytes | dict, path, line: int) -> dict:
-    """The JSON object of one JSON Lines line (a dict row passes through), or InputError."""
-    if isinstance(raw, dict):
-        return raw
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise InputError(f"not valid UTF-8 (byte {e.start + 1} of the line)", path=path, line=line) from None
-    if text.startswith("\ufeff"):
-        raise InputError("byte-order mark inside the file (two files joined?)", path=path, line=line)
-    try:
-        row = json.loads(text)
-    except json.JSONDecodeError as e:
-        looks_like_array = line == 1 and text.lstrip().startswith("[")
-        hint = "; a JSON array? tether reads JSON Lines, one object a line" if looks_like_array else ""
-        raise InputError(f"invalid JSON: {e.msg} (column {e.colno}){hint}", path=path, line=line) from None
-    if not isinstance(row, dict):
-        raise InputError(f"expected a JSON object, got {_json_type(row)}", path=path, line=line)
-    return row
-
-
-def read_records(path, parse_row: Callable, split: str | None = None) -> tuple[list, list[InputError]]:
-    """Apply `parse_row(row, path, line)` to every row: (records, problems), one problem per invalid row.
-
-    An absent or empty file raises at once: it has no row to skip.
-    """
-    records, problems, n_rows = [], [], 0
-    for line, raw in iter_raw_rows(path, split):
-        n_rows += 1
-        try:
-            records.append(parse_row(decode_row(raw, path, line), path, line))
-        except InputError as e:
-            problems.append(e)
-    if n_rows == 0:
-        raise InputError("no rows", path=path)
-    return records, problems
-
-
-def warn_skipped(path, problems: list[InputError], n_rows: int, what: str = "rows") -> None:
-    """The explicit skip policy's report on stderr: how many rows were skipped and the first reasons."""
-    print(f"tether: warning: skipped {len(problems)} of {n_rows} {what} of {path} as invalid; first:",
-          file=sys.stderr)
-    for problem in problems[:SHOWN_PROBLEMS]:
-        print(f"  {problem}", file=sys.stderr)
-
-
-def settle(records: list, problems: list[InputError], path, skip_invalid: bool) -> list:
-    """Raise the first problem, or (skip_invalid) report them all and keep the valid records."""
-    if problems and not skip_invalid:
-        raise problems[0]
-    if problems:
-        warn_skipped(path, problems, len(records) + len(problems))
-    if not records:
-        raise InputError(f"no valid rows ({len(problems)} invalid)", path=path)
-    return records
-
-
-# ---------------------------------------------------------------- field validation
-
-
-def text_field(value, path, line: int, name: str) -> str:
-    """A non-empty (not only whitespace) string."""
-    if not isinstance(value, str):
-        raise InputError(f"expected a string, got {_json_type(value)}", path=path, line=line, field=name)
-    if not value.strip():
-        raise InputError("empty string", path=path, line=line, field=name)
-    return value
-
-
-def messages_field(value, path, line: int, name: str) -> list[dict]:
-    """A non-empty list of {"role": system|user|assistant, "content": non-empty string} messages."""
-    if not isinstance(value, list):
-        raise InputError(f"expected a list of messages, got {_json_type(value)}", path=path, line=line, field=name)
-    if not value:
-        raise InputError("empty list of messages", path=path, line=line, field=name)
-    for i, message in enumerate(value):
-        where = f"{name}[{i}]"
-        if not isinstance(message, dict):
-            raise InputError(f"expected a message object, got {_json_type(message)}", path=path, line=line, field=where)
-        for key in ("role", "content"):
-            if key not in message:
-                raise InputError("missing field", path=path, line=line, field=f"{where}.{key}")
-        if message["role"] not in ROLES:
-            raise InputError(f"role must be one of {', '.join(ROLES)}, got {message['role']!r}",
-                             path=path, line=line, field=f"{where}.role")
-        text_field(message["content"], path, line, f"{where}.content")
-    return value
-
-
-def text_or_messages_field(value, path, line: int, name: str) -> Text:
-    """A non-empty string or a well-formed message list."""
-    if isinstance(value, list):
-        return messages_field(value, path, line, name)
-    if isinstance(value, str):
-        return text_field(value, path, line, name)
-    raise InputError(f"expected a string or a list of messages, got {_json_type(value)}",
-                     path=path, line=line, field=name)
-
-
-def response_messages_field(value: list[dict], path, line: int, name: str) -> list[dict]:
-    """A conversational response: at least one message, the first from the assistant."""
-    if not value:
-        raise InputError("empty response: every message is shared with the other response",
-                         path=path, line=line, field=name)
-    if value[0]["role"] != "assistant":
-        raise InputError(f"a response starts with an assistant message, got {value[0]['role']!r}",
-                         path=path, line=line, field=f"{name}[0].role")
-    return value
-
-
 def _margin_field(extra: dict, path, line: int) -> None:
     """`margin`, when present and not null, is a finite number."""
     value = extra.get("margin")
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InputError(f"expected a number, got {_json_type(value)}", path=path, line=line, field="margin")
+        raise InputError(f"expected a number, got {json_type(value)}", path=path, line=line, field="margin")
     if not math.isfinite(value):
         raise InputError(f"expected a finite number, got {value}", path=path, line=line, field="margin")
 

@@ -13,8 +13,8 @@ Files, line numbers, blank lines and `skip_invalid` behave as in `tether.data.pr
 
 from dataclasses import dataclass, field
 
-from tether.data.prefs import (Text, messages_field, read_records, response_messages_field, settle,
-                               text_or_messages_field)
+from tether.data.records import (Text, messages_field, read_records, response_messages_field, settle,
+                                 text_or_messages_field)
 from tether.errors import InputError
 
 

@@ -44,7 +44,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tether.config import opt, require
-from tether.data.prefs import Text, parse_pair_row, read_records, settle, text_or_messages_field
+from tether.data.prefs import parse_pair_row
+from tether.data.records import Text, read_records, settle, text_or_messages_field
 from tether.errors import InputError, RunError
 from tether.data.labels import CHOICES, ORDERS, effective_labels, read_label_rows
 from tether.label.stats import label_stats

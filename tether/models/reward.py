@@ -13,9 +13,10 @@ import weakref
 import torch
 
 from tether.algos import last_token_index
+from tether.data.collate import collate_pairs, encode_prompt, encode_response, pair_attention_mask, unpack_pairs
+from tether.data.padding import pad_right, position_ids_from_mask
 from tether.errors import InputError
 from tether.models.loading import _check_model_dir, disable_dropout, load_tokenizer
-from tether.rollout.masks import position_ids_from_mask
 
 
 def reward_model_from_policy(policy_dir, pad_token_id: int, device="cpu"):
@@ -69,7 +70,6 @@ def score_pairs(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     does not honour the custom mask (`packs_pairs`) scores the whole sequences instead.
     """
     if not packs_pairs(model):
-        from tether.data import pad_right, unpack_pairs
         chosen, rejected = unpack_pairs(batch)
         ids, mask = (t.to(batch["input_ids"].device) for t in pad_right(chosen + rejected, 0))
         scores = score_sequences(model, ids, mask)
@@ -78,7 +78,6 @@ def score_pairs(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _packed_scores(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    from tether.data import pair_attention_mask
     mask = pair_attention_mask(batch["segments"])
     if model.config._attn_implementation == "eager":  # eager attention adds its mask; the others take booleans
         mask = torch.zeros(mask.shape, dtype=model.dtype, device=mask.device).masked_fill(~mask, torch.finfo(model.dtype).min)
@@ -97,7 +96,6 @@ def packs_pairs(model) -> bool:
     model on a probe pair against whole-sequence scores, in float32. A model that ignored them (e.g.
     flash-attention-2 kernels, which take padding masks only) would otherwise score wrongly, silently."""
     if model not in _PACKS_PAIRS:
-        from tether.data import collate_pairs, pad_right
         vocab = model.config.vocab_size
         chosen, rejected = [[1 % vocab, 2 % vocab, 3 % vocab, 4 % vocab]], [[1 % vocab, 2 % vocab, 5 % vocab]]
         device = next(model.parameters()).device
@@ -122,7 +120,6 @@ class PairScorer(torch.nn.Module):
 @torch.no_grad()
 def score_texts(model_or_dir, prompts, responses, tokenizer=None, batch_size: int = 64, device="cpu") -> list[float]:
     """Score (prompt, response) texts or message lists: prompt tokens + response tokens + EOS, right-padded."""
-    from tether.data import encode_prompt, encode_response, pad_right
     if isinstance(model_or_dir, (str, bytes)) or hasattr(model_or_dir, "joinpath"):
         tokenizer = tokenizer or load_tokenizer(model_or_dir)
         model_or_dir = load_reward_model(model_or_dir, device)

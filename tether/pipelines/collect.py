@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 
 from tether.config import opt, require
 from tether.data import encode_prompt, read_prompts
-from tether.data.io import write_jsonl_atomic
+from tether.io import write_jsonl_atomic
 from tether.models import load_causal_lm, load_tokenizer, resolve_device, set_seed
 from tether.pipelines.common import prepare_run_dir, sample_responses
 from tether.rollout import SamplingConfig

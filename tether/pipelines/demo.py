@@ -14,7 +14,7 @@ import torch
 
 from tether.analysis.report import write_report
 from tether.config import opt, require
-from tether.data.io import write_json_atomic, write_jsonl_atomic
+from tether.io import write_json_atomic, write_jsonl_atomic
 from tether.pipelines.collect import CollectConfig, relabel, run_collect
 from tether.pipelines.reward import RMEvalConfig, RMTrainConfig, run_rm_eval, run_rm_train
 from tether.pipelines.sft import SFTConfig, run_sft

@@ -25,7 +25,7 @@ from tether.algos import (AdaptiveKLController, FixedKLController, entropy_from_
                           per_token_rewards, ppo_policy_loss, ppo_value_loss)
 from tether.config import opt, require
 from tether.data import encode_prompt, read_prompts
-from tether.data.io import atomic_open, write_json_atomic, write_jsonl_atomic
+from tether.io import atomic_open, write_json_atomic, write_jsonl_atomic
 from tether.distributed import (SINGLE, gather_objects, init_replica, mean_across, no_sync, shutdown, sum_across,
                                 unwrap, wrap)
 from tether.errors import InputError

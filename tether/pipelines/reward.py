@@ -17,7 +17,7 @@ from tether.algos import bradley_terry_accuracy, bradley_terry_loss
 from tether.config import opt, require
 from tether.data import collate_pairs, read_preferences, tokenize_pairs
 from tether.data.collate import shared_prefix_length
-from tether.data.io import write_json_atomic, write_jsonl_atomic
+from tether.io import write_json_atomic, write_jsonl_atomic
 from tether.distributed import (full_state_dict, gathered, init_replica, is_sharded, local_slice, mean_across, share_weight,
                                 shutdown, wrap)
 from tether.models import (PairScorer, apply_lora, load_reward_model, load_tokenizer, resolve_device, reward_model_from_policy,

@@ -12,7 +12,7 @@ import torch
 from tether.algos import kl_k1
 from tether.config import opt, require
 from tether.data import encode_prompt, encode_response, pad_left, read_prompts
-from tether.data.io import write_json_atomic
+from tether.io import write_json_atomic
 from tether.errors import InputError
 from tether.models import load_causal_lm, load_tokenizer, resolve_device, set_seed
 from tether.pipelines.common import prepare_run_dir, sample_responses

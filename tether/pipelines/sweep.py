@@ -23,7 +23,7 @@ from tether.analysis import frontier_fits, sweep_findings
 from tether.analysis.report import write_report
 from tether.config import opt, require, to_dict
 from tether.data import read_prompts
-from tether.data.io import write_json_atomic
+from tether.io import write_json_atomic
 from tether.errors import InputError
 from tether.models import load_causal_lm, load_tokenizer, resolve_device, set_seed
 from tether.pipelines.common import prepare_run_dir

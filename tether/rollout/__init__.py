@@ -9,7 +9,8 @@ from tether.rollout.chunks import length_sorted_chunks, over_length_chunks, trim
 from tether.rollout.hf_sampler import HFGenerateSampler
 from tether.rollout.interface import Rollout, RolloutEngine, SamplingConfig
 from tether.rollout.logprobs import policy_forward, response_logits, response_logprobs, sequence_logprobs
-from tether.rollout.masks import left_pad, no_eos_penalty, position_ids_from_mask, truncate_after_eos
+from tether.data.padding import position_ids_from_mask
+from tether.rollout.masks import left_pad, no_eos_penalty, truncate_after_eos
 from tether.rollout.sampling import inverse_cdf_sample, sample_next_token, top_k_filter, top_p_filter
 from tether.rollout.torch_sampler import TorchSampler
 

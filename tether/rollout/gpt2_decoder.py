@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tether.rollout.masks import position_ids_from_mask
+from tether.data.padding import position_ids_from_mask
 
 
 def fast_gpt2_supported(model) -> bool:

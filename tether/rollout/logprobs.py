@@ -6,7 +6,7 @@ import inspect
 import torch
 
 from tether.algos import token_logprobs
-from tether.rollout.masks import position_ids_from_mask
+from tether.data.padding import position_ids_from_mask
 
 
 @functools.cache

@@ -2,7 +2,7 @@
 
 import torch
 
-from tether.data.collate import pad_left
+from tether.data.padding import pad_left
 from tether.errors import InputError
 
 
@@ -19,15 +19,6 @@ def left_pad(prompt_ids: list[list[int]], pad_token_id: int, device=None) -> tup
             raise InputError(f"prompt {i} is empty (a response needs at least one prompt token)", field="prompt_ids")
     ids, mask = pad_left([list(ids) for ids in prompt_ids], pad_token_id)
     return ids.to(device), mask.to(device)
-
-
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """(B, T) positions counted over real tokens only: cumsum(mask) − 1, and 0 on left padding.
-
-    A left-padded prompt then gets the positions it has alone, so its logits do not
-    depend on the batch it is in. E.g. mask (0, 0, 1, 1) → positions (0, 0, 0, 1).
-    """
-    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
 
 def truncate_after_eos(response_ids: torch.Tensor, eos_token_id: int,

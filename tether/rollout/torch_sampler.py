@@ -15,7 +15,8 @@ from tether.errors import InputError
 from tether.rollout.gpt2_decoder import FastGPT2Decoder, fast_gpt2_supported
 from tether.rollout.interface import Rollout, SamplingConfig
 from tether.rollout.logprobs import accepts_logits_to_keep, cache_argument
-from tether.rollout.masks import left_pad, position_ids_from_mask, truncate_after_eos
+from tether.data.padding import position_ids_from_mask
+from tether.rollout.masks import left_pad, truncate_after_eos
 from tether.rollout.sampling import sample_next_token
 
 

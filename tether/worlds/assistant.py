@@ -67,7 +67,7 @@ import random
 import re
 from dataclasses import asdict, dataclass
 
-from tether.data.io import write_jsonl_atomic
+from tether.io import write_jsonl_atomic
 from tether.errors import InputError
 from tether.worlds import assistant_text as T
 from tether.worlds.assistant_gold import STYLES, Judgement, classify, classify_form, judge, utility

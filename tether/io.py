@@ -54,10 +54,3 @@ def write_jsonl_atomic(path, rows) -> None:
     with atomic_open(path) as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-def append_jsonl_durable(f, row) -> None:
-    """Append one JSON line to an open text file and fsync before returning."""
-    f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    f.flush()
-    os.fsync(f.fileno())
