@@ -305,3 +305,18 @@ def test_a_failing_write_leaves_the_old_file_and_no_temporary(tmp_path):
     with pytest.raises(RuntimeError):
         write_pairs(tmp_path / "new.jsonl", pairs_then_crash())
     assert sorted(os.listdir(tmp_path)) == ["out.jsonl"]
+
+
+@pytest.mark.parametrize("row, field", [
+    ('{"prompt": "hi", "chosen": "a\\ud800", "rejected": "b"}', "chosen"),
+    ('{"chosen": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "\\udfff"}], '
+     '"rejected": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "no"}]}', "chosen[1].content"),
+    ('{"prompt": "hi", "chosen": "a", "rejected": "b", "note": {"\\ud800": 1}}', "note.\\ud800"),
+])
+def test_a_lone_utf16_surrogate_is_an_error_naming_line_and_field(tmp_path, row, field):
+    """Valid JSON, but not Unicode text: it would fail later when tokenised, written or shown (issue 21)."""
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"prompt": "ok", "chosen": "a", "rejected": "b"}\n' + row + "\n")
+    with pytest.raises(InputError, match=re.escape(f'{path}:2: "{field}": text with a lone UTF-16 surrogate')):
+        read_pairs(path)
+    assert len(read_pairs(path, skip_invalid=True)) == 1

@@ -10,7 +10,8 @@ import os
 import sys
 
 from tether.config import add_config_args, build_config
-from tether.errors import TetherError
+from tether.errors import InputError, TetherError
+from tether.io import removed_on
 
 # command -> (module, config class, function, one-line help); imported only when used.
 COMMANDS = {
@@ -76,7 +77,8 @@ def _run(argv) -> int:
     yaml_path = args.pop("config", None)
     try:
         cfg = build_config(cls, args, yaml_path)
-        fn(cfg)
+        with removed_on((InputError,), getattr(cfg, "out", None)):  # bad input leaves nothing behind
+            fn(cfg)
     except TetherError as e:
         print(f"tether {name}: error: {e}", file=sys.stderr)
         return e.exit_code

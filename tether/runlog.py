@@ -26,7 +26,9 @@ class MetricsLogger:
         self._file = self.path.open("a", encoding="utf-8")
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
-            self._writer = SummaryWriter(str(Path(out_dir) / "tensorboard"))
+            # A resumed run drops the events after its checkpoint, so TensorBoard shows one stream per step.
+            purge_step = None if resume_from_step is None else resume_from_step + 1
+            self._writer = SummaryWriter(str(Path(out_dir) / "tensorboard"), purge_step=purge_step)
 
     def log(self, step: int, metrics: dict) -> None:
         if not self.enabled:

@@ -109,7 +109,34 @@ def decode_row(raw: bytes | dict, path, line: int) -> dict:
         raise InputError(f"invalid JSON: {e.msg} (column {e.colno}){hint}", path=path, line=line) from None
     if not isinstance(row, dict):
         raise InputError(f"expected a JSON object, got {json_type(row)}", path=path, line=line)
+    bad = unencodable_field(row)
+    if bad is not None:
+        raise InputError("text with a lone UTF-16 surrogate (valid JSON escapes, but not Unicode text)",
+                         path=path, line=line, field=bad)
     return row
+
+
+def unencodable_field(value, name: str = "") -> str | None:
+    """The dotted name of the first string in `value` that is not encodable Unicode (a lone surrogate such
+    as JSON's "\\ud800"), or None. Such text cannot be tokenised, written or shown."""
+    if isinstance(value, str):
+        return None if _encodable(value) else (name or "(value)")
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        shown = str(key).encode("utf-8", "backslashreplace").decode("utf-8")  # a bad key is named, escaped
+        where = f"{name}[{shown}]" if isinstance(key, int) else f"{name}.{shown}" if name else shown
+        bad = (None if _encodable(str(key)) else where) or unencodable_field(item, where)
+        if bad is not None:
+            return bad
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def read_records(path, parse_row: Callable, split: str | None = None) -> tuple[list, list[InputError]]:

@@ -16,23 +16,22 @@ from tether.algos import last_token_index
 from tether.data.collate import collate_pairs, encode_prompt, encode_response, pair_attention_mask, unpack_pairs
 from tether.data.padding import pad_right, position_ids_from_mask
 from tether.errors import InputError
-from tether.models.loading import _check_model_dir, disable_dropout, load_tokenizer
+from tether.models.loading import check_weights, disable_dropout, load_tokenizer, load_weights
 
 
 def reward_model_from_policy(policy_dir, pad_token_id: int, device="cpu"):
     """Initialise a reward model from a causal-LM directory: same trunk, LM head replaced by a linear scalar head."""
     from transformers import AutoModelForSequenceClassification
-    path = _check_model_dir(policy_dir, "init")
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=1, pad_token_id=pad_token_id, local_files_only=True)
+    path = check_weights(policy_dir, "init", "causal LM")
+    model = load_weights(AutoModelForSequenceClassification, path, "init", num_labels=1, pad_token_id=pad_token_id)
     return disable_dropout(model).to(device)
 
 
 def load_reward_model(path, device="cpu", field: str = "model"):
     """A reward-model directory (sequence classification, one label), in eval mode with dropout off."""
     from transformers import AutoModelForSequenceClassification
-    path = _check_model_dir(path, field)
-    model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True)
+    path = check_weights(path, field, "reward model")
+    model = load_weights(AutoModelForSequenceClassification, path, field)
     if model.config.num_labels != 1:
         raise InputError(f"a reward model needs num_labels=1, found {model.config.num_labels}", path=path, field=field)
     return disable_dropout(model).to(device).eval()

@@ -8,17 +8,24 @@ import torch
 
 from tether.config import save_config
 from tether.errors import InputError, RunError
+from tether.io import remove_stale_temp
 
 
-def prepare_run_dir(out, cfg, overwrite: bool = True) -> Path:
-    """Create `out/` and write the resolved `config.yaml` (enough to rerun)."""
+def prepare_run_dir(out, cfg) -> Path:
+    """Create `out/` (an unwritable one is InputError), remove temporary files that killed writes left in it,
+    and write the resolved `config.yaml` (enough to rerun)."""
     if not out:
         raise InputError("an output directory is required", field="out")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError("exists and is not a directory", path=out, field="out")
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    except OSError as e:
+        raise InputError(f"cannot write here: {e.strerror}", path=out, field="out") from None
+    for folder in (out, out / "checkpoints"):
+        remove_stale_temp(folder)
     return out
 
 
