@@ -81,3 +81,16 @@ def test_removed_on_removes_only_what_the_failed_command_made(tmp_path):
         fresh.mkdir()
         raise RuntimeError("NaN at step 40")
     assert fresh.exists()
+
+
+def test_metrics_rows_stay_valid_json_and_a_non_finite_evaluation_stops_the_run(tmp_path):
+    import json
+    from tether.errors import RunError
+    from tether.runlog import MetricsLogger
+    logger = MetricsLogger(tmp_path, tensorboard=False)
+    logger.log(1, {"val/explained_variance": float("nan"), "loss/policy": 0.5})
+    with pytest.raises(RunError, match="evaluation metric eval/kl is nan at step 2; stopping"):
+        logger.log(2, {"eval/kl": float("nan")})
+    logger.close()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert rows == [{"step": 1, "val/explained_variance": None, "loss/policy": 0.5}]

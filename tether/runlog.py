@@ -8,6 +8,8 @@ import json
 import math
 from pathlib import Path
 
+from tether.errors import RunError
+
 
 class MetricsLogger:
     """Append metrics rows to `out/metrics.jsonl` and `out/tensorboard/`; `resume=True` keeps earlier rows up to `step`."""
@@ -31,9 +33,17 @@ class MetricsLogger:
             self._writer = SummaryWriter(str(Path(out_dir) / "tensorboard"), purge_step=purge_step)
 
     def log(self, step: int, metrics: dict) -> None:
+        """Append one row. A non-finite evaluation metric stops the run (RunError, the row unwritten); other
+        non-finite statistics (explained variance of constant returns is NaN) are written as null, so
+        every line stays valid JSON."""
         if not self.enabled:
             return
         row = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}
+        not_finite = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
+        for key in not_finite:
+            if key.startswith("eval/"):
+                raise RunError(f"evaluation metric {key} is {row[key]} at step {step}; stopping")
+            row[key] = None
         self._file.write(json.dumps(row) + "\n")
         self._file.flush()
         if self._writer is not None:

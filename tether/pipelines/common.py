@@ -70,10 +70,10 @@ def autocast(device: torch.device, bf16: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
-def check_finite(loss: torch.Tensor, step: int, what: str = "loss") -> None:
-    """Stop the run with a clear message on a NaN/inf loss (the last checkpoint stays as it was)."""
+def check_finite(loss: torch.Tensor, step: int, what: str = "loss", kept: str | None = None) -> None:
+    """Stop the run with a clear message on a NaN/inf loss; `kept` says what survives (a checkpoint), if anything."""
     if not torch.isfinite(loss).all():
-        raise RunError(f"{what} is {loss.item()} at step {step}; stopping (last good checkpoint kept)")
+        raise RunError(f"{what} is {loss.item()} at step {step}; stopping" + (f" ({kept})" if kept else ""))
 
 
 @torch.no_grad()
