@@ -58,7 +58,7 @@ def test_tie_fields():
 def test_config_is_validated():
     with pytest.raises(InputError, match='"file": required'):
         DataCheckConfig()
-    with pytest.raises(InputError, match='"kind": must be one of auto, pairs, prompts, sft'):
+    with pytest.raises(InputError, match='"kind": must be one of auto, pairs, labels, prompts, sft'):
         DataCheckConfig(file="x", kind="pair")
     with pytest.raises(InputError, match='"format": applies to preference pairs only'):
         DataCheckConfig(file="x", kind="prompts", format="explicit")

@@ -189,3 +189,18 @@ def test_undo_row_needs_undoes_time():
     del row["undoes_time"]
     with pytest.raises(InputError, match='"undoes_time": expected a non-empty string'):
         check_label_row(row)
+
+
+def test_data_check_reads_a_label_file_with_an_undo_as_training_does(tmp_path):
+    """`tether data check` accepted only pair files and stopped at an undo row that `rm train` reads (issue 21)."""
+    from tether.data import read_preferences
+    from tether.data.check import DataCheckConfig, data_stats, format_report
+    path = tmp_path / "labels.jsonl"
+    rows = [label("ann", "p1", "x", time="t1"), label("ann", "p2", "y", time="t2"), undo("ann", "p2", "t2"),
+            label("ann", "p3", "tie", time="t3")]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    stats = data_stats(DataCheckConfig(file=str(path)))
+    assert (stats["kind"], stats["rows"], stats["formats"]) == ("labels", 4, {"label": 3, "undo": 1})
+    assert stats["choices"] == {"left": 1, "tie": 1}
+    assert len(read_preferences(path)) == 1 and stats["chosen_longer"] == 0.0
+    assert "answers in force: left 1, tie 1" in format_report(stats)

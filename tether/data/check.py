@@ -5,7 +5,8 @@ Prints the kind, the rows and their formats, length statistics of each field
 share of pairs whose chosen response is longer than the rejected one (a length
 bias a reward model will learn), identical pairs, ties and margins. An invalid row
 stops the check with one line naming file, line and field (exit 2), unless
-`--skip-invalid true`, which reports the skipped rows by reason.
+`--skip-invalid true`, which reports the skipped rows by reason. A label file
+written by `tether label` is checked as training reads it (undo rows included).
 """
 
 import statistics
@@ -13,12 +14,13 @@ from collections import Counter
 from dataclasses import dataclass
 
 from tether.config import opt, require
+from tether.data.labels import effective_labels, read_label_rows, read_preferences
 from tether.data.prefs import FORMATS, IDENTICAL, parse_pair_row
 from tether.data.records import decode_row, iter_raw_rows, read_records, settle
 from tether.data.prompts import parse_prompt_row, parse_sft_row
 from tether.errors import InputError
 
-KINDS = ("auto", "pairs", "prompts", "sft")
+KINDS = ("auto", "pairs", "labels", "prompts", "sft")
 TIE_FIELDS = ("tie", "label", "winner", "preference")
 
 
@@ -32,7 +34,8 @@ class DataCheckConfig:
     file: str = opt("", "JSON Lines or Parquet file, or a folder saved with datasets' save_to_disk")
     format: str | None = opt(None, "force the pair format: explicit, implicit or conversational; "
                                    "None detects it per row")
-    kind: str = opt("auto", "what the file holds: pairs, prompts, sft, or auto (from the first row's fields)")
+    kind: str = opt("auto", "what the file holds: pairs, labels (written by tether label), prompts, sft, "
+                            "or auto (from the first row's fields)")
     split: str | None = opt(None, "split of a datasets folder holding a DatasetDict; None means train")
     skip_invalid: bool = opt(False, "skip invalid rows and report them by reason, instead of stopping at the first")
 
@@ -45,7 +48,7 @@ class DataCheckConfig:
 
 
 def detect_kind(path, split: str | None = None) -> str:
-    """"pairs", "sft" or "prompts", from the fields of the first row that decodes to an object."""
+    """"labels", "pairs", "sft" or "prompts", from the fields of the first row that decodes to an object."""
     for line, raw in iter_raw_rows(path, split):
         try:
             row = decode_row(raw, path, line)
@@ -54,6 +57,8 @@ def detect_kind(path, split: str | None = None) -> str:
         messages = row.get("messages")
         ends_with_reply = (isinstance(messages, list) and messages and isinstance(messages[-1], dict)
                            and messages[-1].get("role") == "assistant")
+        if "event" in row:
+            return "labels"
         if "chosen" in row or "rejected" in row:
             return "pairs"
         if "completion" in row or ends_with_reply:
@@ -102,6 +107,8 @@ def data_stats(cfg: DataCheckConfig) -> dict:
     kind = detect_kind(cfg.file, cfg.split) if cfg.kind == "auto" else cfg.kind
     if cfg.format is not None and kind != "pairs":
         raise InputError(f"applies to preference pairs only; this file holds {kind}", field="format")
+    if kind == "labels":
+        return _label_stats(cfg)
     formatted, problems = read_records(cfg.file, _parser(kind, cfg.format), cfg.split)
     settle(formatted, problems, cfg.file, cfg.skip_invalid)
     records = [record for _, record in formatted]
@@ -115,6 +122,20 @@ def data_stats(cfg: DataCheckConfig) -> dict:
     if kind == "pairs":
         stats.update(_pair_stats(records, len(problems), sum(p.message == IDENTICAL for p in problems)))
     return stats
+
+
+def _label_stats(cfg: DataCheckConfig) -> dict:
+    """A label file as training reads it: every row validated, undone answers withdrawn, the left/right
+    answers kept as pairs (ties, both-bad and skips are not preferences)."""
+    rows = read_label_rows(cfg.file)
+    pairs = read_preferences(cfg.file)
+    return {
+        "file": str(cfg.file), "kind": "labels", "rows": len(rows), "valid": len(rows),
+        "formats": dict(Counter(row["event"] for row in rows)), "skipped": {},
+        "choices": dict(Counter(row["choice"] for row in effective_labels(rows))),
+        "lengths": {name: length_stats([as_text(getattr(p, name)) for p in pairs]) for name in _fields("pairs")},
+        **_pair_stats(pairs, 0, 0),
+    }
 
 
 def _pair_stats(pairs: list, n_invalid: int, n_identical: int) -> dict:
@@ -132,7 +153,10 @@ def format_report(stats: dict) -> str:
     """The text `tether data check` prints."""
     formats = ", ".join(f"{name} {count}" for name, count in stats["formats"].items())
     lines = [f"{stats['file']}: {stats['rows']} rows, {stats['valid']} valid ({stats['kind']})",
-             f"format: {formats}"]
+             f"{'events' if stats['kind'] == 'labels' else 'format'}: {formats}"]
+    if stats["kind"] == "labels":
+        choices = ", ".join(f"{name} {count}" for name, count in stats["choices"].items())
+        lines.append(f"answers in force: {choices} (left/right become pairs)")
     for reason, count in stats["skipped"].items():
         lines.append(f"skipped {count}: {reason}")
     lines.append(f"{'length':<10} {'chars mean':>11} {'median':>8} {'max':>8}   "
@@ -140,7 +164,7 @@ def format_report(stats: dict) -> str:
     for name, lengths in stats["lengths"].items():
         (cm, cmed, cmax), (wm, wmed, wmax) = lengths["chars"], lengths["words"]
         lines.append(f"{name:<10} {cm:>11.1f} {cmed:>8.1f} {cmax:>8d}   {wm:>11.1f} {wmed:>8.1f} {wmax:>8d}")
-    if stats["kind"] == "pairs":
+    if stats["kind"] in ("pairs", "labels"):
         lines.append(f"chosen longer than rejected: {stats['chosen_longer']:.1%} of pairs")
         lines.append(f"identical pairs (chosen == rejected): {stats['identical']:.1%} of rows")
         if stats["ties"] is not None:
