@@ -5,20 +5,39 @@ import random
 from pathlib import Path
 
 import torch
+import yaml
 
-from tether.config import save_config
+from tether.config import save_config, to_dict
 from tether.errors import InputError, RunError
 from tether.io import remove_stale_temp
 
 
+# Settings a run may be resumed (or a finished sweep run reused) with: where it runs and where it writes.
+MAY_CHANGE_ON_RESUME = ("out", "resume", "device", "threads")
+
+
+def changed_settings(saved_config: Path, cfg) -> list[str]:
+    """The fields of `cfg` that differ from a run's saved config.yaml, apart from MAY_CHANGE_ON_RESUME.
+    A field the saved file does not have (written by an older tether) is not compared."""
+    before = yaml.safe_load(saved_config.read_text(encoding="utf-8")) or {}
+    now = to_dict(cfg)
+    return sorted(k for k in now if k in before and k not in MAY_CHANGE_ON_RESUME and before[k] != now[k])
+
+
 def prepare_run_dir(out, cfg) -> Path:
     """Create `out/` (an unwritable one is InputError), remove temporary files that killed writes left in it,
-    and write the resolved `config.yaml` (enough to rerun)."""
+    and write the resolved `config.yaml` (enough to rerun). A run resumed (`cfg.resume`) with other
+    settings than it was started with is InputError naming them, and its config.yaml stays as it was."""
     if not out:
         raise InputError("an output directory is required", field="out")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError("exists and is not a directory", path=out, field="out")
+    if getattr(cfg, "resume", False) and (out / "config.yaml").is_file():
+        changed = changed_settings(out / "config.yaml", cfg)
+        if changed:
+            raise InputError(f"cannot resume with settings other than the run's ({', '.join(changed)}); "
+                             "use another --out, or start again without --resume", path=out, field=changed[0])
     try:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")

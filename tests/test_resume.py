@@ -1,0 +1,39 @@
+"""Resume refuses settings other than the run's own (issue 21.6): a changed beta, reward model or number of
+steps is an error naming them, and config.yaml keeps the run's settings; device and threads may change."""
+
+import dataclasses
+
+import pytest
+import yaml
+
+from tether.errors import InputError
+from tether.pipelines.ppo import PPOConfig, run_ppo
+
+
+def _config(tiny_dirs, out, **kw):
+    base = dict(policy=str(tiny_dirs["policy"]), reward_model=str(tiny_dirs["rm"]), prompts=str(tiny_dirs["prompts"]),
+                out=str(out), steps=2, batch_size=4, minibatch_size=4, micro_batch_size=2, max_new_tokens=4,
+                eval_every=0, eval_samples=4, save_every=1, device="cpu", lr=1e-3)
+    return PPOConfig(**{**base, **kw})
+
+
+def test_resume_refuses_changed_settings_and_keeps_the_saved_config(tiny_dirs, tmp_path):
+    out = tmp_path / "run"
+    run_ppo(_config(tiny_dirs, out, steps=1))
+    saved = (out / "config.yaml").read_text()
+    changes = {"beta": 0.5, "steps": 3, "reward_model": str(tiny_dirs["policy"])}
+    for field, value in changes.items():
+        with pytest.raises(InputError, match=f'"{field}": cannot resume with settings other than the run\'s '
+                                             f'\\({field}\\)'):
+            run_ppo(_config(tiny_dirs, out, **{"steps": 1, "resume": True, field: value}))
+    assert (out / "config.yaml").read_text() == saved
+    with pytest.raises(InputError, match=r"\(beta, steps\)"):
+        run_ppo(_config(tiny_dirs, out, steps=3, beta=0.5, resume=True))
+
+
+def test_resume_accepts_another_device_or_thread_count(tiny_dirs, tmp_path):
+    out = tmp_path / "run"
+    cfg = _config(tiny_dirs, out)
+    run_ppo(dataclasses.replace(cfg, steps=2))
+    run_ppo(dataclasses.replace(cfg, steps=2, resume=True, threads=1, device="cpu"))
+    assert yaml.safe_load((out / "config.yaml").read_text())["threads"] == 1
