@@ -9,7 +9,7 @@ from conftest import make_policy, make_tokenizer
 from test_reward_pipeline import save_world_policy
 from tether.data import encode_prompt, encode_response
 from tether.errors import InputError
-from tether.label.server import load_items
+from tether.label.pairs import load_items
 from tether.models import score_texts
 from tether.pipelines import collect
 from tether.pipelines.collect import CollectConfig, run_collect

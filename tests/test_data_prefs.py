@@ -317,6 +317,6 @@ def test_a_lone_utf16_surrogate_is_an_error_naming_line_and_field(tmp_path, row,
     """Valid JSON, but not Unicode text: it would fail later when tokenised, written or shown (issue 21)."""
     path = tmp_path / "pairs.jsonl"
     path.write_text('{"prompt": "ok", "chosen": "a", "rejected": "b"}\n' + row + "\n")
-    with pytest.raises(InputError, match=re.escape(f'{path}:2: "{field}": text with a lone UTF-16 surrogate')):
+    with pytest.raises(InputError, match=re.escape(f'{path}:2: "{field}": holds a lone UTF-16 surrogate')):
         read_pairs(path)
     assert len(read_pairs(path, skip_invalid=True)) == 1

@@ -5,7 +5,9 @@ The screenshot is left in the test's tmp_path as label.png for a person to look 
 
 
 
-from tether.label.server import LabelStore, load_items, serve_in_background
+from tether.label.pairs import load_items
+from tether.label.server import serve_in_background
+from tether.label.store import LabelStore
 from tether.data.labels import effective_labels, read_label_rows
 
 

@@ -21,19 +21,10 @@ import pytest
 import tether
 from tether.cli import main
 from tether.errors import InputError
-from tether.label.server import (
-    LabelConfig,
-    LabelStore,
-    allowed_hosts,
-    display_text,
-    exposure_warning,
-    load_items,
-    presentation_order,
-    repair_torn_tail,
-    request_refusal,
-    serve_in_background,
-    stable_pair_id,
-)
+from tether.label.guard import allowed_hosts, request_refusal
+from tether.label.pairs import display_text, load_items, presentation_order, stable_pair_id
+from tether.label.server import LabelConfig, exposure_warning, serve_in_background
+from tether.label.store import LabelStore, repair_torn_tail
 from tether.data.labels import effective_labels, read_label_rows
 
 XSS = ['<script>window.__pwned = 1</script>', '"><img src=x onerror="window.__pwned = 2">']

@@ -17,7 +17,8 @@ from tether.io import removed_on
 COMMANDS = {
     "sft": ("tether.pipelines.sft", "SFTConfig", "run_sft", "supervised fine-tuning of a causal LM"),
     "collect": ("tether.pipelines.collect", "CollectConfig", "run_collect", "sample response pairs from a policy and label them"),
-    "label": ("tether.label.server", "LabelConfig", "run_label", "label pairs in a local web page (or --stats)"),
+    "label": ("tether.label.server", "LabelConfig", "run_label", "label pairs in a local web page"),
+    "label stats": ("tether.label.stats_command", "LabelStatsConfig", "run_label_stats", "agreement statistics of label files, as JSON"),
     "rm train": ("tether.pipelines.reward", "RMTrainConfig", "run_rm_train", "train a Bradley-Terry reward model"),
     "rm eval": ("tether.pipelines.reward", "RMEvalConfig", "run_rm_eval", "evaluate a reward model on labelled pairs"),
     "ppo": ("tether.pipelines.ppo", "PPOConfig", "run_ppo", "PPO against a reward model with a KL penalty"),

@@ -111,7 +111,7 @@ def decode_row(raw: bytes | dict, path, line: int) -> dict:
         raise InputError(f"expected a JSON object, got {json_type(row)}", path=path, line=line)
     bad = unencodable_field(row)
     if bad is not None:
-        raise InputError("text with a lone UTF-16 surrogate (valid JSON escapes, but not Unicode text)",
+        raise InputError("holds a lone UTF-16 surrogate (a valid JSON escape), which is not Unicode text",
                          path=path, line=line, field=bad)
     return row
 

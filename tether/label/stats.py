@@ -168,7 +168,7 @@ def reward_model_agreement(labels, score) -> dict:
 
 
 def label_stats(rows, gold_prob=None, rm_score=None) -> dict:
-    """Everything `tether label --stats` reports about label rows (several labelers' files may be pooled)."""
+    """Everything `tether label stats` reports about label rows (several labelers' files may be pooled)."""
     labels = effective_labels(rows)
     by_labeler = defaultdict(Counter)
     for row in labels:
