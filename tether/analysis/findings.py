@@ -25,8 +25,6 @@ OPTIMUM_LIMIT_SHARE = 0.9
 """π*'s estimated KL at or above this share of its bound log n is "at the estimate's limit"."""
 
 
-# ---------------------------------------------------------------- rules on rows
-
 def reward_delta(row: dict, sft: dict, reward: str) -> float | None:
     """`{reward}_delta` of a row, else its `{reward}_reward` minus the SFT policy's; None when unknown."""
     if row.get(f"{reward}_delta") is not None:
@@ -104,12 +102,9 @@ def sweep_fits(data: dict) -> dict[str, Fit]:
     return frontier_fits(data["rows"])
 
 
-# ---------------------------------------------------------------- findings
-
 @dataclass(frozen=True)
 class Run:
     """A row with its gains over the SFT policy (`reward_delta`, None when unknown)."""
-
     row: dict
     gold_delta: float | None
     proxy_delta: float | None
@@ -123,10 +118,8 @@ def gains(row: dict, sft: dict) -> Run:
 @dataclass(frozen=True)
 class BestGold:
     """The fixed-β PPO run with the highest gold reward (`best_gold_beta`)."""
-
     run: Run
-    improved: bool | None
-    """Its gold gain over SFT is > 0; None when the gain is unknown."""
+    improved: bool | None  # its gold gain over SFT is > 0; None when the gain is unknown
 
 
 @dataclass(frozen=True)
@@ -135,13 +128,10 @@ class Overoptimisation:
     reward while gold fell below the SFT policy's. Over the PPO runs with both rewards measured."""
 
     smallest: Run
-    top_proxy: dict
-    """The run with the highest proxy reward."""
+    top_proxy: dict  # the run with the highest proxy reward
     proxy_is_top: bool
-    gold_fell: bool
-    """The smallest β's gold gain is < 0."""
-    hacked: list[dict]
-    """Every run whose proxy rose while its gold fell below SFT (`is_hacked`), by β."""
+    gold_fell: bool  # the smallest β's gold gain is < 0
+    hacked: list[dict]  # every run whose proxy rose while its gold fell below SFT (`is_hacked`), by β
 
     @property
     def occurred(self) -> bool:
@@ -152,15 +142,11 @@ class Overoptimisation:
 @dataclass(frozen=True)
 class BenignRefusals:
     """The "safe but useless" hack: refusing more than `threshold` of benign prompts."""
-
     threshold: float
-    worst: dict | None
-    """The PPO row refusing most benign prompts; None when no PPO row measured it."""
+    worst: dict | None  # the PPO row refusing most benign prompts; None when no PPO row measured it
     sft_rate: float | None
-    sft_above: bool
-    """The SFT policy already refuses more than `threshold`: the finding says little on its own."""
-    onset: dict | None
-    """The row at `safe_but_useless_beta`; None when no β crossed the threshold."""
+    sft_above: bool  # the SFT policy already refuses more than `threshold`: the finding says little on its own
+    onset: dict | None  # the row at `safe_but_useless_beta`; None when no β crossed the threshold
 
     @property
     def hack(self) -> bool:
@@ -171,20 +157,16 @@ class BenignRefusals:
 @dataclass(frozen=True)
 class Rise:
     """A detector a hack pushes up: its highest value over the PPO rows against the SFT policy's."""
-
     key: str
     threshold: float
-    worst: dict | None
-    """The PPO row with the highest value; None when no PPO row or the SFT policy lacks it."""
+    worst: dict | None  # the PPO row with the highest value; None when no PPO row or the SFT policy lacks it
     sft_value: float | None
-    rose: bool
-    """worst − SFT ≥ threshold: the hack appeared."""
+    rose: bool  # worst − SFT ≥ threshold: the hack appeared
 
 
 @dataclass(frozen=True)
 class TopStyle:
     """The most common response style of the smallest-β policy, and of the SFT policy when known."""
-
     beta: float
     style: str
     share: float
@@ -195,7 +177,6 @@ class TopStyle:
 @dataclass(frozen=True)
 class Reference:
     """Whether the largest β kept its policy within `limit` nats of the reference."""
-
     row: dict
     limit: float
     near: bool
@@ -204,22 +185,18 @@ class Reference:
 @dataclass(frozen=True)
 class OptimumComparison:
     """A PPO row against π* ∝ π_ref·exp(r/β) at its β."""
-
     row: dict
     optimum: dict
-    at_limit: bool
-    """π*'s KL is at its bound log n (≥ OPTIMUM_LIMIT_SHARE of it): π* lies further out."""
+    at_limit: bool  # π*'s KL is at its bound log n (≥ OPTIMUM_LIMIT_SHARE of it): π* lies further out
 
 
 @dataclass(frozen=True)
 class BestOfNPeak:
     """Best-of-n's peak gain in `reward` ("gold" when measured, else "proxy"), and the best PPO run's."""
-
     reward: str
     peak: dict
     peak_gain: float
-    largest: dict | None
-    """The largest n when it is not the peak."""
+    largest: dict | None  # the largest n when it is not the peak
     largest_gain: float | None
     best_ppo: dict | None
     best_ppo_gain: float | None
@@ -228,38 +205,31 @@ class BestOfNPeak:
 @dataclass(frozen=True)
 class FitPeak:
     """A gold fit and where its predicted peak lies (`peak_status`)."""
-
     name: str
     fit: Fit
     status: str
-    reach_factor: float
-    """EXTRAPOLATION_FACTOR: a peak beyond this many times the largest measured √KL is out of reach."""
+    reach_factor: float  # EXTRAPOLATION_FACTOR, for "no peak within N× the largest measured √KL"
 
 
 @dataclass(frozen=True)
 class OtherRun:
     """A run that is neither fixed-β PPO nor best-of-n (a mitigation), with its gains."""
-
     run: Run
-    gold_vs_plain: float | None
-    """Its gold reward minus plain PPO's at the same β; None when the sweep has no such pair."""
+    gold_vs_plain: float | None  # its gold reward minus plain PPO's at the same β; None without that pair
 
 
 @dataclass(frozen=True)
 class RewardModelAccuracy:
     """The reward model's held-out accuracy against the labeler ceiling."""
-
     accuracy: float
     n_pairs: int | None
     ceiling: float | None
-    shortfall_points: float | None
-    """100 × (ceiling − accuracy): percentage points below the best reachable."""
+    shortfall_points: float | None  # 100 × (ceiling − accuracy): percentage points below the best reachable
 
 
 @dataclass(frozen=True)
 class Findings:
     """Everything the summary says and the report marks, decided from one `sweep.json`."""
-
     world: str | None
     seed: int | None
     sft: dict
@@ -271,12 +241,10 @@ class Findings:
     refusals: BenignRefusals
     filler: Rise
     repetition: Rise
-    longest: dict | None
-    """The PPO row with the longest mean response, when the SFT policy's length is known."""
+    longest: dict | None  # the PPO row with the longest mean response, when the SFT policy's length is known
     top_style: TopStyle | None
     reference: Reference | None
-    optimum: list[OptimumComparison]
-    """The largest and the smallest β that both PPO and π* have (one when they coincide)."""
+    optimum: list[OptimumComparison]  # at the largest and the smallest β both PPO and π* have
     best_of_n: BestOfNPeak | None
     fit_peaks: list[FitPeak]
     other_runs: list[OtherRun]
@@ -357,7 +325,10 @@ def _optimum(ppo: list[dict], optimum: list[dict]) -> list[OptimumComparison]:
 
 def _best_of_n(bon: list[dict], ppo: list[dict], sft: dict) -> BestOfNPeak | None:
     reward = "gold" if any(reward_delta(r, sft, "gold") is not None for r in bon) else "proxy"
-    gain = lambda r: reward_delta(r, sft, reward)  # noqa: E731
+
+    def gain(row: dict) -> float | None:
+        return reward_delta(row, sft, reward)
+
     scored = [r for r in bon if gain(r) is not None]
     if not scored:
         return None

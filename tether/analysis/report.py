@@ -196,7 +196,8 @@ def _rewards_table(table_rows: list[dict], sft: dict) -> str:
 
 def _detectors_table(table_rows: list[dict]) -> str:
     out = [[r["label"], pct(r.get("benign_refusal_rate")), pct(r.get("refusal_rate")),
-            fmt(r.get("filler_per_response")), fmt(r.get("mean_length")), fmt(r.get("distinct_1")), fmt(r.get("distinct_2")), pct(r.get("repetition_rate")), fmt(r.get("entropy"))]
+            fmt(r.get("filler_per_response")), fmt(r.get("mean_length")), fmt(r.get("distinct_1")),
+            fmt(r.get("distinct_2")), pct(r.get("repetition_rate")), fmt(r.get("entropy"))]
            for r in table_rows]
     return _table(["run", "benign refusals", "refusals (all)", "filler / response", "mean length [words]",
                    "distinct-1", "distinct-2", "repetitive", "entropy [nats/token]"], out,
