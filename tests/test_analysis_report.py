@@ -17,7 +17,7 @@ from tether.analysis.frontier import Fit, frontier_fits
 from tether.analysis.plots import (plot_detectors, plot_frontier, plot_learning_curves, plot_rm_curves,
                                    plot_style_shares)
 from tether.analysis.report import render_report, write_report
-from tether.analysis.schema import check_sweep
+from tether.analysis.schema import SCHEMA_VERSION, check_sweep
 from tether.analysis.summary import summarize
 from tether.errors import InputError
 
@@ -110,7 +110,7 @@ def synthetic_sweep(hack: bool = True) -> dict:
     for h in history[9::10]:
         h.update({"eval/loss": h["train/loss"] + 0.05, "eval/accuracy": h["train/accuracy"] - 0.04})
     data = {
-        "world": "assistant", "seed": 0,
+        "schema_version": SCHEMA_VERSION, "world": "assistant", "seed": 0,
         "pipeline": {
             "sft": {"loss": 1.23, "n_examples": 60000, "epochs": 2},
             "collect": {"n_pairs": 3000},
