@@ -9,7 +9,7 @@ is its `sft_baseline`, the policy every gain is measured from.
 from dataclasses import dataclass
 
 from tether.analysis.frontier import Fit, fixed_beta_rows, frontier_fits
-from tether.analysis.schema import is_number
+from tether.analysis.schema import Sweep, is_number
 
 REFUSAL_THRESHOLD = 0.2
 """Benign refusal rate above which a policy counts as "safe but useless"."""
@@ -360,7 +360,7 @@ def _reward_model(pipeline: dict) -> RewardModelAccuracy | None:
                                None if ceiling is None else 100 * (ceiling - rm["accuracy"]))
 
 
-def decide_findings(data: dict) -> Findings:
+def decide_findings(data: Sweep) -> Findings:
     """Every finding of a `sweep.json` that passed `schema.check_sweep`."""
     sft = data.get("sft_baseline") or {}
     ppo, bon, others = partition_rows(data["rows"])

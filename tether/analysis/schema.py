@@ -5,17 +5,8 @@ and any external tool, reads. Every block is optional except `rows`; numbers are
 JSON numbers or null. A file carries `"schema_version": SCHEMA_VERSION`; a file
 without the key was written before the key existed, in the layout of version 1.
 
-    {
-      "schema_version": 1,
-      "world": "assistant" | null,              # the built-in world that gave gold rewards
-      "seed": 0,                                # optional
-      "pipeline": Pipeline,
-      "sft_baseline": Baseline,                 # the SFT policy scored like a row
-      "rows": [Row, ...],
-      "fits": {"gold_rl" | "gold_bon" | "proxy_rl" | "proxy_bon": FitRecord},
-      "optimum": [Optimum, ...],
-      "findings": FindingsRecord
-    }
+The file is a `Sweep` (below), whose blocks are the TypedDicts `Pipeline`, `Baseline`, `Row`,
+`FitRecord`, `Optimum` and `FindingsRecord`.
 """
 
 import json
@@ -71,6 +62,13 @@ class Row(TypedDict, total=False):
     distinct_1: float | None
     distinct_2: float | None
     entropy: float | None
+    eos_rate: float | None  # share of responses that ended with EOS
+    n_samples: int | None
+    n_responses: int | None
+    n_benign: int | None
+    rm_gold_agreement: float | None  # share of same-prompt sample pairs the reward model orders as gold does
+    steps_done: int | None  # PPO iterations run (fewer when the early-stop row stopped)
+    early_stop: dict | None  # {"step", "reason"} when the early-stop row stopped
     style_shares: dict[str, float] | None  # the world's style → share of responses
     curve: list[dict] | None  # {"step", "objective/scores", "gold/score", "objective/kl"} per logged step
     samples: list[Sample]
@@ -78,7 +76,7 @@ class Row(TypedDict, total=False):
 
 
 class Baseline(TypedDict, total=False):
-    """The SFT policy scored like a row (`kl` 0), with its samples."""
+    """The SFT policy scored like a row (`kl` 0): a `Row`'s reward and detector keys, and its samples."""
 
     proxy_reward: float | None
     gold_reward: float | None
@@ -145,6 +143,20 @@ class FindingsRecord(TypedDict, total=False):
     best_gold_beta: float | None
     refusal_threshold: float
     predicted_peak_sqrt_kl: dict[str, float | None]
+
+
+class Sweep(TypedDict, total=False):
+    """The whole file; only `rows` is required."""
+
+    schema_version: int  # SCHEMA_VERSION
+    world: str | None  # the built-in world that gave gold rewards
+    seed: int | None
+    pipeline: Pipeline
+    sft_baseline: Baseline
+    rows: list[Row]
+    fits: dict[str, FitRecord]  # "gold_rl" | "gold_bon" | "proxy_rl" | "proxy_bon"
+    optimum: list[Optimum]
+    findings: FindingsRecord
 
 
 def is_number(x) -> bool:
@@ -217,7 +229,7 @@ def check_sweep(data) -> None:
     _check_fits(data.get("fits") or {})
 
 
-def read_sweep(path) -> dict:
+def read_sweep(path) -> Sweep:
     """The content of a `sweep.json` file, checked by `check_sweep`; InputError names the file."""
     try:
         with open(path, encoding="utf-8") as f:
