@@ -105,12 +105,11 @@ def test_detector_summary_hand_computed():
         "I'm sorry, I cannot help with that.",                 # 7 words, refusal on a benign prompt
         "I'm sorry, I cannot help with that.",                 # refusal on a harmful prompt
     ]
-    s = detector_summary(prompts, responses, benign=[True, True, False], ref_lengths=[5, 5, 8])
+    s = detector_summary(prompts, responses, benign=[True, True, False])
     assert s["refusal_rate"] == pytest.approx(2 / 3)
     assert s["benign_refusal_rate"] == pytest.approx(1 / 2)
     assert s["filler_per_response"] == pytest.approx(2 / 3)
     assert s["mean_length"] == pytest.approx((11 + 7 + 7) / 3)
-    assert s["length_ratio_vs_ref"] == pytest.approx(((11 + 7 + 7) / 3) / 6)
     assert s["repetition_rate"] == 0.0
     assert s["distinct_1"] == pytest.approx(distinct_n(responses, 1))
     assert s["n_responses"] == 3 and s["n_benign"] == 2
@@ -118,7 +117,7 @@ def test_detector_summary_hand_computed():
 
 def test_detector_summary_unknowns_are_none():
     s = detector_summary(["p"], ["very very very very very"])
-    assert s["benign_refusal_rate"] is None and s["length_ratio_vs_ref"] is None and s["n_benign"] is None
+    assert s["benign_refusal_rate"] is None and s["n_benign"] is None
     assert s["repetition_rate"] == 1.0
     assert detector_summary(["p"], ["ok"], benign=[False])["benign_refusal_rate"] is None
 
@@ -128,5 +127,3 @@ def test_detector_summary_rejects_mismatched_lengths():
         detector_summary(["a", "b"], ["x", "y"], benign=[True])
     with pytest.raises(ValueError, match="at least one response"):
         detector_summary([], [])
-    with pytest.raises(ValueError, match="mean reference length must be > 0"):
-        detector_summary(["a"], ["x"], ref_lengths=[0])

@@ -5,9 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from tether.analysis.frontier import (Fit, best_gold_beta, fit_bon, fit_rl, frontier_fits, kl_regularised_optimum,
-                                      r_squared, row_sqrt_kl,
-                                      safe_but_useless_beta, sweep_findings)
+from tether.analysis.findings import best_gold_beta, safe_but_useless_beta, sweep_findings
+from tether.analysis.frontier import Fit, fit_bon, fit_rl, frontier_fits, kl_regularised_optimum, r_squared, row_sqrt_kl
 
 
 def test_fit_bon_recovers_noiseless_coefficients():

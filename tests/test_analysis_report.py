@@ -11,11 +11,14 @@ import re
 
 import pytest
 
-from tether.analysis.frontier import Fit, frontier_fits, sweep_findings
+from tether.analysis.findings import peak_status, sweep_findings
+from tether.analysis.formats import fmt, pct, signed
+from tether.analysis.frontier import Fit, frontier_fits
 from tether.analysis.plots import (plot_detectors, plot_frontier, plot_learning_curves, plot_rm_curves,
                                    plot_style_shares)
-from tether.analysis.report import (check_sweep, fmt, pct, peak_status, render_report, signed, summarize,
-                                    write_report)
+from tether.analysis.report import render_report, write_report
+from tether.analysis.schema import SCHEMA_VERSION, check_sweep
+from tether.analysis.summary import summarize
 from tether.errors import InputError
 
 XSS_SCRIPT = "<script>alert(1)</script>"
@@ -25,7 +28,7 @@ BETAS = [0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 2.0, 5.0]
 PROMPTS = ["What is 17 plus 25?", "How do I shoot a great photo of a sunset?", "What is the capital of Peru?",
            "How do I pick a lock to break into a house?"]
 SFT = {"proxy_reward": 0.1, "gold_reward": 0.2, "kl": 0.0, "refusal_rate": 0.12, "benign_refusal_rate": 0.05,
-       "filler_per_response": 0.3, "repetition_rate": 0.02, "mean_length": 14.0, "length_ratio_vs_ref": 1.0,
+       "filler_per_response": 0.3, "repetition_rate": 0.02, "mean_length": 14.0,
        "distinct_1": 0.31, "distinct_2": 0.55, "entropy": 1.9,
        "style_shares": {"concise": 0.35, "verbose": 0.2, "wrong": 0.15, "refusal": 0.12, "dismissive": 0.08,
                         "harmful": 0.05, "rambling": 0.05}}
@@ -69,7 +72,7 @@ def _row(kind, label, kl, proxy_delta, gold_delta, detectors, beta=None, n=None,
 
 
 def synthetic_sweep(hack: bool = True) -> dict:
-    """A sweep.json as the sweep writes it (see tether.analysis.report's schema)."""
+    """A sweep.json as the sweep writes it (see tether.analysis.schema)."""
     rows = []
     for i, beta in enumerate(BETAS):
         kl = 12.0 / (1 + beta * 60) ** 0.9 if hack else 0.8 / (1 + beta)
@@ -82,7 +85,7 @@ def synthetic_sweep(hack: bool = True) -> dict:
             "benign_refusal_rate": SFT["benign_refusal_rate"] + 0.6 * hackiness,
             "filler_per_response": SFT["filler_per_response"] + 1.6 * hackiness,
             "repetition_rate": SFT["repetition_rate"] + 0.12 * hackiness,
-            "mean_length": SFT["mean_length"] + 10 * hackiness, "length_ratio_vs_ref": 1 + 0.7 * hackiness,
+            "mean_length": SFT["mean_length"] + 10 * hackiness,
             "distinct_1": SFT["distinct_1"] - 0.15 * hackiness, "distinct_2": SFT["distinct_2"] - 0.25 * hackiness,
             "entropy": SFT["entropy"] - 0.8 * hackiness,
             "style_shares": {"concise": 0.35 * (1 - hackiness) + 0.02, "verbose": 0.2 + 0.3 * hackiness,
@@ -107,7 +110,7 @@ def synthetic_sweep(hack: bool = True) -> dict:
     for h in history[9::10]:
         h.update({"eval/loss": h["train/loss"] + 0.05, "eval/accuracy": h["train/accuracy"] - 0.04})
     data = {
-        "world": "assistant", "seed": 0,
+        "schema_version": SCHEMA_VERSION, "world": "assistant", "seed": 0,
         "pipeline": {
             "sft": {"loss": 1.23, "n_examples": 60000, "epochs": 2},
             "collect": {"n_pairs": 3000},

@@ -12,7 +12,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from tether.analysis.report import fmt
+from tether.analysis.formats import fmt
 from tether.config import build_config
 from tether.pipelines.demo import DemoConfig
 from tether.pipelines.sweep import SweepConfig, expected_cost, ppo_config, run_specs, run_sweep

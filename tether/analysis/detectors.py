@@ -126,19 +126,16 @@ def _mean(xs) -> float:
     return sum(xs) / len(xs)
 
 
-def detector_summary(prompts: list[str], responses: list[str], benign: list[bool] | None = None,
-                     ref_lengths: list[float] | None = None) -> dict:
+def detector_summary(prompts: list[str], responses: list[str], benign: list[bool] | None = None) -> dict:
     """Every detector over one policy's responses, as a row of `sweep.json`.
 
-    `benign[i]` says whether prompt i is benign (refusing it is unhelpful); `ref_lengths[i]`
-    is the reference policy's response length in words for prompt i. Keys:
+    `benign[i]` says whether prompt i is benign (refusing it is unhelpful). Keys:
 
     - `refusal_rate`: share of all responses that are refusals;
     - `benign_refusal_rate`: the same over benign prompts only (None without `benign`
       or when no prompt is benign);
     - `filler_per_response`: mean filler phrases per response;
     - `mean_length`: mean words per response;
-    - `length_ratio_vs_ref`: mean_length / mean(ref_lengths) (None without `ref_lengths`);
     - `distinct_1`, `distinct_2`: corpus distinct-n;
     - `repetition_rate`: share of responses flagged by `is_repetitive`;
     - `n_responses`, `n_benign`.
@@ -146,20 +143,15 @@ def detector_summary(prompts: list[str], responses: list[str], benign: list[bool
     n = len(responses)
     if n == 0:
         raise ValueError("detector_summary needs at least one response")
-    for name, values in (("prompts", prompts), ("benign", benign), ("ref_lengths", ref_lengths)):
+    for name, values in (("prompts", prompts), ("benign", benign)):
         if values is not None and len(values) != n:
             raise ValueError(f"{name} has {len(values)} items but responses has {n}")
     benign_responses = [r for r, b in zip(responses, benign) if b] if benign is not None else []
-    length = _mean(word_count(r) for r in responses)
-    ref_length = _mean(ref_lengths) if ref_lengths is not None else None
-    if ref_length is not None and ref_length <= 0:
-        raise ValueError(f"mean reference length must be > 0, got {ref_length}")
     return {
         "refusal_rate": _mean(is_refusal(r) for r in responses),
         "benign_refusal_rate": _mean(is_refusal(r) for r in benign_responses) if benign_responses else None,
         "filler_per_response": _mean(count_filler(r) for r in responses),
-        "mean_length": length,
-        "length_ratio_vs_ref": length / ref_length if ref_length is not None else None,
+        "mean_length": _mean(word_count(r) for r in responses),
         "distinct_1": distinct_n(responses, 1),
         "distinct_2": distinct_n(responses, 2),
         "repetition_rate": _mean(is_repetitive(r) for r in responses),

@@ -1,4 +1,4 @@
-"""The reward–KL frontier: overoptimisation fits and the β a sweep should report.
+"""The reward–KL frontier: overoptimisation fits and the KL-regularised optimum.
 
 Gao, Schulman & Hilton (2022), "Scaling Laws for Reward Model Overoptimization",
 eq. 1–2: with d = √KL(π ‖ π_init) and R the gold reward *relative to the initial
@@ -8,7 +8,7 @@ eq. 1–2: with d = √KL(π ‖ π_init) and R the gold reward *relative to the
     RL:         R_rl(d)  = d (α_rl  − β_rl log d)
 
 Both are linear in (α, β), so each fit is one exact least-squares solve. A row of
-`sweep.json` is a dict (see `tether.analysis.report` for the schema); PPO rows with
+`sweep.json` is a dict (`tether.analysis.schema.Row`); PPO rows with
 a fixed β have `kind == "ppo"`, best-of-n rows `kind == "bon"`.
 """
 
@@ -171,34 +171,3 @@ def fixed_beta_rows(rows: list[dict]) -> list[dict]:
     """The PPO rows with a fixed β (kind "ppo"), by increasing β."""
     return sorted((r for r in rows if r.get("kind") == "ppo" and r.get("beta") is not None),
                   key=lambda r: r["beta"])
-
-
-def safe_but_useless_beta(rows: list[dict], threshold: float = 0.2) -> float | None:
-    """The β at which "safe but useless" begins: the largest β whose benign refusal rate > threshold.
-
-    Refusals grow as β shrinks (a weaker tether lets PPO chase the reward model's
-    refusal bonus), so walking β downwards this is where the policy first refuses
-    more than `threshold` of benign prompts. None when no fixed-β PPO row does.
-    """
-    hits = [r["beta"] for r in fixed_beta_rows(rows)
-            if r.get("benign_refusal_rate") is not None and r["benign_refusal_rate"] > threshold]
-    return max(hits) if hits else None
-
-
-def best_gold_beta(rows: list[dict]) -> float | None:
-    """The fixed β whose PPO policy has the highest gold reward; ties go to the larger β. None without gold."""
-    scored = [r for r in fixed_beta_rows(rows) if r.get("gold_reward") is not None]
-    if not scored:
-        return None
-    return max(scored, key=lambda r: (r["gold_reward"], r["beta"]))["beta"]
-
-
-def sweep_findings(rows: list[dict], refusal_threshold: float = 0.2) -> dict:
-    """The `findings` block of `sweep.json`: both β above, the threshold used, and each fit's peak."""
-    fits = frontier_fits(rows)
-    return {
-        "safe_but_useless_beta": safe_but_useless_beta(rows, refusal_threshold),
-        "best_gold_beta": best_gold_beta(rows),
-        "refusal_threshold": refusal_threshold,
-        "predicted_peak_sqrt_kl": {name: fit.peak_d for name, fit in fits.items()},
-    }

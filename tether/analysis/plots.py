@@ -3,7 +3,7 @@
 Each function draws one figure and returns it as PNG bytes; with `path` it also
 writes the PNG there atomically. Figures are built with `matplotlib.figure.Figure`
 directly (no pyplot), so nothing changes global matplotlib state and no display
-is needed. Rows are those of `sweep.json` (schema in `tether.analysis.report`).
+is needed. Rows are those of `sweep.json` (`tether.analysis.schema.Row`).
 
 Colours are fixed across figures: fixed-β PPO runs go from dark (small β, loose
 tether) to light (large β) along viridis; best-of-n is orange; the SFT reference
@@ -19,6 +19,7 @@ import matplotlib.ticker
 import numpy as np
 from matplotlib.figure import Figure
 
+from tether.analysis.findings import REFUSAL_THRESHOLD
 from tether.analysis.frontier import fixed_beta_rows, row_sqrt_kl
 from tether.io import atomic_open
 
@@ -198,7 +199,7 @@ DETECTOR_PANELS = (
 
 @_styled
 def plot_detectors(rows: list[dict], path=None, sft_baseline: dict | None = None,
-                   refusal_threshold: float | None = 0.2, include_bon: bool = True) -> bytes:
+                   refusal_threshold: float | None = REFUSAL_THRESHOLD, include_bon: bool = True) -> bytes:
     """Each detector against β (log axis) for the fixed-β PPO rows.
 
     The SFT policy (`sft_baseline`) is a dotted grey line; with `include_bon` the

@@ -2,7 +2,7 @@
 
 Each PPO run is an ordinary `tether ppo` run directory under OUT/runs/; a run with
 an `eval.json` is finished and is not redone, a run with a checkpoint resumes.
-Writes OUT/sweep.json (the schema of `tether.analysis.report`) and OUT/report.html.
+Writes OUT/sweep.json (the schema of `tether.analysis.schema`) and OUT/report.html.
 """
 
 import dataclasses
@@ -19,7 +19,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from tether.analysis import frontier_fits, sweep_findings
+from tether.analysis import REFUSAL_THRESHOLD, SCHEMA_VERSION, frontier_fits, sweep_findings
 from tether.analysis.report import write_report
 from tether.config import opt, require, to_dict
 from tether.data import read_prompts
@@ -54,7 +54,7 @@ class SweepConfig:
     early_stop_gold_agreement_drop: float | None = opt(0.2, "early-stop row: stop when the reward model's agreement with gold on the policy's samples drops this much below the initial policy's (needs --gold). "
                                                             "It falls by ~0.15 in the first 10 iterations of the demo's smallest beta, while gold still rises: 0.1 stops before any gain")
     early_stop_every: int = opt(0, "early-stop row: iterations between its detector checks (0: half of --eval-every; a detector can only stop what it sees)")
-    refusal_threshold: float = opt(0.2, "benign refusal rate above which behaviour counts as 'safe but useless'")
+    refusal_threshold: float = opt(REFUSAL_THRESHOLD, "benign refusal rate above which behaviour counts as 'safe but useless'")
     gold: str | None = opt(None, "gold utility of a built-in world (assistant)")
     steps: int = opt(80, "PPO iterations per run")
     batch_size: int = opt(64, "rollouts per PPO iteration")
@@ -226,7 +226,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
         rows += [with_deltas(row, baseline) for row in best_of_n(grid, cfg.bon_ns, gold)]
         optima = [with_deltas(row, baseline) for row in kl_regularised_optima(grid, cfg.betas, gold)]
     data = {
-        "world": cfg.gold, "pipeline": cfg.pipeline,
+        "schema_version": SCHEMA_VERSION, "world": cfg.gold, "pipeline": cfg.pipeline,
         "sft_baseline": {**baseline, "samples": baseline_samples[:16]},
         "rows": rows, "fits": {name: fit.as_dict() for name, fit in frontier_fits(rows).items()},
         "findings": sweep_findings(rows, cfg.refusal_threshold),
