@@ -8,6 +8,7 @@ import torch
 
 from tether.config import save_config
 from tether.errors import InputError, RunError
+from tether.rollout import DEFAULT_ENGINE, make_engine
 
 
 def prepare_run_dir(out, cfg, overwrite: bool = True) -> Path:
@@ -71,9 +72,9 @@ def check_finite(loss: torch.Tensor, step: int, what: str = "loss") -> None:
 
 @torch.no_grad()
 def sample_responses(model, tokenizer, prompt_ids: list[list[int]], sampling, generator, batch_size: int, engine=None):
-    """Sample one response per prompt: (texts, rollouts) with the texts decoded up to EOS."""
-    from tether.rollout import TorchSampler
-    engine = engine or TorchSampler()
+    """Sample one response per prompt with `engine` (default: the registry's default engine):
+    (texts, rollouts) with the texts decoded up to EOS."""
+    engine = engine or make_engine(DEFAULT_ENGINE)
     texts, rollouts = [], []
     for i in range(0, len(prompt_ids), batch_size):
         rollout = engine.generate(model, prompt_ids[i:i + batch_size], sampling, generator)
