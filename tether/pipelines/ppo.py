@@ -182,8 +182,9 @@ class Experience:
     """One scored rollout batch: what PPO's update epochs and the metrics read.
 
     B rollouts, P the prompt width (prompts LEFT-padded), R the response width, V the vocabulary.
-    Response-aligned tensors (B, R) hold response token j in column j and are 0 where
-    `response_mask` is 0 (the padding after EOS), except `old_values` and `entropy` (read under the mask).
+    Response-aligned tensors (B, R) hold response token j in column j. Where `response_mask` is 0
+    (the padding after EOS) `kl`, `rewards`, `advantages` and `returns` are 0; the others hold
+    numbers there that every reader masks out.
 
     sequences: (B, P + R) prompt then response token ids; attention_mask (B, P + R) 1 on real tokens.
     prompt_len: P, the column where the responses start.
@@ -225,7 +226,7 @@ class Experience:
 def make_experience(model, reward_fn, rollout, prompts, texts, beta, cfg) -> Experience:
     """Score a rollout: old log-probs and values (teacher forcing), reference log-probs, rewards, advantages.
 
-    Everything is over response tokens only: `mask` is 1 through EOS, so the prompt
+    Everything is over response tokens only: the response mask is 1 through EOS, so the prompt
     and the padding after EOS never touch KL, rewards, advantages or losses. The
     forward passes run on length-sorted chunks of micro_batch_size rollouts, each cut
     to the columns it needs (`over_length_chunks`), which also bounds their memory.
