@@ -1,6 +1,6 @@
 """Peak memory of PPO's actor-critic: full copies (policy + frozen reference) vs LoRA (one set of weights).
 
-For each model size and setup, a fresh subprocess builds `tether.pipelines.ppo.ActorCritic`
+For each model size and setup, a fresh subprocess builds `tether.models.ActorCritic`
 as `run_ppo` does, makes its Adam optimiser, and runs one training step (forward
 and backward of a micro-batch, a reference forward, `optimizer.step()`); it reports
 its peak resident set size (`ru_maxrss`) and the part above what the imports
@@ -56,21 +56,20 @@ def make_models(out: Path, size: dict) -> tuple[Path, Path]:
 def child(spec: dict) -> dict:
     """Runs in the subprocess: build the actor-critic, take one training step, report memory and time."""
     import torch
-    from tether.pipelines.ppo import ActorCritic, PPOConfig
+    from tether.models import ActorCritic, load_reward_model
     torch.set_num_threads(spec["threads"])
     torch.ones(8, 8) @ torch.ones(8, 8)  # torch's thread pool and allocator, before the baseline is read
     after_imports = peak_rss_mb()
-    cfg = PPOConfig(policy=spec["policy"], reward_model=spec["rm"], prompts="unused", out="unused", device="cpu",
-                    lora_alpha=2 * max(1, spec["lora_r"]), lora_r=spec["lora_r"], value_model=spec["value_model"])
-    model = ActorCritic(cfg, torch.device("cpu"))
+    model = ActorCritic.load(spec["policy"], load_reward_model(spec["rm"]), torch.device("cpu"),
+                             value_model=spec["value_model"], lora_r=spec["lora_r"], lora_alpha=2 * max(1, spec["lora_r"]))
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=1e-4, eps=1e-5)
     generator = torch.Generator().manual_seed(0)
     seqs = torch.randint(3, model.policy.config.vocab_size, (spec["batch"], spec["seq_len"]), generator=generator)
     attn = torch.ones_like(seqs)
     start = time.perf_counter()
-    model.ref_logits(seqs, attn)
+    model.ref_logits(seqs, attn, 1)
     model.train()
-    logits, values = model(seqs, attn)
+    logits, values = model(seqs, attn, 1)  # response from column 1: logits and values over the whole sequence
     loss = logits.logsumexp(-1).mean() + values.square().mean()  # touches every trainable weight
     loss.backward()
     optimizer.step()

@@ -17,8 +17,8 @@ timed iterations (repeats × iterations), and the min–max of the per-run media
 - tether, one padded pass: `run_ppo --micro-batch-size 64`, so scoring and each minibatch are one
   forward over the whole rollout batch, padded to its longest prompt and response: what tether did
   before it cut batches into length-sorted chunks trimmed to their own columns.
-- tether, HF generate: `run_ppo` with `HFGenerateSampler` (Hugging Face `generate`) for
-  the rollout: the rollout baseline.
+- tether, HF generate: `run_ppo --rollout-engine hf` (`HFGenerateSampler`, Hugging Face
+  `generate`) for the rollout: the rollout baseline.
 - TRL: `trl.experimental.ppo.PPOTrainer` (trl 1.12.0, the last TRL with PPO; fp32,
   no gradient checkpointing, value model initialised from the reward model);
   skipped with the reason when it does not import. Its phases are timed by
@@ -36,7 +36,6 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # trl.experimental warns
 
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 
@@ -45,9 +44,7 @@ from _common import (base_parser, load_average, median, print_table, quiet, setu
                      world_policy)
 from tether.data import encode_prompt, read_prompts
 from tether.models import load_tokenizer, reward_model_from_policy, save_pretrained_atomic
-from tether.pipelines import ppo as ppo_module
 from tether.pipelines.ppo import PPOConfig, run_ppo
-from tether.rollout import HFGenerateSampler
 from tether.runlog import read_metrics
 from tether.worlds.assistant import write_prompt_file
 
@@ -61,22 +58,6 @@ def fixtures(tmp: Path, threads: int) -> tuple[Path, Path, Path]:
     save_pretrained_atomic(tmp / "rm", reward_model_from_policy(policy, tokenizer.pad_token_id), tokenizer)
     write_prompt_file(tmp / "prompts.jsonl", "train", 512, seed=0)
     return policy, tmp / "rm", tmp / "prompts.jsonl"
-
-
-@contextmanager
-def rollout_engine(engine_class):
-    """Run `run_ppo` with another rollout engine (the baseline), restoring the default afterwards."""
-    default = ppo_module.TorchSampler
-    ppo_module.TorchSampler = engine_class
-    try:
-        yield
-    finally:
-        ppo_module.TorchSampler = default
-
-
-def hf_generate_iterations(policy, rm, prompts, out, args) -> list[dict]:
-    with rollout_engine(HFGenerateSampler):
-        return tether_iterations(policy, rm, prompts, out, args)
 
 
 def tether_iterations(policy, rm, prompts, out, args, **overrides) -> list[dict]:
@@ -238,7 +219,8 @@ def main(argv=None) -> None:
                                                                              value_model="shared"),
                   "tether, one padded pass": lambda out: tether_iterations(policy, rm, prompts, out, args,
                                                                            micro_batch_size=DEFAULTS["minibatch_size"]),
-                  "tether, HF generate": lambda out: hf_generate_iterations(policy, rm, prompts, out, args)}
+                  "tether, HF generate": lambda out: tether_iterations(policy, rm, prompts, out, args,
+                                                                         rollout_engine="hf")}
     if trl is not None:
         contenders[f"TRL {trl.__version__} PPO"] = lambda out: trl_iterations(policy, rm, prompts, out, args)
     runs = {name: [] for name in contenders}

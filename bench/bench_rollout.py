@@ -8,11 +8,13 @@ times every engine back to back; the table shows medians over the repeats,
 after one warm-up run each. Run it on an otherwise idle machine: with two torch
 threads on two cores, another busy process slows every engine several-fold.
 
-Engines: `TorchSampler` (the default; a plain GPT-2 decodes through
-`FastGPT2Decoder`), `TorchSampler(fast_gpt2=False)` (the path every other model
-takes: the model's own forward with a DynamicCache), `HFGenerateSampler`
+Engines: every engine of the registry (`tether.rollout.ENGINES`, so a new one is
+measured as soon as it joins): `torch` = `TorchSampler` (the default; a plain
+GPT-2 decodes through `FastGPT2Decoder`) and `hf` = `HFGenerateSampler`
 (`generate` plus the logits it needs for the same `Rollout`: ids, masks,
-log-probs) and bare `model.generate` (token ids only, nothing else kept).
+log-probs); then `TorchSampler(fast_gpt2=False)` (the path every other model
+takes: the model's own forward with a DynamicCache) and bare `model.generate`
+(token ids only, nothing else kept).
 
     python bench/bench_rollout.py [--threads 2] [--batch 16 64] [--new-tokens 32] [--repeats 5]
 """
@@ -24,7 +26,7 @@ import time
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from tether.rollout import HFGenerateSampler, SamplingConfig, TorchSampler, left_pad
+from tether.rollout import DEFAULT_ENGINE, ENGINES, SamplingConfig, TorchSampler, left_pad
 
 VOCAB = 600
 EOS = VOCAB - 1
@@ -90,18 +92,19 @@ def main(argv=None) -> None:
     model = build_model()
     n_params = sum(p.numel() for p in model.parameters())
     cfg = SamplingConfig(max_new_tokens=args.new_tokens, eos_token_id=EOS, pad_token_id=PAD)
-    engines = {"TorchSampler": TorchSampler(), "TorchSampler, HF fwd": TorchSampler(fast_gpt2=False),
-               "HFGenerateSampler": HFGenerateSampler(), "model.generate": BareGenerate()}
+    engines = {f"{name} ({engine.__name__})": engine() for name, engine in ENGINES.items()}
+    engines |= {"TorchSampler, HF fwd": TorchSampler(fast_gpt2=False), "model.generate": BareGenerate()}
+    default = f"{DEFAULT_ENGINE} ({ENGINES[DEFAULT_ENGINE].__name__})"
     print(f"GPT-2 {n_params / 1e6:.2f}M parameters, torch {torch.__version__}, {args.threads} threads, "
           f"{args.new_tokens} new tokens, median of {args.repeats} runs")
-    print(f"{'batch':>5}  {'engine':<20} {'tokens/s':>9}  {'TorchSampler is':>16}")
+    print(f"{'batch':>5}  {'engine':<24} {'tokens/s':>9}  {DEFAULT_ENGINE + ' is':>10}")
     for batch in args.batch:
         prompts = random_prompts(batch, torch.Generator().manual_seed(batch))
         times = seconds_per_run(engines, model, prompts, cfg, args.repeats)
         medians = {name: statistics.median(t) for name, t in times.items()}
         for name, median in medians.items():
-            speedup = medians[name] / medians["TorchSampler"]
-            print(f"{batch:>5}  {name:<20} {batch * args.new_tokens / median:>9.0f}  {speedup:>15.2f}×")
+            speedup = medians[name] / medians[default]
+            print(f"{batch:>5}  {name:<24} {batch * args.new_tokens / median:>9.0f}  {speedup:>9.2f}×")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,18 @@
-"""Reward pooling, interoperability with plain transformers, and the value head."""
+"""Reward pooling, interoperability with plain transformers, the value head and the actor–critic."""
+
+import re
+from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
+import tether
 from conftest import make_policy, make_tokenizer
 from tether.data import collate_pairs, pad_left, pad_right, unpack_pairs
-from tether.models import (PolicyWithValue, load_reward_model, reward_model_from_policy, score_head, score_pairs,
-                           score_sequences)
-from tether.models.reward import packs_pairs
+from tether.models import (ActorCritic, PolicyWithValue, load_causal_lm, load_reward_model, reward_model_from_policy,
+                           score_head, score_pairs, score_sequences)
+from tether.models.reward import packs_pairs, token_scores
 
 
 def seqs_of(tokenizer, texts):
@@ -148,3 +152,29 @@ def test_policy_with_value_is_left_padding_invariant():
     n = len(seqs[0])
     torch.testing.assert_close(values[0, -n:], values1[0], atol=1e-5, rtol=0)
     torch.testing.assert_close(logits[0, -n:], logits1[0], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("value_model", ["critic", "shared"])
+def test_actor_critic_values_are_read_at_the_token_before_each_response_token(tiny_dirs, value_model):
+    """values[:, j] = V(s at position P + j − 1): the state in which response token j is chosen."""
+    tokenizer = make_tokenizer()
+    rm = load_reward_model(tiny_dirs["rm"])
+    model = ActorCritic(load_causal_lm(tiny_dirs["policy"]), load_causal_lm(tiny_dirs["policy"]), rm, value_model)
+    prompts = seqs_of(tokenizer, ["what is two plus three ?", "yes"])
+    seqs, attn = pad_left([p + tokenizer("five . a", add_special_tokens=False)["input_ids"] for p in prompts],
+                          tokenizer.pad_token_id)
+    P = seqs.shape[1] - 3
+    with torch.no_grad():
+        _, values = model(seqs, attn, P)
+        per_position = token_scores(model.critic, seqs, attn) if value_model == "critic" else model.actor(seqs, attn)[1]
+    assert values.shape == (2, 3)
+    for j in range(3):
+        torch.testing.assert_close(values[:, j], per_position[:, P + j - 1])
+
+
+def test_the_value_slice_is_written_once():
+    """Only the actor–critic turns per-position values into response-aligned ones."""
+    package = Path(tether.__file__).parent
+    slicing = sorted(str(p.relative_to(package)) for p in package.rglob("*.py")
+                     if re.search(r"values\[:, [^\]]*- 1:-1\]", p.read_text()))
+    assert slicing == ["models/actor_critic.py"]

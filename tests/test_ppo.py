@@ -1,5 +1,6 @@
 """PPO's implementation details (DESIGN §3, Huang et al. 2024), each a test that fails if its bug returns."""
 
+import dataclasses
 import random
 import signal
 import subprocess
@@ -11,9 +12,8 @@ import torch
 
 from tether.data import encode_prompt, read_prompts
 from tether.errors import RunError
-from tether.models import load_causal_lm, load_reward_model, load_tokenizer, score_head
-from tether.pipelines.ppo import (ActorCritic, PPOConfig, epoch_minibatches, make_experience, minibatch_loss,
-                                  ppo_update, run_ppo)
+from tether.models import ActorCritic, load_causal_lm, load_reward_model, load_tokenizer, score_head
+from tether.pipelines.ppo import PPOConfig, epoch_minibatches, make_experience, minibatch_loss, ppo_update, run_ppo
 from tether.pipelines.scoring import RewardFunction
 from tether.rollout import SamplingConfig, TorchSampler, policy_forward
 from tether.runlog import read_metrics
@@ -26,17 +26,24 @@ def config(tiny_dirs, tmp_path, **kw):
     return PPOConfig(**{**base, **kw})
 
 
+def actor_critic(cfg, reward_fn=None):
+    """The actor–critic `run_ppo` builds, around the reward function's (or a fresh) reward model."""
+    reward_fn = reward_fn or RewardFunction([cfg.reward_model], load_tokenizer(cfg.policy), "cpu")
+    return ActorCritic.load(cfg.policy, reward_fn.model, "cpu", ref_dir=cfg.ref_policy, value_model=cfg.value_model,
+                            lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha)
+
+
 def experience(tiny_dirs, tmp_path, temperature=1.0, **kw):
     cfg = config(tiny_dirs, tmp_path, temperature=temperature, **kw)
-    torch.manual_seed(0)
-    model = ActorCritic(cfg, "cpu")
     tokenizer = load_tokenizer(cfg.policy)
+    reward_fn = RewardFunction([cfg.reward_model], tokenizer, "cpu")
+    torch.manual_seed(0)
+    model = actor_critic(cfg, reward_fn)
     prompts = [r.prompt for r in read_prompts(cfg.prompts)] * 2
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=temperature,
                               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     rollout = TorchSampler().generate(model.policy, [encode_prompt(tokenizer, p) for p in prompts], sampling,
                                       torch.Generator().manual_seed(0))
-    reward_fn = RewardFunction([cfg.reward_model], tokenizer, "cpu")
     exp = make_experience(model, reward_fn, rollout, prompts, [""] * len(prompts), cfg.beta, cfg)
     return cfg, model, rollout, exp
 
@@ -45,9 +52,26 @@ def experience(tiny_dirs, tmp_path, temperature=1.0, **kw):
 def test_recomputed_logprobs_equal_rollout_logprobs_and_kl_is_zero_at_start(tiny_dirs, tmp_path, temperature, estimator):
     """Log-probs from logits / temperature equal the sampler's: the first ratio is 1; π = π_ref so KL is exactly 0."""
     _, _, rollout, exp = experience(tiny_dirs, tmp_path, temperature, kl_estimator=estimator)
-    mask = exp["mask"].bool()
-    torch.testing.assert_close(exp["old_logp"][mask], rollout.logprobs[mask], atol=1e-5, rtol=0)
-    assert torch.equal(exp["kl"], torch.zeros_like(exp["kl"]))
+    mask = exp.response_mask.bool()
+    torch.testing.assert_close(exp.old_logprobs[mask], rollout.logprobs[mask], atol=1e-5, rtol=0)
+    assert torch.equal(exp.kl, torch.zeros_like(exp.kl))
+
+
+@pytest.mark.parametrize("estimator", ["exact", "k1"])
+def test_experience_tensors_have_the_documented_shapes(tiny_dirs, tmp_path, estimator):
+    cfg, model, rollout, exp = experience(tiny_dirs, tmp_path, kl_estimator=estimator)
+    (B, P), R, V = rollout.prompt_ids.shape, rollout.response_ids.shape[1], model.policy.config.vocab_size
+    assert exp.sequences.shape == exp.attention_mask.shape == (B, P + R) and exp.prompt_len == P
+    for name in ("response_mask", "old_logprobs", "ref_logprobs", "old_values", "entropy", "kl", "rewards",
+                 "advantages", "returns"):
+        assert getattr(exp, name).shape == (B, R), name
+    for name in ("raw_scores", "scores", "score_std"):
+        assert getattr(exp, name).shape == (B,), name
+    assert exp.advantage_scale.shape == () and exp.beta == cfg.beta
+    if estimator == "exact":  # kept within the cache budget for the loss term
+        assert exp.ref_dist.shape == (B, R, V)
+    else:
+        assert exp.ref_dist is None
 
 
 def test_first_minibatch_ratio_is_one(tiny_dirs, tmp_path):
@@ -61,8 +85,8 @@ def test_score_is_added_at_the_last_real_response_token(tiny_dirs, tmp_path):
     last = rollout.response_mask.sum(1) - 1
     for b in range(len(last)):
         # KL is 0 at the start, so the only non-zero reward is the score at the last real token.
-        assert exp["rewards"][b, last[b]].item() == pytest.approx(exp["scores"][b].item(), abs=1e-6)
-        assert torch.count_nonzero(exp["rewards"][b]) <= 1
+        assert exp.rewards[b, last[b]].item() == pytest.approx(exp.scores[b].item(), abs=1e-6)
+        assert torch.count_nonzero(exp.rewards[b]) <= 1
 
 
 def test_padding_after_eos_never_touches_rewards_advantages_or_loss(tiny_dirs, tmp_path):
@@ -74,8 +98,8 @@ def test_padding_after_eos_never_touches_rewards_advantages_or_loss(tiny_dirs, t
     reward_fn = RewardFunction([cfg.reward_model], tokenizer, "cpu")
     prompts = [""] * len(changed)
     exp2 = make_experience(model, reward_fn, rollout2, prompts, prompts, cfg.beta, cfg)
-    for key in ("old_logp", "old_values", "rewards", "advantages", "returns", "kl"):
-        torch.testing.assert_close(exp2[key] * exp["mask"], exp[key] * exp["mask"], msg=key)
+    for key in ("old_logprobs", "old_values", "rewards", "advantages", "returns", "kl"):
+        torch.testing.assert_close(getattr(exp2, key) * exp.response_mask, getattr(exp, key) * exp.response_mask, msg=key)
     idx = torch.arange(8)
     torch.testing.assert_close(minibatch_loss(model, exp2, idx, cfg)[0], minibatch_loss(model, exp, idx, cfg)[0])
 
@@ -86,11 +110,11 @@ def test_scoring_in_length_sorted_chunks_equals_one_pass(tiny_dirs, tmp_path):
     _, _, _, chunked = experience(tiny_dirs, tmp_path, minibatch_size=8, micro_batch_size=1)
     lengths = rollout.response_mask.sum(1)
     assert lengths.min() < lengths.max(), "the test needs responses of different lengths"
-    mask = whole["mask"]
-    for key in ("old_logp", "old_values", "ref_logp", "entropy", "kl", "rewards", "advantages", "returns"):
-        torch.testing.assert_close(chunked[key] * mask, whole[key] * mask, atol=1e-5, rtol=0, msg=key)
-    torch.testing.assert_close(chunked["raw_scores"], whole["raw_scores"], atol=1e-5, rtol=0)
-    torch.testing.assert_close(chunked["ref_dist"][mask.bool()], whole["ref_dist"][mask.bool()], atol=1e-5, rtol=0)
+    mask = whole.response_mask
+    for key in ("old_logprobs", "old_values", "ref_logprobs", "entropy", "kl", "rewards", "advantages", "returns"):
+        torch.testing.assert_close(getattr(chunked, key) * mask, getattr(whole, key) * mask, atol=1e-5, rtol=0, msg=key)
+    torch.testing.assert_close(chunked.raw_scores, whole.raw_scores, atol=1e-5, rtol=0)
+    torch.testing.assert_close(chunked.ref_dist[mask.bool()], whole.ref_dist[mask.bool()], atol=1e-5, rtol=0)
 
 
 def test_gradient_accumulation_over_micro_batches_equals_one_batch(tiny_dirs, tmp_path):
@@ -101,7 +125,7 @@ def test_gradient_accumulation_over_micro_batches_equals_one_batch(tiny_dirs, tm
         optimizer = torch.optim.SGD(model.trainable_parameters(), lr=1.0)
         ppo_update(model, optimizer, exp, cfg, torch.Generator().manual_seed(0), step=0)
         weights[micro] = [p.detach().clone() for p in model.trainable_parameters()]
-    moved = any(not torch.equal(a, b) for a, b in zip(weights[8], ActorCritic(cfg, "cpu").trainable_parameters()))
+    moved = any(not torch.equal(a, b) for a, b in zip(weights[8], actor_critic(cfg).trainable_parameters()))
     assert moved
     for a, b in zip(weights[8], weights[2]):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
@@ -121,22 +145,36 @@ def test_reference_is_frozen_and_never_changes(tiny_dirs, tmp_path):
 def test_lora_reference_is_the_adapter_disabled_base_model(tiny_dirs, tmp_path):
     cfg, model, rollout, exp = experience(tiny_dirs, tmp_path, lora_r=4)
     base = load_causal_lm(tiny_dirs["policy"])
-    seqs, attn = exp["seqs"], exp["attn"]
+    seqs, attn = exp.sequences, exp.attention_mask
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=1e-2)
     ppo_update(model, optimizer, exp, cfg, torch.Generator().manual_seed(0), step=0)
     with torch.no_grad():
-        P = exp["prompt_len"]
+        P = exp.prompt_len
         expected = policy_forward(base, seqs, attn, P)
         torch.testing.assert_close(model.ref_logits(seqs, attn, P), expected, atol=1e-5, rtol=0)
         assert not torch.allclose(policy_forward(model.policy, seqs, attn, P), expected, atol=1e-4)
 
 
 def test_value_head_is_initialised_from_the_reward_model(tiny_dirs, tmp_path):
-    model = ActorCritic(config(tiny_dirs, tmp_path, value_model="shared"), "cpu")
+    model = actor_critic(config(tiny_dirs, tmp_path, value_model="shared"))
     rm = load_reward_model(tiny_dirs["rm"])
     torch.testing.assert_close(model.actor.value_head.weight, score_head(rm).weight)
-    critic = ActorCritic(config(tiny_dirs, tmp_path, value_model="critic"), "cpu")
+    critic = actor_critic(config(tiny_dirs, tmp_path, value_model="critic"))
     torch.testing.assert_close(score_head(critic.critic).weight, score_head(rm).weight)
+
+
+def test_the_reward_model_is_loaded_once_and_the_critic_is_a_copy_of_it(tiny_dirs, tmp_path, monkeypatch):
+    from transformers import AutoModelForSequenceClassification
+    loads = []
+    load = AutoModelForSequenceClassification.from_pretrained
+    monkeypatch.setattr(AutoModelForSequenceClassification, "from_pretrained",
+                        lambda *args, **kwargs: loads.append(args[0]) or load(*args, **kwargs))
+    run_ppo(config(tiny_dirs, tmp_path, steps=1, value_model="critic"))
+    assert len(loads) == 1, loads
+    cfg = config(tiny_dirs, tmp_path)
+    reward_fn = RewardFunction([cfg.reward_model], load_tokenizer(cfg.policy), "cpu")
+    critic = actor_critic(cfg, reward_fn).critic
+    assert not {p.data_ptr() for p in critic.parameters()} & {p.data_ptr() for p in reward_fn.model.parameters()}
 
 
 def test_dropout_is_off_in_every_model(tiny_dirs, tmp_path):
@@ -147,7 +185,7 @@ def test_dropout_is_off_in_every_model(tiny_dirs, tmp_path):
     policy.save_pretrained(cfg_dir)
     load_tokenizer(tiny_dirs["policy"]).save_pretrained(cfg_dir)
     assert AutoConfig.from_pretrained(cfg_dir).resid_pdrop == 0.5
-    model = ActorCritic(config(tiny_dirs, tmp_path, policy=str(cfg_dir)), "cpu").train()
+    model = actor_critic(config(tiny_dirs, tmp_path, policy=str(cfg_dir))).train()
     assert all(m.p == 0 for m in model.modules() if isinstance(m, torch.nn.Dropout))
 
 
@@ -196,19 +234,62 @@ def test_killed_run_resumes_to_the_same_metrics(tiny_dirs, tmp_path):
     assert training_rows(tmp_path / "killed") == training_rows(tmp_path / "full")
 
 
-def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tiny_dirs, tmp_path):
-    out = tmp_path / "nan"
-    run_ppo(config(tiny_dirs, tmp_path, out=str(out), steps=2, save_every=1))
+def test_ppo_runs_with_the_hf_rollout_engine(tiny_dirs, tmp_path):
+    result = run_ppo(config(tiny_dirs, tmp_path, out=str(tmp_path / "hf"), steps=2, rollout_engine="hf"))
+    rows = training_rows(tmp_path / "hf")
+    assert [r["step"] for r in rows if "loss/policy" in r] == [1, 2]
+    assert rows[0]["objective/kl"] == 0.0  # the first rollout's policy is the reference
+    assert result["n_samples"] == 8
+
+
+def test_rollouts_and_evaluations_come_from_the_configured_engine(tiny_dirs, tmp_path, monkeypatch):
+    """A registered engine is injected by name into training and evaluation; wrapping the default changes nothing."""
+    from tether.rollout import ENGINES
+    calls = []
+
+    class Counting(TorchSampler):
+        def generate(self, model, prompt_ids, cfg, generator=None):
+            calls.append(len(prompt_ids))
+            return super().generate(model, prompt_ids, cfg, generator)
+
+    monkeypatch.setitem(ENGINES, "counting", Counting)
+    run_ppo(config(tiny_dirs, tmp_path, out=str(tmp_path / "counted"), steps=2, eval_every=1, rollout_engine="counting"))
+    run_ppo(config(tiny_dirs, tmp_path, out=str(tmp_path / "default"), steps=2, eval_every=1))
+    assert calls == [8, 8, 8, 8]  # rollout 1, evaluation after step 1, rollout 2, final evaluation
+    assert training_rows(tmp_path / "counted") == training_rows(tmp_path / "default")
+
+
+def test_unknown_rollout_engine_is_an_input_error(tiny_dirs, tmp_path):
+    from tether.errors import InputError
+    with pytest.raises(InputError, match="unknown rollout engine 'nope'"):
+        run_ppo(config(tiny_dirs, tmp_path, rollout_engine="nope"))
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tiny_dirs, tmp_path, monkeypatch):
+    import shutil
+    import tether.pipelines.ppo as ppo
+    out, rm_dir = tmp_path / "nan", tmp_path / "rm"
+    shutil.copytree(tiny_dirs["rm"], rm_dir)
+    cfg = config(tiny_dirs, tmp_path, out=str(out), steps=4, save_every=1, reward_model=str(rm_dir))
+    saved = ppo.save_checkpoint
+
+    def stop_after_step_2(path, step, *args):  # the run is killed once step 2's checkpoint is written
+        saved(path, step, *args)
+        if step == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ppo, "save_checkpoint", stop_after_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_ppo(cfg)
+    monkeypatch.undo()
     checkpoint = out / "checkpoints" / "last.pt"
     good = checkpoint.read_bytes()
-    bad_rm = tmp_path / "nan_rm"
-    rm = load_reward_model(tiny_dirs["rm"])
+    rm = load_reward_model(rm_dir)
     with torch.no_grad():
         score_head(rm).weight.fill_(float("nan"))
-    rm.save_pretrained(bad_rm)
-    load_tokenizer(tiny_dirs["rm"]).save_pretrained(bad_rm)
+    rm.save_pretrained(rm_dir)  # the same settings, but the reward model now scores NaN
     with pytest.raises(RunError, match="not finite|nan"):
-        run_ppo(config(tiny_dirs, tmp_path, out=str(out), steps=4, save_every=1, resume=True, reward_model=str(bad_rm)))
+        run_ppo(dataclasses.replace(cfg, resume=True))
     assert checkpoint.read_bytes() == good
 
 
@@ -243,11 +324,11 @@ def perturb(model, scale=0.3, seed=0):
 
 def test_exact_kl_loss_term_is_the_same_with_the_reference_cached_or_recomputed(tiny_dirs, tmp_path):
     cfg, model, _, exp = experience(tiny_dirs, tmp_path, beta=0.5, kl_estimator="exact")
-    assert exp["ref_dist"] is not None  # small enough to keep
+    assert exp.ref_dist is not None  # small enough to keep
     perturb(model)
     idx = torch.arange(8)
     cached_loss, cached = minibatch_loss(model, exp, idx, cfg)
-    recomputed_loss, recomputed = minibatch_loss(model, {**exp, "ref_dist": None}, idx, cfg)
+    recomputed_loss, recomputed = minibatch_loss(model, dataclasses.replace(exp, ref_dist=None), idx, cfg)
     assert cached["kl"].item() > 1e-3
     torch.testing.assert_close(cached_loss, recomputed_loss)
 
@@ -256,7 +337,7 @@ def test_exact_kl_at_large_beta_pulls_a_drifted_policy_back_to_the_reference(tin
     """The loss term carries the gradient of β·KL: with the score negligible, PPO steps shrink the KL."""
     cfg = config(tiny_dirs, tmp_path, beta=100.0, kl_estimator="exact", lr=3e-3, ppo_epochs=2)
     torch.manual_seed(0)
-    model = ActorCritic(cfg, "cpu")
+    model = actor_critic(cfg)
     perturb(model, scale=2.0)
     tokenizer = load_tokenizer(cfg.policy)
     prompts = [r.prompt for r in read_prompts(cfg.prompts)] * 2
@@ -270,7 +351,7 @@ def test_exact_kl_at_large_beta_pulls_a_drifted_policy_back_to_the_reference(tin
     for step in range(8):
         rollout = TorchSampler().generate(model.policy, ids, sampling, generator)
         exp = make_experience(model, reward_fn, rollout, prompts, [""] * len(prompts), cfg.beta, cfg)
-        kls.append(exp["kl"].sum(1).mean().item())
+        kls.append(exp.kl.sum(1).mean().item())
         ppo_update(model, optimizer, exp, cfg, generator, step)
     assert kls[0] > 0.05
     assert kls[-1] < 0.5 * kls[0], kls

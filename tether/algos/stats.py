@@ -42,11 +42,21 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, 
     (TRL and Ziegler et al. 2019 whiten rewards so). x, mask: (B, T) → (B, T),
     0 where mask is 0.
     """
+    return masked_whiten_with_scale(x, mask, shift_mean, eps)[0]
+
+
+def masked_whiten_with_scale(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True,
+                             eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x̂ of `masked_whiten`, s = √(σ² + eps)): the whitened tensor and the scale it was divided by.
+
+    s converts other terms into the whitened units (PPO's exact-KL loss term is divided by it).
+    x, mask: (B, T) → ((B, T), scalar).
+    """
     mean, variance = masked_mean(x, mask), masked_var(x, mask)
     whitened = (x - mean) * torch.rsqrt(variance + eps)
     if not shift_mean:
         whitened = whitened + mean
-    return torch.where(mask.bool(), whitened, 0)
+    return torch.where(mask.bool(), whitened, 0), torch.sqrt(variance + eps)
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

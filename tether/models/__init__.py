@@ -1,4 +1,4 @@
-"""Load and save policies, reward models and value heads as Hugging Face directories."""
+"""Load and save policies, reward models and value heads as Hugging Face directories; the PPO actor–critic."""
 
 from tether.models.loading import (
     load_causal_lm,
@@ -18,3 +18,4 @@ from tether.models.reward import (
 )
 from tether.models.lora import apply_lora
 from tether.models.value import PolicyWithValue
+from tether.models.actor_critic import ActorCritic

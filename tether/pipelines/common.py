@@ -10,6 +10,7 @@ import yaml
 from tether.config import save_config, to_dict
 from tether.errors import InputError, RunError
 from tether.io import remove_stale_temp
+from tether.rollout import DEFAULT_ENGINE, make_engine
 
 
 # Settings a run may be resumed (or a finished sweep run reused) with: where it runs and where it writes.
@@ -97,9 +98,9 @@ def check_finite(loss: torch.Tensor, step: int, what: str = "loss", kept: str | 
 
 @torch.no_grad()
 def sample_responses(model, tokenizer, prompt_ids: list[list[int]], sampling, generator, batch_size: int, engine=None):
-    """Sample one response per prompt: (texts, rollouts) with the texts decoded up to EOS."""
-    from tether.rollout import TorchSampler
-    engine = engine or TorchSampler()
+    """Sample one response per prompt with `engine` (default: the registry's default engine):
+    (texts, rollouts) with the texts decoded up to EOS."""
+    engine = engine or make_engine(DEFAULT_ENGINE)
     texts, rollouts = [], []
     for i in range(0, len(prompt_ids), batch_size):
         rollout = engine.generate(model, prompt_ids[i:i + batch_size], sampling, generator)

@@ -13,7 +13,12 @@ from tether.analysis import detector_summary
 from tether.analysis.frontier import kl_regularised_optimum
 from tether.data import encode_prompt
 from tether.pipelines.common import decode_responses
-from tether.rollout import TorchSampler, over_length_chunks, policy_forward, response_logits
+from tether.rollout import over_length_chunks, policy_forward, response_logits
+
+# Evaluation and the best-of-n grid sample from generators of their own, seed + offset: every evaluation of a
+# run shares random numbers (comparable across steps) and none share them with training (seed + rank stride).
+EVAL_SEED_OFFSET = 10_007
+GRID_SEED_OFFSET = 20_011
 
 
 def paired_prompts(records, n_samples: int) -> list:
@@ -41,9 +46,9 @@ def world_stats(gold, prompts, texts, scores) -> dict:
 
 
 @torch.no_grad()
-def evaluate_policy(policy, ref_logits_fn, reward_fn, tokenizer, records, n_samples, sampling, gold=None,
-                    seed: int = 0, batch_size: int = 64, chunk_size: int = 32, n_keep: int = 64) -> dict:
-    """Sample `n_samples` responses (a fixed seed, so evaluations share random numbers) and measure them.
+def evaluate_policy(policy, ref_logits_fn, reward_fn, tokenizer, records, n_samples, sampling, gold=None, *,
+                    engine, seed: int = 0, batch_size: int = 64, chunk_size: int = 32, n_keep: int = 64) -> dict:
+    """Sample `n_samples` responses with `engine` (a fixed seed, so evaluations share random numbers) and measure them.
 
     `ref_logits_fn(sequences, attention_mask, response_start)` gives the reference's logits
     (`policy_forward`'s layout).
@@ -56,10 +61,10 @@ def evaluate_policy(policy, ref_logits_fn, reward_fn, tokenizer, records, n_samp
     chosen = paired_prompts(records, n_samples)
     prompts = [r.prompt for r in chosen]
     ids = [encode_prompt(tokenizer, p) for p in prompts]
-    generator = torch.Generator(device=device).manual_seed(seed + 10_007)
+    generator = torch.Generator(device=device).manual_seed(seed + EVAL_SEED_OFFSET)
     texts, scores, kls, entropies, eos = [], [], [], [], []
     for i in range(0, len(ids), batch_size):
-        rollout = TorchSampler().generate(policy, ids[i:i + batch_size], sampling, generator)
+        rollout = engine.generate(policy, ids[i:i + batch_size], sampling, generator)
         batch_prompts, batch_texts = prompts[i:i + batch_size], decode_responses(tokenizer, rollout)
 
         def measure(s, a, p, rows):
@@ -112,19 +117,19 @@ class SampleGrid:
 
 
 @torch.no_grad()
-def sample_grid(policy, reward_fn, tokenizer, records, n_max: int, n_prompts: int, sampling, seed: int = 0,
-                batch_size: int = 256, chunk_size: int = 32) -> SampleGrid:
-    """Sample n_max responses for each of the first n_prompts prompts (cycling) and score them
+def sample_grid(policy, reward_fn, tokenizer, records, n_max: int, n_prompts: int, sampling, *, engine,
+                seed: int = 0, batch_size: int = 256, chunk_size: int = 32) -> SampleGrid:
+    """Sample n_max responses for each of the first n_prompts prompts (cycling) with `engine` and score them
     (in length-sorted chunks of `chunk_size`, `over_length_chunks`)."""
     policy.eval()
     device = next(policy.parameters()).device
     chosen = [records[i % len(records)] for i in range(n_prompts)]
     prompts = [r.prompt for r in chosen for _ in range(n_max)]
     ids = [encode_prompt(tokenizer, p) for p in prompts]
-    generator = torch.Generator(device=device).manual_seed(seed + 20_011)
+    generator = torch.Generator(device=device).manual_seed(seed + GRID_SEED_OFFSET)
     texts, scores = [], []
     for i in range(0, len(ids), batch_size):
-        rollout = TorchSampler().generate(policy, ids[i:i + batch_size], sampling, generator)
+        rollout = engine.generate(policy, ids[i:i + batch_size], sampling, generator)
         batch_prompts, batch_texts = prompts[i:i + batch_size], decode_responses(tokenizer, rollout)
         score = lambda s, a, p, rows: {"score": reward_fn(s, a, [batch_prompts[r] for r in rows],
                                                           [batch_texts[r] for r in rows])[0]}

@@ -6,10 +6,11 @@ epochs over shuffled minibatches → log → evaluate → checkpoint. The math i
 implementation details of RLHF with PPO"): dropout off, log-probs from
 logits / temperature, score at the last real response token, value head
 initialised from the reward model, a fresh shuffle per PPO epoch, an explicit
-penalty for responses without EOS.
+penalty for responses without EOS. The rollout engine is the one `--rollout-engine`
+names (`tether.rollout.ENGINES`); the KL penalty is one object per estimator
+(`tether.algos.kl_penalty`); the actor–critic is `tether.models.ActorCritic`.
 """
 
-import copy
 import json
 import random
 import time
@@ -21,25 +22,24 @@ import torch
 from tqdm.auto import tqdm
 
 from tether.algos import (AdaptiveKLController, FixedKLController, entropy_from_logits, explained_variance, gae,
-                          kl_exact, kl_k1, kl_k3, kl_of_next_state, masked_mean, masked_var, masked_whiten,
-                          per_token_rewards, ppo_policy_loss, ppo_value_loss)
+                          masked_mean, masked_whiten, per_token_rewards, ppo_policy_loss, ppo_value_loss)
+from tether.algos.kl_penalty import KL_PENALTIES
+from tether.algos.stats import masked_whiten_with_scale
 from tether.config import opt, require
 from tether.data import encode_prompt, read_prompts
 from tether.io import atomic_open, write_json_atomic, write_jsonl_atomic
 from tether.distributed import (SINGLE, gather_objects, init_replica, mean_across, no_sync, shutdown, sum_across,
                                 unwrap, wrap)
 from tether.errors import InputError
-from tether.models import (PolicyWithValue, apply_lora, load_causal_lm, load_reward_model, load_tokenizer,
-                           save_pretrained_atomic, score_head, set_seed)
+from tether.models import ActorCritic, load_tokenizer, save_pretrained_atomic, set_seed
 from tether.pipelines.common import autocast, check_finite, decode_responses, prepare_run_dir, set_lr
 from tether.pipelines.policy_eval import evaluate_policy
 from tether.pipelines.scoring import RewardFunction, WorldGold
-from tether.rollout import (SamplingConfig, TorchSampler, length_sorted_chunks, no_eos_penalty, over_length_chunks,
-                            policy_forward, response_logits, response_logprobs, trim_padding)
+from tether.rollout import (DEFAULT_ENGINE, ENGINES, SamplingConfig, length_sorted_chunks, make_engine, no_eos_penalty,
+                            over_length_chunks, response_logits, response_logprobs, trim_padding)
 from tether.runlog import MetricsLogger, truncate_jsonl
 
-SAMPLED_KL = {"k1": kl_k1, "k3": kl_k3}
-REF_CACHE_BYTES = 512 * 2**20  # the exact KL keeps the reference's response distributions up to this size, else recomputes them
+REPLICA_SEED_STRIDE = 7919  # replica k samples and orders its prompts from seed + 7919·k (a prime): its own stream, rank 0 the single-process one
 
 
 @dataclass
@@ -79,6 +79,7 @@ class PPOConfig:
     missing_eos_penalty: float | None = opt(-1.0, "score given to a response that hits max_new_tokens without EOS (None: keep the model's score)")
     temperature: float = opt(1.0, "sampling temperature; log-probs use logits / temperature")
     max_new_tokens: int = opt(48, "longest response in tokens")
+    rollout_engine: str = opt(DEFAULT_ENGINE, f"what samples the rollouts and evaluations: {' or '.join(ENGINES)} (tether.rollout.ENGINES)")
     value_model: str = opt("critic", "critic: a separate model initialised from the reward model; shared: a value head on the policy trunk (cheaper, but value-loss gradients move the policy)")
     lora_r: int = opt(0, "LoRA rank for the policy (0: full fine-tuning); the reference is the adapter-disabled model")
     lora_alpha: int = opt(16, "LoRA alpha")
@@ -98,7 +99,7 @@ class PPOConfig:
     def __post_init__(self):
         for name in ("policy", "reward_model", "prompts", "out"):
             require(bool(getattr(self, name)), name, f"--{name.replace('_', '-')} is required")
-        require(self.kl_estimator in (*SAMPLED_KL, "exact"), "kl_estimator", f"must be k1, k3 or exact, got {self.kl_estimator!r}")
+        require(self.kl_estimator in KL_PENALTIES, "kl_estimator", f"must be k1, k3 or exact, got {self.kl_estimator!r}")
         require(not (self.kl_estimator == "exact" and self.whiten_rewards), "whiten_rewards",
                 "whitened rewards lose the scale that the exact KL's loss term is matched to; use one or the other")
         require(self.value_model in ("shared", "critic"), "value_model", f"must be shared or critic, got {self.value_model!r}")
@@ -134,54 +135,6 @@ class PromptStream:
     def load_state_dict(self, state):
         self.order, self.pos = state["order"], state["pos"]
         self.rng.setstate(state["rng"])
-
-
-class ActorCritic(torch.nn.Module):
-    """Policy logits and per-token values; the reference is a separate frozen model or the LoRA-disabled policy."""
-
-    def __init__(self, cfg: PPOConfig, device):
-        super().__init__()
-        policy = load_causal_lm(cfg.policy, device, field="policy")
-        rm = load_reward_model(cfg.reward_model, device, field="reward_model")
-        if cfg.lora_r:
-            policy = apply_lora(policy, cfg.lora_r, cfg.lora_alpha, "CAUSAL_LM")
-            self.ref = None
-        else:
-            self.ref = load_causal_lm(cfg.ref_policy or cfg.policy, device, field="ref_policy").requires_grad_(False)
-        if cfg.value_model == "shared":
-            if rm.config.hidden_size == getattr(policy.config, "hidden_size", None):
-                head = copy.deepcopy(score_head(rm))  # value head initialised from the reward model's head
-            else:
-                head = None
-            self.actor = PolicyWithValue(policy, head).to(device)
-            self.critic = None
-        else:
-            self.actor, self.critic = policy, copy.deepcopy(rm).train()  # critic initialised from the reward model
-        self.policy = policy
-
-    def forward(self, sequences, attention_mask, response_start: int):
-        """-> (logits of the rows that score the response (B, T − P + 1, V), values (B, T))."""
-        if self.critic is None:
-            return self.actor(sequences, attention_mask, response_start)
-        from tether.models.reward import token_scores
-        return (policy_forward(self.policy, sequences, attention_mask, response_start),
-                token_scores(self.critic, sequences, attention_mask))
-
-    @torch.no_grad()
-    def ref_logits(self, sequences, attention_mask, response_start: int):
-        if self.ref is not None:
-            return policy_forward(self.ref, sequences, attention_mask, response_start)
-        with self.policy.disable_adapter():
-            return policy_forward(self.policy, sequences, attention_mask, response_start)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.ref is not None:
-            self.ref.eval()  # the reference stays frozen: no grad, eval mode
-        return self
-
-    def trainable_parameters(self):
-        return [p for p in self.parameters() if p.requires_grad]
 
 
 def rng_state(generator, stream) -> dict:
@@ -224,67 +177,92 @@ def load_checkpoint(path: Path, model, optimizer, kl_ctl, generator, stream, rep
     return state["step"], state["early_stop"]
 
 
-def per_token_kl(cfg, exact_kl, old_logp, ref_logp, mask) -> tuple[torch.Tensor, torch.Tensor]:
-    """(KL per response token, the part of it that goes into the reward), both 0 outside the mask.
+@dataclass
+class Experience:
+    """One scored rollout batch: what PPO's update epochs and the metrics read.
 
-    exact_kl: `kl_exact` of the policy's and the reference's response distributions (B, R);
-    computed (and used) only with the exact estimator.
+    B rollouts, P the prompt width (prompts LEFT-padded), R the response width, V the vocabulary.
+    Response-aligned tensors (B, R) hold response token j in column j. Where `response_mask` is 0
+    (the padding after EOS) `kl`, `rewards`, `advantages` and `returns` are 0; the others hold
+    numbers there that every reader masks out.
 
-    k1/k3 score the sampled token and all of it is reward. The exact KL of each state
-    goes into the reward of the action before it (`kl_of_next_state`); its own gradient
-    is a loss term (`minibatch_loss`), so the total is the gradient of β·KL with less noise.
+    sequences: (B, P + R) prompt then response token ids; attention_mask (B, P + R) 1 on real tokens.
+    prompt_len: P, the column where the responses start.
+    response_mask: (B, R) float, 1 on response tokens through EOS.
+    old_logprobs, ref_logprobs: (B, R) log π_old(y_j), log π_ref(y_j) under logits / temperature.
+    old_values: (B, R) V(state before response token j), from `ActorCritic`.
+    entropy: (B, R) entropy of π_old at each response state.
+    raw_scores: (B,) the reward model's score; scores: (B,) after the no-EOS penalty and clipping.
+    score_std: (B,) the reward-model ensemble's std (0 for one model).
+    kl: (B, R) the KL penalty's per-token KL (its estimator's).
+    rewards: (B, R) −β·(KL part of the reward) per token, the score at the last real token.
+    advantages, returns: (B, R) GAE; advantages whitened when configured.
+    advantage_scale: () what whitening divided the advantages by (1 without whitening).
+    beta: the KL coefficient β this batch was scored with.
+    ref_dist: (B, R, V) the reference's response distributions (logits / temperature), kept by the
+        exact KL penalty within its cache budget; None otherwise.
     """
-    if cfg.kl_estimator != "exact":
-        kl = SAMPLED_KL[cfg.kl_estimator](old_logp, ref_logp) * mask
-        return kl, kl
-    kl = exact_kl * mask
-    return kl, kl_of_next_state(kl, mask)
+    sequences: torch.Tensor
+    attention_mask: torch.Tensor
+    prompt_len: int
+    response_mask: torch.Tensor
+    old_logprobs: torch.Tensor
+    ref_logprobs: torch.Tensor
+    old_values: torch.Tensor
+    entropy: torch.Tensor
+    raw_scores: torch.Tensor
+    scores: torch.Tensor
+    score_std: torch.Tensor
+    kl: torch.Tensor
+    rewards: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    advantage_scale: torch.Tensor
+    beta: float
+    ref_dist: torch.Tensor | None
 
 
 @torch.no_grad()
-def make_experience(model, reward_fn, rollout, prompts, texts, beta, cfg) -> dict:
+def make_experience(model, reward_fn, rollout, prompts, texts, beta, cfg) -> Experience:
     """Score a rollout: old log-probs and values (teacher forcing), reference log-probs, rewards, advantages.
 
-    Everything is over response tokens only: `mask` is 1 through EOS, so the prompt
+    Everything is over response tokens only: the response mask is 1 through EOS, so the prompt
     and the padding after EOS never touch KL, rewards, advantages or losses. The
     forward passes run on length-sorted chunks of micro_batch_size rollouts, each cut
     to the columns it needs (`over_length_chunks`), which also bounds their memory.
+    The KL penalty (`cfg.kl_estimator`) decides the KL, its part in the reward and what it keeps.
     """
+    penalty = KL_PENALTIES[cfg.kl_estimator]
     seqs, attn, mask = rollout.sequences, rollout.attention_mask, rollout.response_mask.float()
     P = rollout.prompt_ids.shape[1]
-    vocab_bytes = len(seqs) * mask.shape[1] * model.policy.config.vocab_size * 4
-    keep_ref_dist = cfg.kl_estimator == "exact" and vocab_bytes <= REF_CACHE_BYTES
+    ref_dist_bytes = len(seqs) * mask.shape[1] * model.policy.config.vocab_size * 4
 
     def teacher_forced(s, a, p, rows):
         logits, values = model(s, a, p)
         ref_logits = model.ref_logits(s, a, p)
         dist, ref_dist = response_logits(logits, s, p, cfg.temperature), response_logits(ref_logits, s, p, cfg.temperature)
         score, score_std = reward_fn(s, a, [prompts[i] for i in rows], [texts[i] for i in rows])
-        out = {"old_logp": response_logprobs(logits, s, p, cfg.temperature), "old_values": values[:, p - 1:-1],
-               "ref_logp": response_logprobs(ref_logits, s, p, cfg.temperature), "entropy": entropy_from_logits(dist),
-               "raw_scores": score, "score_std": score_std}
-        if cfg.kl_estimator == "exact":
-            out["exact_kl"] = kl_exact(dist, ref_dist)
-        return out | ({"ref_dist": ref_dist} if keep_ref_dist else {})
+        return {"old_logp": response_logprobs(logits, s, p, cfg.temperature), "old_values": values,
+                "ref_logp": response_logprobs(ref_logits, s, p, cfg.temperature), "entropy": entropy_from_logits(dist),
+                "raw_scores": score, "score_std": score_std} | penalty.scoring_outputs(dist, ref_dist, ref_dist_bytes)
 
     tf = over_length_chunks(teacher_forced, seqs, attn, P, cfg.micro_batch_size)
-    old_logp, old_values = tf["old_logp"], tf["old_values"]  # V(state before each response token)
     scores = no_eos_penalty(tf["raw_scores"], rollout.ended_with_eos, cfg.missing_eos_penalty)
     if cfg.score_clip is not None:
         scores = scores.clamp(-cfg.score_clip, cfg.score_clip)
-    kl, kl_in_reward = per_token_kl(cfg, tf.get("exact_kl"), old_logp, tf["ref_logp"], mask)
+    kl, kl_in_reward = penalty.token_kl(tf["old_logp"], tf["ref_logp"], tf, mask)
     rewards = per_token_rewards(scores, kl_in_reward, beta, mask)  # −β·KL per token, the score at the last real token
     if cfg.whiten_rewards:
         rewards = masked_whiten(rewards, mask, shift_mean=False)
-    advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
-    advantage_scale = torch.ones(())  # what whitening divided the advantages by
+    advantages, returns = gae(rewards, tf["old_values"], mask, cfg.gamma, cfg.lam)
+    advantage_scale = torch.ones(())
     if cfg.whiten_advantages:
-        advantage_scale = torch.sqrt(masked_var(advantages, mask) + 1e-8)
-        advantages = masked_whiten(advantages, mask)
-    return {"seqs": seqs, "attn": attn, "mask": mask, "prompt_len": P, "old_logp": old_logp, "old_values": old_values,
-            "ref_logp": tf["ref_logp"], "raw_scores": tf["raw_scores"], "scores": scores, "score_std": tf["score_std"],
-            "kl": kl, "rewards": rewards, "advantages": advantages, "advantage_scale": advantage_scale, "beta": beta,
-            "returns": returns, "entropy": tf["entropy"], "ref_dist": tf.get("ref_dist")}
+        advantages, advantage_scale = masked_whiten_with_scale(advantages, mask)
+    return Experience(sequences=seqs, attention_mask=attn, prompt_len=P, response_mask=mask,
+                      old_logprobs=tf["old_logp"], ref_logprobs=tf["ref_logp"], old_values=tf["old_values"],
+                      entropy=tf["entropy"], raw_scores=tf["raw_scores"], scores=scores, score_std=tf["score_std"],
+                      kl=kl, rewards=rewards, advantages=advantages, returns=returns, advantage_scale=advantage_scale,
+                      beta=beta, ref_dist=tf.get("ref_dist"))
 
 
 def epoch_minibatches(batch_size: int, minibatch_size: int, generator) -> list[torch.Tensor]:
@@ -293,29 +271,25 @@ def epoch_minibatches(batch_size: int, minibatch_size: int, generator) -> list[t
     return list(perm.view(batch_size // minibatch_size, minibatch_size))
 
 
-def minibatch_loss(model, exp: dict, idx: torch.Tensor, cfg) -> tuple[torch.Tensor, dict]:
+def minibatch_loss(model, exp: Experience, idx: torch.Tensor, cfg) -> tuple[torch.Tensor, dict]:
     """PPO loss of the rows `idx`: clipped surrogate + vf_coef · clipped value loss (token means over `idx`),
-    + β·KL / advantage scale with the exact KL estimator. The rows are cut to the columns they need."""
-    seqs, attn, P, R = trim_padding(exp["seqs"][idx], exp["attn"][idx], exp["prompt_len"])
-    rows = lambda key: exp[key][idx, :R]  # response-aligned (B, R, …) tensors of these rows, trimmed alike
-    mask = rows("mask")
+    + the KL penalty's loss term (the exact KL's: β·KL / advantage scale). The rows are cut to the columns they need."""
+    seqs, attn, P, R = trim_padding(exp.sequences[idx], exp.attention_mask[idx], exp.prompt_len)
+    rows = lambda x: x[idx, :R]  # response-aligned (B, R, …) tensors of these rows, trimmed alike
+    mask = rows(exp.response_mask)
     logits, values = model(seqs, attn, P)
     logp = response_logprobs(logits, seqs, P, cfg.temperature)
-    pg_loss, pg_stats = ppo_policy_loss(logp, rows("old_logp"), rows("advantages"), mask, cfg.clip_eps)
-    vf_loss, vf_stats = ppo_value_loss(values[:, P - 1:-1], rows("old_values"), rows("returns"), mask, cfg.clip_value)
-    loss, parts = pg_loss + cfg.vf_coef * vf_loss, {"pg": pg_loss, "vf": vf_loss, **pg_stats, **vf_stats}
-    if cfg.kl_estimator == "exact":  # the direct gradient of β·Σ_t KL_t, in the units of the whitened advantages
-        if exp["ref_dist"] is not None:
-            ref_dist = rows("ref_dist")
-        else:
-            ref_dist = response_logits(unwrap(model).ref_logits(seqs, attn, P), seqs, P, cfg.temperature)
-        kl = kl_exact(response_logits(logits, seqs, P, cfg.temperature), ref_dist)
-        parts["kl"] = masked_mean(kl, mask)
-        loss = loss + exp["beta"] * parts["kl"] / exp["advantage_scale"]
-    return loss, parts
+    pg_loss, pg_stats = ppo_policy_loss(logp, rows(exp.old_logprobs), rows(exp.advantages), mask, cfg.clip_eps)
+    vf_loss, vf_stats = ppo_value_loss(values, rows(exp.old_values), rows(exp.returns), mask, cfg.clip_value)
+    dist = lambda: response_logits(logits, seqs, P, cfg.temperature)
+    ref_dist = lambda: (rows(exp.ref_dist) if exp.ref_dist is not None  # cached by the scoring pass, else recomputed
+                        else response_logits(unwrap(model).ref_logits(seqs, attn, P), seqs, P, cfg.temperature))
+    kl_loss, kl_parts = KL_PENALTIES[cfg.kl_estimator].loss_term(dist, ref_dist, mask, exp.beta, exp.advantage_scale)
+    loss = pg_loss + cfg.vf_coef * vf_loss + kl_loss
+    return loss, {"pg": pg_loss, "vf": vf_loss, **pg_stats, **vf_stats, **kl_parts}
 
 
-def ppo_update(model, optimizer, exp: dict, cfg, generator, step: int, replica=SINGLE) -> dict:
+def ppo_update(model, optimizer, exp: Experience, cfg, generator, step: int, replica=SINGLE) -> dict:
     """PPO epochs, each over a fresh shuffle; gradient accumulation over micro-batches; mean stats.
 
     Each replica holds batch_size/W rollouts and takes minibatch_size/W of them per
@@ -329,15 +303,15 @@ def ppo_update(model, optimizer, exp: dict, cfg, generator, step: int, replica=S
     local_batch, local_mb = cfg.batch_size // replica.world_size, cfg.minibatch_size // replica.world_size
     n_micro = local_mb // cfg.micro_batch_size
     params = unwrap(model).trainable_parameters()
-    lengths = exp["attn"].sum(1)
+    lengths = exp.attention_mask.sum(1)
     for _ in range(cfg.ppo_epochs):
         for mb in epoch_minibatches(local_batch, local_mb, generator):
             optimizer.zero_grad(set_to_none=True)
-            global_tokens = sum_across(exp["mask"][mb].sum().item(), replica)
+            global_tokens = sum_across(exp.response_mask[mb].sum().item(), replica)
             for k, micro in enumerate(length_sorted_chunks(mb, lengths, cfg.micro_batch_size)):
-                with no_sync(model, active=k < n_micro - 1), autocast(exp["seqs"].device, cfg.bf16):
+                with no_sync(model, active=k < n_micro - 1), autocast(exp.sequences.device, cfg.bf16):
                     loss, parts = minibatch_loss(model, exp, micro, cfg)
-                    loss = loss * exp["mask"][micro].sum() * replica.world_size / global_tokens
+                    loss = loss * exp.response_mask[micro].sum() * replica.world_size / global_tokens
                     check_finite(loss, step, "PPO loss")
                     loss.backward()
                 for key, value in parts.items():
@@ -347,20 +321,20 @@ def ppo_update(model, optimizer, exp: dict, cfg, generator, step: int, replica=S
     return {k: float(np.mean(v)) for k, v in stats.items()}
 
 
-def step_metrics(exp: dict, stats: dict, beta: float, rollout) -> dict:
+def step_metrics(exp: Experience, stats: dict, rollout) -> dict:
     """One iteration's metrics under TRL's names."""
-    mask, kl_seq = exp["mask"], exp["kl"].sum(1)
+    mask, kl_seq, beta = exp.response_mask, exp.kl.sum(1), exp.beta
     return {
-        "objective/kl": kl_seq.mean().item(), "objective/entropy": (exp["entropy"] * mask).sum(1).mean().item(),
-        "objective/scores": exp["raw_scores"].mean().item(),
-        "objective/rlhf_reward": (exp["scores"] - beta * kl_seq).mean().item(),
+        "objective/kl": kl_seq.mean().item(), "objective/entropy": (exp.entropy * mask).sum(1).mean().item(),
+        "objective/scores": exp.raw_scores.mean().item(),
+        "objective/rlhf_reward": (exp.scores - beta * kl_seq).mean().item(),
         "objective/non_score_reward": (-beta * kl_seq).mean().item(), "objective/beta": beta,
-        "objective/score_std": exp["score_std"].mean().item(),
+        "objective/score_std": exp.score_std.mean().item(),
         "policy/clipfrac": stats["clipfrac"], "policy/approxkl": stats["approxkl"],
-        "policy/entropy": masked_mean(exp["entropy"], mask).item(),
+        "policy/entropy": masked_mean(exp.entropy, mask).item(),
         "loss/policy": stats["pg"], "loss/value": stats["vf"], "val/clipfrac": stats["vf_clipfrac"],
         "val/ratio": stats["ratio_mean"],
-        "val/explained_variance": explained_variance(exp["old_values"], exp["returns"], mask).item(),
+        "val/explained_variance": explained_variance(exp.old_values, exp.returns, mask).item(),
         "val/eos_rate": rollout.ended_with_eos.float().mean().item(), "val/mean_length": mask.sum(1).mean().item(),
     } | ({"loss/kl": stats["kl"]} if "kl" in stats else {})
 
@@ -402,10 +376,18 @@ def check_split(cfg: PPOConfig, replica) -> None:
             f"minibatch_size/processes = {cfg.minibatch_size // w} is not a multiple of micro_batch_size {cfg.micro_batch_size}")
 
 
+def write_samples(samples_file, step: int, prompts, texts, scores: torch.Tensor, n: int = 4) -> None:
+    """The first `n` (prompt, response, score) rows of an iteration, appended to samples.jsonl."""
+    for p, r, score in list(zip(prompts, texts, scores.tolist()))[:n]:
+        samples_file.write(json.dumps({"step": step, "prompt": p, "response": r, "score": score}) + "\n")
+    samples_file.flush()
+
+
 def run_ppo(cfg: PPOConfig) -> dict:
     """Train; write OUT/model, metrics.jsonl, samples.jsonl, eval.json and checkpoints; return the final evaluation."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    engine = make_engine(cfg.rollout_engine)
     replica = init_replica(cfg.device)
     device = replica.device
     check_split(cfg, replica)
@@ -415,17 +397,18 @@ def run_ppo(cfg: PPOConfig) -> dict:
     prompt_ids = [encode_prompt(tokenizer, p.prompt) for p in prompts]
     out = prepare_run_dir(cfg.out, cfg) if replica.is_main else Path(cfg.out)
     set_seed(cfg.seed)
-    model = ActorCritic(cfg, device)
-    ddp_model = wrap(model, replica)
     reward_fn = RewardFunction([cfg.reward_model, *cfg.ensemble], tokenizer, device, cfg.uncertainty_coef)
+    model = ActorCritic.load(cfg.policy, reward_fn.model, device, ref_dir=cfg.ref_policy, value_model=cfg.value_model,
+                             lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha)
+    ddp_model = wrap(model, replica)
     gold = WorldGold(cfg.gold) if cfg.gold else None
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr, eps=1e-5, fused=True)
     kl_ctl = AdaptiveKLController(cfg.beta, cfg.kl_target, cfg.kl_horizon) if cfg.adaptive_kl else FixedKLController(cfg.beta)
-    sampler = TorchSampler()
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed + 7919 * replica.rank)  # own samples per replica
-    stream = PromptStream(len(prompts), cfg.seed + 7919 * replica.rank)
+    replica_seed = cfg.seed + REPLICA_SEED_STRIDE * replica.rank
+    generator = torch.Generator(device=device).manual_seed(replica_seed)
+    stream = PromptStream(len(prompts), replica_seed)
     local_batch = cfg.batch_size // replica.world_size
     ckpt_path = out / "checkpoints" / "last.pt"
     start, early = 0, {"first_agreement": None, "good_state": None, "stopped": None}
@@ -436,8 +419,8 @@ def run_ppo(cfg: PPOConfig) -> dict:
         truncate_jsonl(out / "samples.jsonl", start)
     samples_file = (out / "samples.jsonl").open("a" if cfg.resume else "w", encoding="utf-8") if replica.is_main else None
     evaluate = lambda: evaluate_policy(model.policy, model.ref_logits, reward_fn, tokenizer, eval_prompts,
-                                       cfg.eval_samples, sampling, gold, seed=cfg.seed, batch_size=cfg.batch_size,
-                                       chunk_size=cfg.micro_batch_size)
+                                       cfg.eval_samples, sampling, gold, engine=engine, seed=cfg.seed,
+                                       batch_size=cfg.batch_size, chunk_size=cfg.micro_batch_size)
     if early_stopping(cfg) and start == 0:  # the detectors' baseline and the fallback policy: the initial one
         ev = evaluate()
         early["first_agreement"] = ev.get("rm_gold_agreement")
@@ -450,26 +433,27 @@ def run_ppo(cfg: PPOConfig) -> dict:
         t0 = time.perf_counter()
         batch_idx = stream.take(local_batch)
         model.eval()
-        rollout = sampler.generate(model.policy, [prompt_ids[i] for i in batch_idx], sampling, generator)
+        rollout = engine.generate(model.policy, [prompt_ids[i] for i in batch_idx], sampling, generator)
         texts = decode_responses(tokenizer, rollout)
         batch_prompts = [prompts[i].prompt for i in batch_idx]
         t1 = time.perf_counter()
-        if cfg.anneal_lr:
-            set_lr(optimizer, cfg.lr * (1 - step / cfg.steps))
-        # 2–3. Score, per-token rewards (−β·KL, score at the last token), GAE.
+        # 2–4. Score, per-token rewards (−β·KL, score at the last token), advantages (GAE).
         beta = kl_ctl.value
         exp = make_experience(model, reward_fn, rollout, batch_prompts, texts, beta, cfg)
         t2 = time.perf_counter()
-        # 4. PPO epochs over shuffled minibatches.
+        # 5. Update: PPO epochs over shuffled minibatches.
+        if cfg.anneal_lr:
+            set_lr(optimizer, cfg.lr * (1 - step / cfg.steps))
         stats = ppo_update(ddp_model, optimizer, exp, cfg, generator, step, replica)
         t3 = time.perf_counter()
-        # 5. Log: metrics averaged over replicas; the KL controller sees the global mean KL.
-        metrics = step_metrics(exp, stats, beta, rollout) | {"policy/lr": optimizer.param_groups[0]["lr"],
-                                                             "time/rollout": t1 - t0, "time/score": t2 - t1, "time/train": t3 - t2}
+        # 6. Log: metrics averaged over replicas; the KL controller sees the global mean KL.
+        metrics = step_metrics(exp, stats, rollout) | {"policy/lr": optimizer.param_groups[0]["lr"],
+                                                       "time/rollout": t1 - t0, "time/score": t2 - t1, "time/train": t3 - t2}
         if gold is not None:
             metrics["gold/score"] = float(np.mean(gold.utilities(batch_prompts, texts)))
         metrics = mean_across(metrics, replica)
         kl_ctl.update(metrics["objective/kl"], cfg.batch_size)
+        # 7. Evaluate on held-out prompts; an early-stop detector that fires ends the loop.
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
             ev = evaluate()
             metrics.update(eval_metrics(ev))
@@ -481,11 +465,10 @@ def run_ppo(cfg: PPOConfig) -> dict:
         logger.log(step + 1, metrics)
         bar.set_postfix(score=f"{metrics['objective/scores']:.2f}", kl=f"{metrics['objective/kl']:.2f}", beta=f"{beta:.3g}")
         if samples_file and cfg.samples_every and (step + 1) % cfg.samples_every == 0:
-            for p, r, s in list(zip(batch_prompts, texts, exp["raw_scores"].tolist()))[:4]:
-                samples_file.write(json.dumps({"step": step + 1, "prompt": p, "response": r, "score": s}) + "\n")
-            samples_file.flush()
+            write_samples(samples_file, step + 1, batch_prompts, texts, exp.raw_scores)
         if early["stopped"]:
             break
+        # 8. Checkpoint.
         if cfg.save_every and (step + 1) % cfg.save_every == 0:
             save_checkpoint(ckpt_path, step + 1, model, optimizer, kl_ctl, generator, stream, early, replica)
     bar.close()

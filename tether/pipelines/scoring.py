@@ -47,6 +47,11 @@ class RewardFunction:
                 model.config.pad_token_id = tok.pad_token_id
         self.policy_tokenizer, self.device, self.uncertainty_coef = policy_tokenizer, device, uncertainty_coef
 
+    @property
+    def model(self):
+        """The first reward model (`model_dirs[0]`), loaded once: PPO's critic and value head start from it."""
+        return self.models[0]
+
     @torch.no_grad()
     def __call__(self, sequences, attention_mask, prompts=None, responses=None) -> tuple[torch.Tensor, torch.Tensor]:
         """(score (B,), ensemble std (B,), 0 for a single model)."""

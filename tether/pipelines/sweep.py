@@ -30,7 +30,7 @@ from tether.pipelines.common import prepare_run_dir
 from tether.pipelines.policy_eval import best_of_n, evaluate_policy, kl_regularised_optima, sample_grid
 from tether.pipelines.ppo import PPOConfig, run_ppo
 from tether.pipelines.scoring import RewardFunction, WorldGold
-from tether.rollout import SamplingConfig, policy_forward
+from tether.rollout import DEFAULT_ENGINE, SamplingConfig, make_engine, policy_forward
 from tether.runlog import read_metrics
 
 
@@ -206,9 +206,10 @@ def run_sweep(cfg: SweepConfig) -> dict:
     gold = WorldGold(cfg.gold) if cfg.gold else None
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=1.0,
                               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    engine = make_engine(cfg.extra.get("rollout_engine", DEFAULT_ENGINE))  # the PPO runs' engine
     print("sweep: evaluating the SFT policy")
     baseline = evaluate_policy(sft, lambda s, a, p: policy_forward(sft, s, a, p), reward_fn, tokenizer, eval_records,
-                               cfg.eval_samples, sampling, gold, seed=cfg.seed, batch_size=cfg.batch_size)
+                               cfg.eval_samples, sampling, gold, engine=engine, seed=cfg.seed, batch_size=cfg.batch_size)
     baseline_samples = baseline.pop("samples")
     rows = []
     specs = run_specs(cfg)
@@ -222,7 +223,8 @@ def run_sweep(cfg: SweepConfig) -> dict:
     optima = []
     if cfg.bon_ns:
         print(f"sweep: best-of-n for n in {cfg.bon_ns}")
-        grid = sample_grid(sft, reward_fn, tokenizer, eval_records, max(cfg.bon_ns), cfg.bon_prompts, sampling, seed=cfg.seed)
+        grid = sample_grid(sft, reward_fn, tokenizer, eval_records, max(cfg.bon_ns), cfg.bon_prompts, sampling,
+                           engine=engine, seed=cfg.seed)
         rows += [with_deltas(row, baseline) for row in best_of_n(grid, cfg.bon_ns, gold)]
         optima = [with_deltas(row, baseline) for row in kl_regularised_optima(grid, cfg.betas, gold)]
     data = {

@@ -2,10 +2,12 @@
 
 `TorchSampler` is the default engine (a KV-cached PyTorch loop, fast on CPU);
 `HFGenerateSampler` wraps `model.generate` as a baseline. Both satisfy
-`RolloutEngine`, so a faster engine can be dropped in (DESIGN §7).
+`RolloutEngine`, so a faster engine can be dropped in (DESIGN §7): it joins
+`ENGINES`, and `make_engine(name)` builds the one a config names.
 """
 
 from tether.rollout.chunks import length_sorted_chunks, over_length_chunks, trim_padding
+from tether.rollout.engines import DEFAULT_ENGINE, ENGINES, make_engine
 from tether.rollout.hf_sampler import HFGenerateSampler
 from tether.rollout.interface import Rollout, RolloutEngine, SamplingConfig
 from tether.rollout.logprobs import policy_forward, response_logits, response_logprobs, sequence_logprobs
@@ -20,6 +22,9 @@ __all__ = [
     "RolloutEngine",
     "TorchSampler",
     "HFGenerateSampler",
+    "ENGINES",
+    "DEFAULT_ENGINE",
+    "make_engine",
     "sequence_logprobs",
     "policy_forward",
     "response_logprobs",
