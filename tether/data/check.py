@@ -12,7 +12,7 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass
 
-from tether.config import opt, require
+from tether.config import check_fields, opt, require
 from tether.data.prefs import (FORMATS, IDENTICAL, decode_row, iter_raw_rows, parse_pair_row, read_records,
                                settle)
 from tether.data.prompts import parse_prompt_row, parse_sft_row
@@ -37,6 +37,7 @@ class DataCheckConfig:
     skip_invalid: bool = opt(False, "skip invalid rows and report them by reason, instead of stopping at the first")
 
     def __post_init__(self):
+        check_fields(self)
         require(bool(self.file), "file", "required: the file to check")
         require(self.kind in KINDS, "kind", f"must be one of {', '.join(KINDS)}, got {self.kind!r}")
         require(self.format in (None, *FORMATS), "format",
