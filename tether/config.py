@@ -116,12 +116,12 @@ def convert(value, tp, field: str):
     base, nullable = _optional(tp)
     if value is None and nullable:
         return None
-    if typing.get_origin(base) is list and value is not None:
-        items = value if isinstance(value, (list, tuple)) else [value]
-        return [convert(v, typing.get_args(base)[0], field) for v in items]
     if dataclasses.is_dataclass(base) and isinstance(value, (base, dict)):
         return value if isinstance(value, base) else _nested(base, value, field)
     try:
+        if typing.get_origin(base) is list and value is not None:
+            items = value if isinstance(value, (list, tuple)) else [value]
+            return [SCALARS[typing.get_args(base)[0]][0](v) for v in items]
         return SCALARS[base][0](value)
     except (TypeError, ValueError, KeyError):
         raise InputError(f"expected {_expected(tp)}, got {'null' if value is None else repr(value)}", field=field) from None
@@ -234,7 +234,11 @@ def build_config(cls, overrides: dict, yaml_path=None):
             values[head] = value
         elif isinstance(values.setdefault(head, {}), dict):
             values[head] = {**values[head], nested: value}
+    hints = typing.get_type_hints(cls)
     try:
+        for key, value in values.items():  # nested configs convert in their parent's __post_init__
+            if not dataclasses.is_dataclass(_optional(hints[key])[0]):
+                values[key] = convert(value, hints[key], key)
         return cls(**values)
     except InputError as e:
         if yaml_path and e.path is None and e.field in from_yaml and e.field not in overrides:
