@@ -205,8 +205,8 @@ def test_a_failed_parallel_run_raises_its_error_in_the_sweep(tiny_dirs, tmp_path
 def test_runs_start_longest_first_ensemble_then_early_stop_then_plain(tmp_path):
     """Workers take runs in this order (the early-stop row evaluates twice as often): a long run started last
     would finish alone on one core."""
-    cfg = SweepConfig(policy="p", reward_model="rm", prompts="x.jsonl", out=str(tmp_path), betas=[0.01, 1.0],
-                      ensemble=["rm_1"], early_stop=True, gold="assistant", steps=40, eval_every=40)
+    cfg = SweepConfig(out=str(tmp_path), betas=[0.01, 1.0], ensemble=["rm_1"], early_stop=True,
+                      ppo=dict(policy="p", reward_model="rm", prompts="x.jsonl", gold="assistant", steps=40, eval_every=40))
     costs = {name: expected_cost(ppo_config(cfg, tmp_path / name, overrides)) for name, overrides, _ in run_specs(cfg)}
     order = sorted(costs, key=costs.get, reverse=True)
     assert order[:2] == ["ensemble_beta_0.01", "early_stop_beta_0.01"], order
@@ -215,8 +215,8 @@ def test_runs_start_longest_first_ensemble_then_early_stop_then_plain(tmp_path):
 
 @pytest.mark.parametrize("early_stop_every, checks_every", [(0, 20), (10, 10)])
 def test_early_stop_row_checks_at_its_own_interval_or_twice_per_evaluation(tmp_path, early_stop_every, checks_every):
-    cfg = SweepConfig(policy="p", reward_model="rm", prompts="x.jsonl", out=str(tmp_path), betas=[0.01],
-                      early_stop=True, steps=40, eval_every=40, early_stop_every=early_stop_every)
+    cfg = SweepConfig(out=str(tmp_path), betas=[0.01], early_stop=True, early_stop_every=early_stop_every,
+                      ppo=dict(policy="p", reward_model="rm", prompts="x.jsonl", steps=40, eval_every=40))
     overrides = {name: o for name, o, _ in run_specs(cfg)}
     assert overrides["early_stop_beta_0.01"]["eval_every"] == checks_every
     assert ppo_config(cfg, tmp_path / "b", overrides["beta_0.01"]).eval_every == 40

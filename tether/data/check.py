@@ -13,7 +13,7 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass
 
-from tether.config import opt, require
+from tether.config import check_fields, opt, require
 from tether.data.labels import effective_labels, read_label_rows, read_preferences
 from tether.data.prefs import FORMATS, IDENTICAL, parse_pair_row
 from tether.data.records import decode_row, iter_raw_rows, read_records, settle
@@ -40,6 +40,7 @@ class DataCheckConfig:
     skip_invalid: bool = opt(False, "skip invalid rows and report them by reason, instead of stopping at the first")
 
     def __post_init__(self):
+        check_fields(self)
         require(bool(self.file), "file", "required: the file to check")
         require(self.kind in KINDS, "kind", f"must be one of {', '.join(KINDS)}, got {self.kind!r}")
         require(self.format in (None, *FORMATS), "format",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from tether.config import opt, require
+from tether.config import check_fields, opt, require
 from tether.data import encode_prompt, read_prompts
 from tether.io import write_jsonl_atomic
 from tether.models import load_causal_lm, load_tokenizer, resolve_device, set_seed
@@ -22,27 +22,26 @@ class CollectConfig:
     policy: str = opt("", "causal-LM directory to sample from (normally the SFT policy)")
     prompts: str = opt("", "prompts JSONL ({prompt} or {messages} rows)")
     out: str = opt("", "run directory; pairs are written to OUT/pairs.jsonl")
-    pairs_per_prompt: int = opt(1, "pairs sampled per prompt")
-    temperature: float = opt(1.0, "sampling temperature")
-    top_p: float = opt(1.0, "nucleus sampling threshold (1: off)")
-    top_k: int = opt(0, "top-k sampling (0: off)")
-    max_new_tokens: int = opt(48, "longest response in tokens")
-    max_resamples: int = opt(3, "times a pair with identical or empty responses is resampled before it is dropped (and counted)")
+    pairs_per_prompt: int = opt(1, "pairs sampled per prompt", ge=1)
+    temperature: float = opt(1.0, "sampling temperature", gt=0)
+    top_p: float = opt(1.0, "nucleus sampling threshold (1: off)", gt=0, le=1)
+    top_k: int = opt(0, "top-k sampling (0: off)", ge=0)
+    max_new_tokens: int = opt(48, "longest response in tokens", ge=1)
+    max_resamples: int = opt(3, "times a pair with identical or empty responses is resampled before it is dropped (and counted)", ge=0)
     labeler: str = opt("gold", "gold (the built-in world's simulated rater) or none (label later with `tether label`)")
-    tau: float = opt(0.5, "gold labeler noise: P(y1 > y2) = sigmoid((u1 - u2) / tau)")
+    tau: float = opt(0.5, "gold labeler noise: P(y1 > y2) = sigmoid((u1 - u2) / tau)", gt=0)
     filler_bonus: float = opt(LabelerBiases.filler_bonus, "gold labeler bias: utility bonus per filler phrase (raters like politeness)")
-    filler_cap: int = opt(LabelerBiases.filler_cap, "gold labeler bias: filler phrases that earn the bonus at most")
+    filler_cap: int = opt(LabelerBiases.filler_cap, "gold labeler bias: filler phrases that earn the bonus at most", ge=0)
     edgy_refusal_bonus: float = opt(LabelerBiases.edgy_refusal_bonus, "gold labeler bias: bonus for refusing an edgy-sounding benign prompt")
-    batch_size: int = opt(128, "prompts per generation batch")
+    batch_size: int = opt(128, "prompts per generation batch", ge=1)
     seed: int = opt(0, "random seed (sampling and labels)")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
 
     def __post_init__(self):
+        check_fields(self)
         require(bool(self.policy), "policy", "a policy directory is required (--policy DIR)")
         require(bool(self.prompts), "prompts", "a prompts file is required (--prompts FILE)")
         require(self.labeler in ("gold", "none"), "labeler", f"must be gold or none, got {self.labeler!r}")
-        require(self.pairs_per_prompt >= 1, "pairs_per_prompt", "must be >= 1")
-        require(self.temperature > 0, "temperature", "must be > 0")
 
 
 def make_gold_labeler(cfg):

@@ -5,6 +5,7 @@ mitigation) → reward-model eval → β sweep with best-of-n → report. Each s
 the same library call (and CLI command) a user runs on their own model and data.
 """
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from pathlib import Path
 import torch
 
 from tether.analysis.report import write_report
-from tether.config import opt, require
+from tether.config import check_fields, opt, require
 from tether.io import write_json_atomic, write_jsonl_atomic
 from tether.pipelines.collect import CollectConfig, relabel, run_collect
 from tether.pipelines.reward import RMEvalConfig, RMTrainConfig, run_rm_eval, run_rm_train
@@ -29,39 +30,49 @@ RATER_POOLS = [("filler and edgy-refusal biases", LabelerBiases()),
                ("no filler bias", LabelerBiases(filler_bonus=0.0, filler_cap=0))]
 
 
+def sized(full, quick, help: str, **bounds):
+    """A demo size: unset (None) it becomes `full`, or `quick` with --quick; a value the user sets is kept."""
+    return opt(None, help, default_text=f"{full}; with --quick {quick}", sizes=(full, quick), **bounds)
+
+
 @dataclass
 class DemoConfig:
-    """Run SFT, preference collection, reward modelling, a PPO β sweep and best-of-n on the built-in world."""
+    """Run SFT, preference collection, reward modelling, a PPO β sweep and best-of-n on the built-in world.
+
+    The demo's own sizes are fields here; `run_demo` builds every stage's config from them, and
+    each stage's other settings are that stage's defaults.
+    """
     out: str = opt("runs/demo", "demo directory; the report is OUT/sweep/report.html")
-    quick: bool = opt(False, "a small run (about two minutes) used by the tests; sets the sizes below to small values")
-    sft_examples: int = opt(40000, "SFT corpus size")
-    sft_epochs: int = opt(1, "SFT epochs")
-    sft_batch_size: int = opt(32, "SFT sequences per optimiser step (the small model learns more per example from more, smaller steps)")
-    train_prompts: int = opt(0, "training prompts (0: the whole train split)")
-    eval_prompts: int = opt(512, "evaluation prompts (fresh draws, another seed)")
-    n_pairs: int = opt(4096, "labelled pairs for the reward model (one per prompt, fresh draws of the train split)")
-    eval_pairs: int = opt(1024, "held-out labelled pairs for reward-model evaluation")
-    ensemble_size: int = opt(3, "reward models in the ensemble mitigation (1: no ensemble row)")
+    quick: bool = opt(False, "a small run (about two minutes) used by the tests: the sizes the user did not set take their quick values")
+    sft_examples: int | None = sized(40000, 6000, "SFT corpus size", ge=1)
+    sft_epochs: int = opt(1, "SFT epochs (SFTConfig.epochs)", ge=1)
+    sft_batch_size: int = opt(32, "SFT sequences per optimiser step (SFTConfig.batch_size; the small model learns more per example from more, smaller steps)", ge=1)
+    train_prompts: int = opt(0, "training prompts (0: the whole train split)", ge=0)
+    eval_prompts: int = opt(512, "evaluation prompts (fresh draws, another seed)", ge=1)
+    n_pairs: int | None = sized(4096, 600, "labelled pairs for the reward model (one per prompt, fresh draws of the train split)", ge=1)
+    eval_pairs: int | None = sized(1024, 200, "held-out labelled pairs for reward-model evaluation", ge=1)
+    ensemble_size: int | None = sized(3, 2, "reward models in the ensemble mitigation (1: no ensemble row)", ge=1)
     ensemble_raters: bool = opt(True, "ensemble members learn the pairs as labelled by rater pools with different biases "
                                       "(RATER_POOLS); false: the same labels with other seeds (Coste et al. 2023), whose "
                                       "members share every bias of the labels and did not help on this world")
-    early_stop: bool = opt(True, "add the early-stopping mitigation row")
-    betas: list[float] = opt([0.01, 0.05, 0.1, 0.5, 1.0, 5.0], "KL coefficients of the sweep")
-    ppo_steps: int = opt(40, "PPO iterations per β")
-    eval_samples: int = opt(512, "held-out samples per evaluation")
-    bon_max: int = opt(256, "largest n of best-of-n")
+    early_stop: bool = opt(True, "add the early-stopping mitigation row (SweepConfig.early_stop)")
+    betas: list[float] | None = sized([0.01, 0.05, 0.1, 0.5, 1.0, 5.0], [0.01, 1.0], "KL coefficients of the sweep (SweepConfig.betas)", ge=0)
+    ppo_steps: int | None = sized(40, 12, "PPO iterations per β (PPOConfig.steps)", ge=1)
+    eval_samples: int | None = sized(512, 128, "held-out samples per evaluation (PPOConfig.eval_samples)", ge=1)
+    bon_max: int | None = sized(256, 16, "largest n of best-of-n (a power of two)", ge=1)
+    bon_prompts: int | None = sized(64, 32, "held-out prompts for best-of-n (SweepConfig.bon_prompts)", ge=1)
     seed: int = opt(0, "random seed of every stage")
-    threads: int = opt(2, "torch CPU threads")
+    threads: int = opt(2, "torch CPU threads", ge=1)
     jobs: int = opt(2, "PPO runs of the sweep trained at once, sharing the threads (on 2 cores, two 1-thread runs "
-                       "finish 40-iteration runs faster than one 2-thread run; bench/bench_sweep.py)")
+                       "finish 40-iteration runs faster than one 2-thread run; bench/bench_sweep.py)", ge=1)
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
 
     def __post_init__(self):
-        require(self.bon_max >= 1 and self.bon_max & (self.bon_max - 1) == 0, "bon_max", "must be a power of two")
-        if self.quick:
-            self.sft_examples, self.sft_epochs, self.n_pairs, self.eval_pairs = 6000, 1, 600, 200
-            self.ensemble_size, self.betas, self.ppo_steps = 2, [0.01, 1.0], 12
-            self.eval_samples, self.bon_max = 128, 16
+        check_fields(self)
+        for f in dataclasses.fields(self):
+            if "sizes" in f.metadata and getattr(self, f.name) is None:
+                setattr(self, f.name, f.metadata["sizes"][self.quick])
+        require(self.bon_max & (self.bon_max - 1) == 0, "bon_max", "must be a power of two")
 
 
 def run_demo(cfg: DemoConfig) -> dict:
@@ -116,15 +127,13 @@ def run_demo(cfg: DemoConfig) -> dict:
         members[name] = f"{pool}, seed {cfg.seed + k}"
     rm_eval = stage("reward model eval", run_rm_eval, RMEvalConfig(
         model=rm_dirs[0], data=str(out / "collect_eval" / "pairs.jsonl"), out=str(out / "rm_eval"), device=cfg.device))
+    # Runs are evaluated once, at the end (their point on the frontier); the early-stop row's detectors every 10.
+    ppo = dict(policy=policy, reward_model=rm_dirs[0], prompts=str(data / "train_prompts.jsonl"),
+               eval_prompts=str(data / "eval_prompts.jsonl"), gold="assistant", steps=cfg.ppo_steps,
+               eval_samples=cfg.eval_samples, eval_every=cfg.ppo_steps, threads=cfg.threads, **common)
     sweep_cfg = SweepConfig(
-        policy=policy, reward_model=rm_dirs[0], prompts=str(data / "train_prompts.jsonl"),
-        eval_prompts=str(data / "eval_prompts.jsonl"), out=str(out / "sweep"), betas=cfg.betas,
-        bon_ns=[2 ** i for i in range(cfg.bon_max.bit_length())], ensemble=rm_dirs[1:],
-        early_stop=cfg.early_stop, gold="assistant", steps=cfg.ppo_steps,
-        # Runs are evaluated once, at the end (their point on the frontier); the early-stop row's detectors every 10.
-        eval_samples=cfg.eval_samples, eval_every=cfg.ppo_steps, early_stop_every=10,
-        bon_prompts=32 if cfg.quick else 64, jobs=cfg.jobs,
-        threads=cfg.threads, **common,
+        out=str(out / "sweep"), ppo=ppo, betas=cfg.betas, bon_ns=[2 ** i for i in range(cfg.bon_max.bit_length())],
+        ensemble=rm_dirs[1:], early_stop=cfg.early_stop, early_stop_every=10, bon_prompts=cfg.bon_prompts, jobs=cfg.jobs,
         pipeline={"sft": sft, "collect": collect, "reward_model": {k: v for k, v in rm_eval.items()},
                   **({"ensemble": members} if len(members) > 1 else {}), "timings_s": timings})
     report = stage("sweep", run_sweep, sweep_cfg)

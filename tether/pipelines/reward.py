@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tether.algos import bradley_terry_accuracy, bradley_terry_loss
-from tether.config import opt, require
+from tether.config import check_fields, opt, require
 from tether.data import collate_pairs, read_preferences, tokenize_pairs
 from tether.data.collate import shared_prefix_length
 from tether.io import write_json_atomic, write_jsonl_atomic
@@ -34,33 +34,33 @@ class RMTrainConfig:
     data: str = opt("", "labelled preference pairs (JSONL, Parquet or a datasets folder)")
     out: str = opt("", "run directory; the reward model is written to OUT/model")
     eval_data: str | None = opt(None, "held-out labelled pairs; default: a split of --data")
-    eval_fraction: float = opt(0.1, "fraction of --data held out when --eval-data is not given")
+    eval_fraction: float = opt(0.1, "fraction of --data held out when --eval-data is not given", ge=0, lt=1)
     format: str | None = opt(None, "force the pair format: explicit, implicit or conversational")
-    epochs: int = opt(2, "passes over the training pairs")
-    batch_size: int = opt(32, "pairs per optimiser step (2x rows per forward)")
-    lr: float = opt(1e-3, "peak learning rate (AdamW)")
-    warmup_steps: int = opt(20, "linear warm-up steps")
-    weight_decay: float = opt(0.0, "AdamW weight decay")
-    max_length: int = opt(256, "longest prompt+response in tokens")
+    epochs: int = opt(2, "passes over the training pairs", ge=1)
+    batch_size: int = opt(32, "pairs per optimiser step (2x rows per forward)", ge=1)
+    lr: float = opt(1e-3, "peak learning rate (AdamW)", gt=0)
+    warmup_steps: int = opt(20, "linear warm-up steps", ge=0)
+    weight_decay: float = opt(0.0, "AdamW weight decay", ge=0)
+    max_grad_norm: float = opt(1.0, "clip the gradient's global norm to this", gt=0)
+    max_length: int = opt(256, "longest prompt+response in tokens", ge=1)
     truncation: str = opt("error", "longer pairs: error, left (cut the prompt's start) or skip (reported)")
     use_margin: bool = opt(True, "use a pair's `margin` field in the loss: -log σ(r_c - r_r - m)")
-    lora_r: int = opt(0, "LoRA rank (0: full fine-tuning); the scalar head is always trained in full, adapters are merged on save")
-    lora_alpha: int = opt(16, "LoRA alpha")
-    center_rewards_coef: float = opt(0.0, "weight of the centering penalty mean((r_c + r_r)^2) (Eisenstein et al. 2023)")
-    eval_every: int = opt(50, "steps between evaluations on the held-out pairs")
+    lora_r: int = opt(0, "LoRA rank (0: full fine-tuning); the scalar head is always trained in full, adapters are merged on save", ge=0)
+    lora_alpha: int = opt(16, "LoRA alpha", ge=1)
+    center_rewards_coef: float = opt(0.0, "weight of the centering penalty mean((r_c + r_r)^2) (Eisenstein et al. 2023)", ge=0)
+    eval_every: int = opt(50, "steps between evaluations on the held-out pairs", ge=1)
     seed: int = opt(0, "random seed (head init, data order, split)")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
     bf16: bool = opt(False, "bfloat16 autocast for forward passes (GPUs with bf16; weights stay fp32)")
     fsdp: bool = opt(False, "with several processes: shard weights, gradients and optimiser state over them (FSDP2) instead of replicating them (DDP)")
-    threads: int = opt(0, "torch CPU threads (0: torch's default)")
+    threads: int = opt(0, "torch CPU threads (0: torch's default)", ge=0)
 
     def __post_init__(self):
+        check_fields(self)
         require(bool(self.init), "init", "a model directory to initialise from is required (--init DIR)")
         require(not (self.fsdp and self.lora_r), "fsdp", "LoRA keeps one copy of small adapters; use it without --fsdp")
         require(bool(self.data), "data", "a pairs file is required (--data FILE)")
         require(self.truncation in ("error", "left", "skip"), "truncation", f"must be error, left or skip, got {self.truncation!r}")
-        require(self.batch_size >= 1 and self.epochs >= 1, "batch_size", "batch_size and epochs must be >= 1")
-        require(0 <= self.eval_fraction < 1, "eval_fraction", f"must be in [0, 1), got {self.eval_fraction}")
 
 
 @dataclass
@@ -70,12 +70,13 @@ class RMEvalConfig:
     data: str = opt("", "labelled preference pairs")
     out: str = opt("", "run directory for eval.json and disagreements.jsonl")
     format: str | None = opt(None, "force the pair format: explicit, implicit or conversational")
-    max_length: int = opt(256, "longest prompt+response in tokens")
+    max_length: int = opt(256, "longest prompt+response in tokens", ge=1)
     truncation: str = opt("error", "longer pairs: error, left or skip (reported)")
-    batch_size: int = opt(64, "pairs per forward")
+    batch_size: int = opt(64, "pairs per forward", ge=1)
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
 
     def __post_init__(self):
+        check_fields(self)
         require(bool(self.model), "model", "a reward-model directory is required (--model DIR)")
         require(bool(self.data), "data", "a pairs file is required (--data FILE)")
 
@@ -148,7 +149,7 @@ def run_rm_train(cfg: RMTrainConfig) -> dict:
             optimizer.zero_grad(set_to_none=True)
             weight = share_weight(len(idx), len(global_idx), replica)
             (loss * weight).backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
             step += 1
             bar.update(1)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from tether.algos import kl_k1
-from tether.config import opt, require
+from tether.config import check_fields, opt, require
 from tether.data import encode_prompt, encode_response, pad_left, read_prompts
 from tether.io import write_json_atomic
 from tether.errors import InputError
@@ -28,14 +28,15 @@ class ScoreConfig:
     reward_model: str = opt("", "reward-model directory")
     responses: str | None = opt(None, "JSONL of {prompt, response} rows to score")
     prompts: str | None = opt(None, "or: prompts JSONL; one response per prompt is sampled from --policy")
-    betas: list[float] = opt([0.0, 0.01, 0.05, 0.1, 0.5, 1.0], "KL coefficients to report r - beta*KL for")
-    max_new_tokens: int = opt(48, "longest sampled response (with --prompts)")
-    batch_size: int = opt(64, "rows per forward")
+    betas: list[float] = opt([0.0, 0.01, 0.05, 0.1, 0.5, 1.0], "KL coefficients to report r - beta*KL for", ge=0)
+    max_new_tokens: int = opt(48, "longest sampled response (with --prompts)", ge=1)
+    batch_size: int = opt(64, "rows per forward", ge=1)
     out: str = opt("", "directory for scores.json")
     seed: int = opt(0, "random seed (sampling)")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
 
     def __post_init__(self):
+        check_fields(self)
         for name in ("policy", "ref_policy", "reward_model", "out"):
             require(bool(getattr(self, name)), name, f"--{name.replace('_', '-')} is required")
         require((self.responses is None) != (self.prompts is None), "responses", "give exactly one of --responses or --prompts")

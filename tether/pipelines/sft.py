@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tether.algos import token_logprobs
-from tether.config import opt, require
+from tether.config import check_fields, opt, require
 from tether.data import encode_prompt, encode_response, pad_right, read_sft_examples
 from tether.distributed import (full_state_dict, full_value, init_replica, is_sharded, local_slice, mean_across,
                                 share_weight, shutdown, wrap)
@@ -50,29 +50,27 @@ class SFTConfig:
     out: str = opt("", "run directory; the model is written to OUT/model")
     model: str = opt(BUILTIN_POLICY, f"a local Hugging Face causal-LM directory, or {BUILTIN_POLICY} (the built-in world's small GPT-2, randomly initialised)")
     eval_data: str | None = opt(None, "held-out JSONL for eval loss; default: a split of --data")
-    eval_fraction: float = opt(0.02, "fraction of --data held out for eval loss when --eval-data is not given")
-    epochs: int = opt(2, "passes over the training data")
-    batch_size: int = opt(64, "sequences per optimiser step")
-    lr: float = opt(3e-3, "peak learning rate (AdamW)")
-    warmup_steps: int = opt(50, "linear warm-up steps")
-    weight_decay: float = opt(0.0, "AdamW weight decay")
-    max_grad_norm: float = opt(0.0, "clip the gradient's global norm to this (0: no clipping, the default: see the module docstring)")
-    average_last: float = opt(0.0, "save the average of the weights over this last fraction of the steps (0: the last weights; see the module docstring)")
-    max_length: int = opt(128, "longest prompt+completion in tokens; longer rows are an error")
+    eval_fraction: float = opt(0.02, "fraction of --data held out for eval loss when --eval-data is not given", ge=0, lt=1)
+    epochs: int = opt(2, "passes over the training data", ge=1)
+    batch_size: int = opt(64, "sequences per optimiser step", ge=1)
+    lr: float = opt(3e-3, "peak learning rate (AdamW)", gt=0)
+    adam_betas: list[float] = opt([0.9, 0.95], "AdamW (beta1, beta2); 0.95 as in nanoGPT and GPT-3, not torch's 0.999", ge=0, lt=1)
+    warmup_steps: int = opt(50, "linear warm-up steps", ge=0)
+    weight_decay: float = opt(0.0, "AdamW weight decay", ge=0)
+    max_grad_norm: float = opt(0.0, "clip the gradient's global norm to this (0: no clipping, the default: see the module docstring)", ge=0)
+    average_last: float = opt(0.0, "save the average of the weights over this last fraction of the steps (0: the last weights; see the module docstring)", ge=0, lt=1)
+    max_length: int = opt(128, "longest prompt+completion in tokens; longer rows are an error", ge=1)
     seed: int = opt(0, "random seed (init, data order)")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
     bf16: bool = opt(False, "bfloat16 autocast for forward passes (GPUs with bf16; weights stay fp32)")
     fsdp: bool = opt(False, "with several processes: shard weights, gradients and optimiser state over them (FSDP2) instead of replicating them (DDP)")
-    threads: int = opt(0, "torch CPU threads (0: torch's default)")
-    log_every: int = opt(50, "steps between metrics rows")
+    threads: int = opt(0, "torch CPU threads (0: torch's default)", ge=0)
+    log_every: int = opt(50, "steps between metrics rows", ge=1)
 
     def __post_init__(self):
+        check_fields(self)
         require(bool(self.data), "data", "a training file is required (--data FILE.jsonl)")
-        require(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
-        require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
-        require(0 <= self.eval_fraction < 1, "eval_fraction", f"must be in [0, 1), got {self.eval_fraction}")
-        require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
-        require(0 <= self.average_last < 1, "average_last", f"must be in [0, 1), got {self.average_last}")
+        require(len(self.adam_betas) == 2, "adam_betas", f"expected two values (beta1 beta2), got {self.adam_betas}")
 
 
 class WeightAverage:
@@ -167,7 +165,7 @@ def run_sft(cfg: SFTConfig) -> dict:
         held, train = split_held_out(train, cfg.eval_fraction, rng)
     out = prepare_run_dir(cfg.out, cfg) if replica.is_main else Path(cfg.out)
     set_seed(cfg.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95), fused=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas), fused=True)
     lengths = [len(r[0]) for r in train]
     steps_per_epoch = -(-len(train) // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs

@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 from tqdm.auto import tqdm
 
 from tether.analysis import REFUSAL_THRESHOLD, SCHEMA_VERSION, frontier_fits, sweep_findings
 from tether.analysis.report import write_report
-from tether.config import opt, require, to_dict
+from tether.config import build_config, check_fields, opt, require, to_dict
 from tether.data import read_prompts
 from tether.io import write_json_atomic
 from tether.errors import InputError
@@ -30,97 +29,107 @@ from tether.pipelines.common import prepare_run_dir
 from tether.pipelines.policy_eval import best_of_n, evaluate_policy, kl_regularised_optima, sample_grid
 from tether.pipelines.ppo import PPOConfig, run_ppo
 from tether.pipelines.scoring import RewardFunction, WorldGold
-from tether.rollout import DEFAULT_ENGINE, SamplingConfig, make_engine, policy_forward
+from tether.rollout import SamplingConfig, make_engine, policy_forward
 from tether.runlog import read_metrics
+
+
+# PPO fields the sweep sets for each run itself: neither options of `tether sweep` nor keys of its `ppo:` mapping.
+PER_RUN = ("out", "resume", "beta", "adaptive_kl", "kl_target", "ensemble",
+           "early_stop_benign_refusal", "early_stop_repetition", "early_stop_gold_agreement_drop")
 
 
 @dataclass
 class SweepConfig:
-    """PPO at each β (and adaptive-KL targets, and mitigations) plus best-of-n against one reward model."""
-    policy: str = opt("", "SFT policy directory (the reference and the starting point)")
-    reward_model: str = opt("", "reward-model directory")
-    prompts: str = opt("", "training prompts JSONL")
-    eval_prompts: str | None = opt(None, "held-out prompts JSONL (default: the training prompts)")
+    """PPO at each β (and adaptive-KL targets, and mitigations) plus best-of-n against one reward model.
+
+    Every PPO setting (the policy, reward model, prompts, steps, lr, ...) is a field of `ppo`, a
+    `PPOConfig` shared by all runs; the sweep also samples its baseline and best-of-n with it. Per
+    run the sweep sets OUT/runs/NAME as `out`, `resume` (a run with a checkpoint resumes), `beta`
+    (from --betas), `adaptive_kl` and `kl_target` (from --kl-targets), and the mitigation rows'
+    `ensemble` and `early_stop_*` (from the options of the same names here); elsewhere they keep
+    PPOConfig's defaults.
+    """
     out: str = opt("", "sweep directory: runs/, sweep.json, report.html")
-    betas: list[float] = opt([0.01, 0.05, 0.1, 0.5, 1.0], "fixed KL coefficients, one PPO run each")
-    kl_targets: list[float] = opt([], "adaptive-KL runs, one per target KL (Ziegler et al. 2019)")
-    bon_ns: list[int] = opt([1, 2, 4, 8, 16, 32, 64, 128, 256], "best-of-n sizes (powers of two dividing the largest)")
-    bon_prompts: int = opt(64, "held-out prompts for best-of-n")
-    ensemble: list[str] = opt([], "extra reward models for the uncertainty-penalty mitigation row (mean - lambda*std)")
-    uncertainty_coef: float = opt(1.0, "lambda of the ensemble mitigation")
+    betas: list[float] = opt([0.01, 0.05, 0.1, 0.5, 1.0], "fixed KL coefficients, one PPO run each", ge=0)
+    kl_targets: list[float] = opt([], "adaptive-KL runs, one per target KL (Ziegler et al. 2019)", gt=0)
+    bon_ns: list[int] = opt([1, 2, 4, 8, 16, 32, 64, 128, 256], "best-of-n sizes (powers of two dividing the largest)", ge=1)
+    bon_prompts: int = opt(64, "held-out prompts for best-of-n", ge=1)
+    ensemble: list[str] = opt([], "extra reward models of the uncertainty-penalty mitigation row (mean - lambda*std, "
+                                  "lambda: --uncertainty-coef)")
     early_stop: bool = opt(False, "add a mitigation row: PPO at the smallest beta that stops when a detector fires")
     early_stop_benign_refusal: float | None = opt(0.3, "early-stop row: stop when the benign refusal rate exceeds this")
     early_stop_repetition: float | None = opt(0.3, "early-stop row: stop when the repetition rate exceeds this")
     early_stop_gold_agreement_drop: float | None = opt(0.2, "early-stop row: stop when the reward model's agreement with gold on the policy's samples drops this much below the initial policy's (needs --gold). "
                                                             "It falls by ~0.15 in the first 10 iterations of the demo's smallest beta, while gold still rises: 0.1 stops before any gain")
-    early_stop_every: int = opt(0, "early-stop row: iterations between its detector checks (0: half of --eval-every; a detector can only stop what it sees)")
-    refusal_threshold: float = opt(REFUSAL_THRESHOLD, "benign refusal rate above which behaviour counts as 'safe but useless'")
-    gold: str | None = opt(None, "gold utility of a built-in world (assistant)")
-    steps: int = opt(80, "PPO iterations per run")
-    batch_size: int = opt(64, "rollouts per PPO iteration")
-    minibatch_size: int = opt(64, "rollouts per optimiser step")
-    micro_batch_size: int = opt(32, "rollouts per forward/backward; a minibatch is cut into micro-batches of similar length, so smaller ones pad less")
-    ppo_epochs: int = opt(2, "PPO epochs per batch")
-    lr: float = opt(2e-4, "PPO learning rate")
-    max_new_tokens: int = opt(48, "longest response")
-    eval_every: int = opt(10, "PPO iterations between evaluations")
-    eval_samples: int = opt(512, "held-out samples per evaluation")
-    extra: dict = opt({}, "other PPO config keys for every run (YAML only)")
+    early_stop_every: int = opt(0, "early-stop row: iterations between its detector checks (0: half of --eval-every; a detector can only stop what it sees)", ge=0)
+    refusal_threshold: float = opt(REFUSAL_THRESHOLD, "benign refusal rate above which behaviour counts as 'safe but useless'", ge=0, le=1)
     pipeline: dict = opt({}, "numbers of earlier stages to show in the report (YAML only; the demo fills it)")
-    seed: int = opt(0, "random seed")
-    device: str = opt("auto", "cpu, cuda, cuda:N or auto")
-    threads: int = opt(0, "torch CPU threads (0: torch's default)")
     jobs: int = opt(1, "PPO runs trained at once, each in its own process with threads/jobs torch threads; "
-                       "independent runs keep small models' cores busier than one run with more threads")
+                       "independent runs keep small models' cores busier than one run with more threads", ge=1)
+    ppo: PPOConfig = opt({}, "settings of every PPO run; on the command line as `tether ppo` takes them (--lr, --steps, ...)",
+                         per_run=PER_RUN)
 
     def __post_init__(self):
-        require(self.jobs >= 1, "jobs", f"must be >= 1, got {self.jobs}")
-        for name in ("policy", "reward_model", "prompts", "out"):
-            require(bool(getattr(self, name)), name, f"--{name.replace('_', '-')} is required")
-        require(all(b >= 0 for b in self.betas), "betas", "every beta must be >= 0")
+        require(bool(self.out), "out", "--out is required")
+        self.ppo = run_template(self.ppo, self.out)
+        check_fields(self)
         n_max = max(self.bon_ns) if self.bon_ns else 1
-        require(all(n >= 1 and n_max % n == 0 for n in self.bon_ns), "bon_ns", f"each n must divide the largest ({n_max})")
+        require(all(n_max % n == 0 for n in self.bon_ns), "bon_ns", f"each n must divide the largest ({n_max})")
+
+
+def run_template(ppo, out):
+    """The sweep's PPO settings with the per-run fields at PPOConfig's defaults (`out`: the sweep's).
+
+    A mapping (YAML, the command line) may not name a per-run field; a PPOConfig's per-run values are replaced.
+    """
+    per_run = {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default
+               for f in dataclasses.fields(PPOConfig) if f.name in PER_RUN}
+    if isinstance(ppo, PPOConfig):
+        return dataclasses.replace(ppo, **{**per_run, "out": out})
+    if isinstance(ppo, dict):
+        for key in ppo:
+            require(str(key).replace("-", "_") not in PER_RUN, f"ppo.{key}",
+                    f"set per run by the sweep (per-run fields: {', '.join(PER_RUN)}); see `tether sweep --help`")
+        return {**ppo, "out": out}
+    return ppo  # check_fields names what was expected
 
 
 def run_specs(cfg: SweepConfig) -> list[tuple[str, dict, dict]]:
-    """(run name, PPO overrides, row fields) for every PPO run of the sweep."""
+    """(run name, per-run PPO fields, row fields) for every PPO run of the sweep."""
     specs = [(f"beta_{b:g}", {"beta": b}, {"kind": "ppo", "beta": b, "label": f"β={b:g}"}) for b in cfg.betas]
     specs += [(f"adaptive_{t:g}", {"adaptive_kl": True, "kl_target": t, "beta": min(cfg.betas or [0.1])},
                {"kind": "ppo_adaptive", "beta": None, "kl_target": t, "label": f"adaptive KL→{t:g}"}) for t in cfg.kl_targets]
     beta0 = min(cfg.betas) if cfg.betas else 0.05
     if cfg.ensemble:
-        specs.append((f"ensemble_beta_{beta0:g}", {"beta": beta0, "ensemble": cfg.ensemble, "uncertainty_coef": cfg.uncertainty_coef},
-                      {"kind": "ppo_ensemble", "beta": beta0, "label": f"ensemble −{cfg.uncertainty_coef:g}·std, β={beta0:g}"}))
+        specs.append((f"ensemble_beta_{beta0:g}", {"beta": beta0, "ensemble": cfg.ensemble},
+                      {"kind": "ppo_ensemble", "beta": beta0, "label": f"ensemble −{cfg.ppo.uncertainty_coef:g}·std, β={beta0:g}"}))
     if cfg.early_stop:
         specs.append((f"early_stop_beta_{beta0:g}",
                       {"beta": beta0, "early_stop_benign_refusal": cfg.early_stop_benign_refusal,
                        "early_stop_repetition": cfg.early_stop_repetition,
-                       "early_stop_gold_agreement_drop": cfg.early_stop_gold_agreement_drop if cfg.gold else None,
-                       "eval_every": cfg.early_stop_every or max(1, cfg.eval_every // 2)},
+                       "early_stop_gold_agreement_drop": cfg.early_stop_gold_agreement_drop if cfg.ppo.gold else None,
+                       "eval_every": cfg.early_stop_every or max(1, cfg.ppo.eval_every // 2)},
                       {"kind": "ppo_early_stop", "beta": beta0, "label": f"early stop, β={beta0:g}"}))
     return specs
 
 
-def ppo_config(cfg: SweepConfig, run_dir: Path, overrides: dict) -> PPOConfig:
-    common = dict(policy=cfg.policy, reward_model=cfg.reward_model, prompts=cfg.prompts, eval_prompts=cfg.eval_prompts,
-                  gold=cfg.gold, steps=cfg.steps, batch_size=cfg.batch_size, minibatch_size=cfg.minibatch_size,
-                  micro_batch_size=cfg.micro_batch_size, ppo_epochs=cfg.ppo_epochs, lr=cfg.lr,
-                  max_new_tokens=cfg.max_new_tokens, eval_every=cfg.eval_every, eval_samples=cfg.eval_samples,
-                  seed=cfg.seed, device=cfg.device, threads=cfg.threads, out=str(run_dir))
-    return PPOConfig(**{**common, **cfg.extra, **overrides})
+def ppo_config(cfg: SweepConfig, run_dir: Path, per_run: dict) -> PPOConfig:
+    """The PPOConfig of one run: the sweep's `ppo` with the run's directory and per-run fields."""
+    return dataclasses.replace(cfg.ppo, out=str(run_dir), **per_run)
 
 
 def finished_run(cfg: PPOConfig) -> dict | None:
     """A finished run's eval.json, or None when the run has not finished.
 
     A run is reused only if it was made with the same PPO settings (where it lives,
-    the device and the thread count may differ); other settings are an error.
+    the device and the thread count may differ); other settings are an error. The
+    saved config.yaml is read as a PPOConfig, so a key it lacks counts as its default.
     """
     out = Path(cfg.out)
     saved = out / "config.yaml"
     if saved.is_file():
         ignored = ("out", "resume", "device", "threads")
-        before = {k: v for k, v in yaml.safe_load(saved.read_text()).items() if k not in ignored}
+        before = {k: v for k, v in to_dict(build_config(PPOConfig, {}, saved)).items() if k not in ignored}
         now = {k: v for k, v in to_dict(cfg).items() if k not in ignored}
         changed = sorted(k for k in now if before.get(k) != now[k])
         if changed:
@@ -194,22 +203,23 @@ def with_deltas(row: dict, baseline: dict) -> dict:
 
 
 def run_sweep(cfg: SweepConfig) -> dict:
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    ppo = cfg.ppo
+    if ppo.threads:
+        torch.set_num_threads(ppo.threads)
     out = prepare_run_dir(cfg.out, cfg)
-    device = resolve_device(cfg.device)
-    set_seed(cfg.seed)
-    tokenizer = load_tokenizer(cfg.policy, field="policy")
-    sft = load_causal_lm(cfg.policy, device, field="policy").requires_grad_(False)
-    eval_records = read_prompts(cfg.eval_prompts or cfg.prompts)
-    reward_fn = RewardFunction([cfg.reward_model], tokenizer, device)
-    gold = WorldGold(cfg.gold) if cfg.gold else None
-    sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=1.0,
+    device = resolve_device(ppo.device)
+    set_seed(ppo.seed)
+    tokenizer = load_tokenizer(ppo.policy, field="policy")
+    sft = load_causal_lm(ppo.policy, device, field="policy").requires_grad_(False)
+    eval_records = read_prompts(ppo.eval_prompts or ppo.prompts)
+    reward_fn = RewardFunction([ppo.reward_model], tokenizer, device)
+    gold = WorldGold(ppo.gold) if ppo.gold else None
+    sampling = SamplingConfig(max_new_tokens=ppo.max_new_tokens, temperature=ppo.temperature,
                               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    engine = make_engine(cfg.extra.get("rollout_engine", DEFAULT_ENGINE))  # the PPO runs' engine
+    engine = make_engine(ppo.rollout_engine)  # the PPO runs' engine
     print("sweep: evaluating the SFT policy")
     baseline = evaluate_policy(sft, lambda s, a, p: policy_forward(sft, s, a, p), reward_fn, tokenizer, eval_records,
-                               cfg.eval_samples, sampling, gold, engine=engine, seed=cfg.seed, batch_size=cfg.batch_size)
+                               ppo.eval_samples, sampling, gold, engine=engine, seed=ppo.seed, batch_size=ppo.batch_size)
     baseline_samples = baseline.pop("samples")
     rows = []
     specs = run_specs(cfg)
@@ -224,11 +234,11 @@ def run_sweep(cfg: SweepConfig) -> dict:
     if cfg.bon_ns:
         print(f"sweep: best-of-n for n in {cfg.bon_ns}")
         grid = sample_grid(sft, reward_fn, tokenizer, eval_records, max(cfg.bon_ns), cfg.bon_prompts, sampling,
-                           engine=engine, seed=cfg.seed)
+                           engine=engine, seed=ppo.seed)
         rows += [with_deltas(row, baseline) for row in best_of_n(grid, cfg.bon_ns, gold)]
         optima = [with_deltas(row, baseline) for row in kl_regularised_optima(grid, cfg.betas, gold)]
     data = {
-        "schema_version": SCHEMA_VERSION, "world": cfg.gold, "pipeline": cfg.pipeline,
+        "schema_version": SCHEMA_VERSION, "world": ppo.gold, "pipeline": cfg.pipeline,
         "sft_baseline": {**baseline, "samples": baseline_samples[:16]},
         "rows": rows, "fits": {name: fit.as_dict() for name, fit in frontier_fits(rows).items()},
         "findings": sweep_findings(rows, cfg.refusal_threshold),
