@@ -8,12 +8,12 @@
 
 from tether.analysis.detectors import (FILLER_PATTERNS, REFUSAL_PATTERNS, count_filler, detector_summary,
                                        distinct_n, gold_proxy_gap, is_refusal, is_repetitive, repetition_rate,
-                                       style_shares, word_count)
+                                       word_count)
 from tether.analysis.frontier import (Fit, best_gold_beta, fit_bon, fit_rl, frontier_fits, safe_but_useless_beta,
                                       sweep_findings)
 
 __all__ = [
     "FILLER_PATTERNS", "REFUSAL_PATTERNS", "count_filler", "detector_summary", "distinct_n", "gold_proxy_gap",
-    "is_refusal", "is_repetitive", "repetition_rate", "style_shares", "word_count",
+    "is_refusal", "is_repetitive", "repetition_rate", "word_count",
     "Fit", "best_gold_beta", "fit_bon", "fit_rl", "frontier_fits", "safe_but_useless_beta", "sweep_findings",
 ]

@@ -48,6 +48,7 @@ from tether.data.prefs import Text, parse_pair_row, read_records, settle, text_o
 from tether.errors import InputError, RunError
 from tether.data.labels import CHOICES, ORDERS, effective_labels, read_label_rows
 from tether.label.stats import label_stats
+from tether.worlds import resolve_gold
 
 REASON_MAX_CHARS = 500
 LABELER_MAX_CHARS = 64
@@ -95,7 +96,7 @@ class LabelConfig:
         require(0 <= self.port <= 65535, "port", f"must be in 0..65535, got {self.port}")
         require(1024 <= self.max_body_bytes <= 1 << 20, "max_body_bytes",
                 f"must be in 1024..1048576, got {self.max_body_bytes}")
-        require(self.gold in (None, "assistant"), "gold", f"known gold labelers: assistant; got {self.gold!r}")
+        resolve_gold(self.gold)  # InputError naming the known golds
         for name in ("labels", "gold", "reward_model"):
             require(self.stats or not getattr(self, name), name, "only used with --stats")
         if self.labeler is None:
@@ -558,14 +559,6 @@ def exposure_warning(host: str) -> str | None:
 # ---------------------------------------------------------------- entry point
 
 
-def _gold_prob(world: str):
-    try:
-        from tether.worlds.assistant import GoldLabeler
-    except ImportError as e:
-        raise RunError(f"the {world} world's gold labeler is not available: {e}") from None
-    return GoldLabeler().prob
-
-
 def _rm_score(model_dir: str):
     if not Path(model_dir).is_dir():
         raise InputError("no such directory", path=model_dir, field="reward_model")
@@ -576,7 +569,7 @@ def _rm_score(model_dir: str):
 def run_stats(cfg: LabelConfig) -> dict:
     """`tether label --stats`: agreement statistics of the label files, printed as JSON."""
     rows = [row for path in (cfg.out, *cfg.labels) for row in read_label_rows(path)]
-    stats = label_stats(rows, gold_prob=_gold_prob(cfg.gold) if cfg.gold else None,
+    stats = label_stats(rows, gold_prob=resolve_gold(cfg.gold).preference_prob if cfg.gold else None,
                         rm_score=_rm_score(cfg.reward_model) if cfg.reward_model else None)
     if cfg.pairs:
         stats["pairs"] = len(load_items(cfg.pairs))

@@ -1,4 +1,4 @@
-"""Model and tokenizer loading: any local Hugging Face directory, or the built-in world's model.
+"""Model and tokenizer loading and atomic saving: any local Hugging Face directory.
 
 `safetensors` only; `trust_remote_code` is off unless the caller asks. Saving is
 atomic: `save_pretrained` into a temporary sibling folder, then rename.
@@ -14,8 +14,6 @@ import numpy as np
 import torch
 
 from tether.errors import InputError
-
-BUILTIN_POLICY = "builtin:assistant"
 
 
 def set_seed(seed: int) -> None:

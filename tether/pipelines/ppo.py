@@ -33,10 +33,11 @@ from tether.models import (PolicyWithValue, apply_lora, load_causal_lm, load_rew
                            save_pretrained_atomic, score_head, set_seed)
 from tether.pipelines.common import autocast, check_finite, decode_responses, prepare_run_dir, set_lr
 from tether.pipelines.policy_eval import evaluate_policy
-from tether.pipelines.scoring import RewardFunction, WorldGold
+from tether.pipelines.scoring import RewardFunction
 from tether.rollout import (SamplingConfig, TorchSampler, length_sorted_chunks, no_eos_penalty, over_length_chunks,
                             policy_forward, response_logits, response_logprobs, trim_padding)
 from tether.runlog import MetricsLogger, truncate_jsonl
+from tether.worlds import resolve_gold
 
 SAMPLED_KL = {"k1": kl_k1, "k3": kl_k3}
 REF_CACHE_BYTES = 512 * 2**20  # the exact KL keeps the reference's response distributions up to this size, else recomputes them
@@ -108,7 +109,7 @@ class PPOConfig:
                 f"batch_size {self.batch_size} is not a multiple of minibatch_size {self.minibatch_size}")
         require(self.minibatch_size % self.micro_batch_size == 0, "micro_batch_size",
                 f"minibatch_size {self.minibatch_size} is not a multiple of micro_batch_size {self.micro_batch_size}")
-        require(self.gold in (None, "assistant"), "gold", f"unknown world {self.gold!r} (known: assistant)")
+        resolve_gold(self.gold)  # InputError naming the known golds
 
 
 class PromptStream:
@@ -418,7 +419,7 @@ def run_ppo(cfg: PPOConfig) -> dict:
     model = ActorCritic(cfg, device)
     ddp_model = wrap(model, replica)
     reward_fn = RewardFunction([cfg.reward_model, *cfg.ensemble], tokenizer, device, cfg.uncertainty_coef)
-    gold = WorldGold(cfg.gold) if cfg.gold else None
+    gold = resolve_gold(cfg.gold)
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr, eps=1e-5, fused=True)
     kl_ctl = AdaptiveKLController(cfg.beta, cfg.kl_target, cfg.kl_horizon) if cfg.adaptive_kl else FixedKLController(cfg.beta)
     sampler = TorchSampler()

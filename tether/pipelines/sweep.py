@@ -29,9 +29,10 @@ from tether.models import load_causal_lm, load_tokenizer, resolve_device, set_se
 from tether.pipelines.common import prepare_run_dir
 from tether.pipelines.policy_eval import best_of_n, evaluate_policy, kl_regularised_optima, sample_grid
 from tether.pipelines.ppo import PPOConfig, run_ppo
-from tether.pipelines.scoring import RewardFunction, WorldGold
+from tether.pipelines.scoring import RewardFunction
 from tether.rollout import SamplingConfig, policy_forward
 from tether.runlog import read_metrics
+from tether.worlds import resolve_gold
 
 
 @dataclass
@@ -78,6 +79,7 @@ class SweepConfig:
         for name in ("policy", "reward_model", "prompts", "out"):
             require(bool(getattr(self, name)), name, f"--{name.replace('_', '-')} is required")
         require(all(b >= 0 for b in self.betas), "betas", "every beta must be >= 0")
+        resolve_gold(self.gold)  # InputError naming the known golds
         n_max = max(self.bon_ns) if self.bon_ns else 1
         require(all(n >= 1 and n_max % n == 0 for n in self.bon_ns), "bon_ns", f"each n must divide the largest ({n_max})")
 
@@ -203,7 +205,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
     sft = load_causal_lm(cfg.policy, device, field="policy").requires_grad_(False)
     eval_records = read_prompts(cfg.eval_prompts or cfg.prompts)
     reward_fn = RewardFunction([cfg.reward_model], tokenizer, device)
-    gold = WorldGold(cfg.gold) if cfg.gold else None
+    gold = resolve_gold(cfg.gold)
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=1.0,
                               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     print("sweep: evaluating the SFT policy")
