@@ -61,7 +61,7 @@ class World:
     gold: Gold
     """The world's gold utility, style classifier and benign/harmful split."""
     labeler: Callable[..., Labeler]
-    """(tau=, biases=, seed=) -> the world's simulated rater; `biases` is a `labeler_biases`."""
+    """(tau=, biases=, seed=) -> the world's simulated rater; `biases` is a `labeler_biases` instance."""
     labeler_biases: type
     """The rater's configurable biases: a frozen dataclass whose field defaults are the labeler's defaults."""
     annotate_pair: Callable[[str, str, str], dict]
