@@ -3,7 +3,7 @@
 import pytest
 
 from tether.analysis.detectors import (count_filler, detector_summary, distinct_n, gold_proxy_gap, is_refusal,
-                                       is_repetitive, ngrams, repetition_rate, style_shares, word_count, words)
+                                       is_repetitive, ngrams, repetition_rate, word_count, words)
 
 REFUSALS = [
     "I'm so sorry, I cannot help with that. As an AI, I must stay safe.",
@@ -90,11 +90,7 @@ def test_is_repetitive_threshold_is_strict():
     assert is_repetitive("a b c a b c", threshold=0.2)
 
 
-def test_style_shares_and_gap():
-    assert style_shares(["refusal", "concise", "refusal", "verbose"]) == {
-        "refusal": 0.5, "concise": 0.25, "verbose": 0.25}
-    assert list(style_shares(["b", "a", "a"])) == ["a", "b"]
-    assert style_shares([]) == {}
+def test_gold_proxy_gap():
     assert gold_proxy_gap(proxy_delta=1.5, gold_delta=-0.25) == 1.75
 
 

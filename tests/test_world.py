@@ -1,15 +1,19 @@
 """The built-in assistant world: gold rules, style classifier, splits, labeler, tokenizer and model config."""
 
+import ast
 import json
 import math
 import random
 import statistics
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 import transformers
 
+import tether
 from tether.errors import InputError
+from tether.worlds import BUILTIN_POLICY, WORLDS, builtin_model_world, get_world, resolve_gold
 from tether.worlds import assistant as A
 from tether.worlds import assistant_text as T
 
@@ -334,3 +338,73 @@ def test_corpus_and_prompt_files(tmp_path):
     prompts = [json.loads(line) for line in (tmp_path / "prompts.jsonl").read_text().splitlines()]
     assert [(r["family"], r["key"]) for r in prompts] == [(p.family, p.key) for p in A.make_prompts("heldout", 30)]
     assert all(A.parse_prompt(r["prompt"]).key == r["key"] for r in prompts)
+
+
+# ---------------------------------------------------------------- the registry: how pipelines reach a world
+
+def test_registry_gives_the_assistant_world_behind_the_interface():
+    world = get_world("assistant")
+    assert WORLDS == {"assistant": world} and world.name == "assistant" and world is A.WORLD
+    assert world.labeler is A.GoldLabeler and world.labeler_biases is A.LabelerBiases
+    assert resolve_gold(None) is None and resolve_gold("assistant") is world.gold
+    assert builtin_model_world(BUILTIN_POLICY) is world and builtin_model_world("runs/sft/model") is None
+
+
+def test_unknown_world_is_one_input_error_naming_the_field_and_the_known_worlds():
+    with pytest.raises(InputError, match=r"^\"world\": unknown world 'nope' \(known: assistant\)$"):
+        get_world("nope")
+    with pytest.raises(InputError, match=r"^\"gold\": unknown world 'nope' \(known: assistant\)$"):
+        resolve_gold("nope")
+    with pytest.raises(InputError, match=r"^\"model\": unknown world 'nope' \(known: assistant\)$"):
+        builtin_model_world("builtin:nope")
+
+
+@pytest.mark.parametrize("argv", [
+    ["ppo", "--policy", "p", "--reward-model", "rm", "--prompts", "x.jsonl", "--out", "o", "--gold", "nope"],
+    ["sweep", "--policy", "p", "--reward-model", "rm", "--prompts", "x.jsonl", "--out", "o", "--gold", "nope"],
+    ["label", "--stats", "true", "--out", "labels.jsonl", "--gold", "nope"],
+])
+def test_cli_unknown_gold_exits_2_with_one_line(argv, tmp_path, monkeypatch, capsys):
+    from tether.cli import main
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    field = "ppo.gold" if argv[0] == "sweep" else "gold"  # the sweep's PPO settings are its `ppo:` block
+    assert capsys.readouterr().err == f"tether {argv[0]}: error: \"{field}\": unknown world 'nope' (known: assistant)\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_world_gold_scores_batches_like_the_world_functions():
+    prompts = [A.format_prompt("What is the capital of France?"), A.format_prompt("How do I make a bomb?")]
+    responses = ["Great question! Paris.", "I cannot help with that."]
+    gold = get_world("assistant").gold
+    assert gold.utilities(prompts, responses) == [A.utility(FRANCE, responses[0]), A.utility(BOMB, responses[1])]
+    assert gold.styles(prompts, responses) == ["verbose", "refusal"]
+    assert gold.benign(prompts) == [True, False]
+    assert gold.preference_prob(prompts[0], "Paris.", "Madrid.") == A.GoldLabeler().prob(FRANCE, "Paris.", "Madrid.")
+
+
+def test_annotate_pair_records_gold_family_and_styles():
+    assert A.annotate_pair("What is the capital of France?", "Paris.", "Madrid.") == {
+        "gold_chosen": 1.0, "gold_rejected": -0.5, "family": "capital", "style_chosen": "concise",
+        "style_rejected": "wrong"}
+
+
+def _imported_modules(path: Path) -> list[str]:
+    """Every module an import in `path` names, function-level imports included ("pkg.name" for `from pkg import name`)."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+    return names
+
+
+def test_no_pipeline_label_or_models_module_imports_a_world_module():
+    """They reach worlds through the registry in `tether.worlds`, never `tether.worlds.assistant*`."""
+    package = Path(tether.__file__).parent
+    offenders = [(str(path.relative_to(package)), name)
+                 for layer in ("pipelines", "label", "models") for path in sorted((package / layer).rglob("*.py"))
+                 for name in _imported_modules(path) if name.startswith("tether.worlds.assistant")]
+    assert offenders == []
+    assert _imported_modules(package / "pipelines" / "sft.py")  # the walk sees imports at all

@@ -12,7 +12,7 @@
 
 from tether.analysis.detectors import (FILLER_PATTERNS, REFUSAL_PATTERNS, count_filler, detector_summary,
                                        distinct_n, gold_proxy_gap, is_refusal, is_repetitive, repetition_rate,
-                                       style_shares, word_count)
+                                       word_count)
 from tether.analysis.findings import (REFUSAL_THRESHOLD, Findings, best_gold_beta, decide_findings,
                                       safe_but_useless_beta, sweep_findings)
 from tether.analysis.frontier import Fit, fit_bon, fit_rl, frontier_fits
@@ -20,7 +20,7 @@ from tether.analysis.schema import SCHEMA_VERSION, check_sweep, read_sweep
 
 __all__ = [
     "FILLER_PATTERNS", "REFUSAL_PATTERNS", "count_filler", "detector_summary", "distinct_n", "gold_proxy_gap",
-    "is_refusal", "is_repetitive", "repetition_rate", "style_shares", "word_count",
+    "is_refusal", "is_repetitive", "repetition_rate", "word_count",
     "REFUSAL_THRESHOLD", "Findings", "best_gold_beta", "decide_findings", "safe_but_useless_beta", "sweep_findings",
     "Fit", "fit_bon", "fit_rl", "frontier_fits",
     "SCHEMA_VERSION", "check_sweep", "read_sweep",

@@ -12,12 +12,10 @@ plot against β:
   (Li et al. 2016, "A Diversity-Promoting Objective").
 
 Words are lower-cased runs of letters/digits with inner apostrophes ("i'm",
-"42"); punctuation is not a word. Nothing here imports a world: the built-in
-world's own style labels are counted by `style_shares`.
+"42"); punctuation is not a word. Nothing here imports a world.
 """
 
 import re
-from collections import Counter
 
 _APOSTROPHE = "['\u2019]"
 
@@ -102,13 +100,6 @@ def repetition_rate(text: str, n: int = 3) -> float:
 def is_repetitive(text: str, n: int = 3, threshold: float = 0.3) -> bool:
     """True when `repetition_rate(text, n)` exceeds `threshold` (strictly)."""
     return repetition_rate(text, n) > threshold
-
-
-def style_shares(styles: list[str]) -> dict[str, float]:
-    """Share of each style label (e.g. the world's "concise", "refusal"), most common first."""
-    if not styles:
-        return {}
-    return {style: count / len(styles) for style, count in Counter(styles).most_common()}
 
 
 def gold_proxy_gap(proxy_delta: float, gold_delta: float) -> float:

@@ -32,6 +32,7 @@ from tether.label.pairs import load_items
 from tether.label.routes import build_app
 from tether.label.stats_command import LabelStatsConfig, run_label_stats
 from tether.label.store import LabelStore
+from tether.worlds import resolve_gold
 
 LABELER_MAX_CHARS = 64
 STATS_ONLY_FIELDS = ("labels", "gold", "reward_model")
@@ -76,6 +77,7 @@ class LabelConfig:
         require(0 <= self.port <= 65535, "port", f"must be in 0..65535, got {self.port}")
         require(1024 <= self.max_body_bytes <= 1 << 20, "max_body_bytes",
                 f"must be in 1024..1048576, got {self.max_body_bytes}")
+        resolve_gold(self.gold)  # InputError naming the known golds
         for name in STATS_ONLY_FIELDS:
             require(self.stats or not getattr(self, name), name, "only used with --stats (`tether label stats`)")
         if self.labeler is None:

@@ -6,11 +6,10 @@ from pathlib import Path
 
 from tether.config import opt, require
 from tether.data.labels import read_label_rows
-from tether.errors import InputError, RunError
+from tether.errors import InputError
 from tether.label.pairs import load_items
 from tether.label.stats import label_stats
-
-GOLD_LABELERS = ("assistant",)
+from tether.worlds import resolve_gold
 
 
 @dataclass
@@ -25,16 +24,7 @@ class LabelStatsConfig:
 
     def __post_init__(self):
         require(bool(self.out), "out", "required: the label file")
-        require(self.gold in (None, *GOLD_LABELERS), "gold",
-                f"known gold labelers: {', '.join(GOLD_LABELERS)}; got {self.gold!r}")
-
-
-def _gold_prob(world: str):
-    try:
-        from tether.worlds.assistant import GoldLabeler
-    except ImportError as e:
-        raise RunError(f"the {world} world's gold labeler is not available: {e}") from None
-    return GoldLabeler().prob
+        resolve_gold(self.gold)  # InputError naming the known golds
 
 
 def _rm_score(model_dir: str):
@@ -47,7 +37,7 @@ def _rm_score(model_dir: str):
 def run_label_stats(cfg: LabelStatsConfig) -> dict:
     """Print the statistics of the label files as JSON and return them."""
     rows = [row for path in (cfg.out, *cfg.labels) for row in read_label_rows(path)]
-    stats = label_stats(rows, gold_prob=_gold_prob(cfg.gold) if cfg.gold else None,
+    stats = label_stats(rows, gold_prob=resolve_gold(cfg.gold).preference_prob if cfg.gold else None,
                         rm_score=_rm_score(cfg.reward_model) if cfg.reward_model else None)
     if cfg.pairs:
         stats["pairs"] = len(load_items(cfg.pairs))

@@ -1,4 +1,4 @@
-"""Model and tokenizer loading: any local Hugging Face directory, or the built-in world's model.
+"""Model and tokenizer loading and atomic saving: any local Hugging Face directory.
 
 `safetensors` only; `trust_remote_code` is off unless the caller asks. Saving is
 atomic: `save_pretrained` into a temporary sibling folder, then rename.
@@ -17,8 +17,6 @@ from huggingface_hub.errors import StrictDataclassError
 
 from tether.errors import InputError
 from tether.io import TMP_SUFFIX, temp_name_prefix, umask
-
-BUILTIN_POLICY = "builtin:assistant"
 
 
 def set_seed(seed: int) -> None:

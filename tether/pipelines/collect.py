@@ -13,7 +13,11 @@ from tether.io import write_jsonl_atomic
 from tether.models import load_causal_lm, load_tokenizer, resolve_device, set_seed
 from tether.pipelines.common import prepare_run_dir, sample_responses
 from tether.rollout import SamplingConfig
-from tether.worlds.assistant import GoldLabeler, LabelerBiases
+from tether.worlds import get_world
+
+# The world whose simulated rater labels pairs with --labeler gold; the bias options below are its rater's.
+WORLD = get_world("assistant")
+LabelerBiases = WORLD.labeler_biases
 
 
 @dataclass
@@ -46,7 +50,7 @@ class CollectConfig:
 
 def make_gold_labeler(cfg):
     biases = LabelerBiases(filler_bonus=cfg.filler_bonus, filler_cap=cfg.filler_cap, edgy_refusal_bonus=cfg.edgy_refusal_bonus)
-    return GoldLabeler(tau=cfg.tau, biases=biases, seed=cfg.seed)
+    return WORLD.labeler(tau=cfg.tau, biases=biases, seed=cfg.seed)
 
 
 def pair_id(prompt, y1: str, y2: str) -> str:
@@ -54,16 +58,12 @@ def pair_id(prompt, y1: str, y2: str) -> str:
 
 
 def gold_row(labeler, prompt, y1: str, y2: str, extra: dict) -> dict:
-    """A labelled pair with the world's annotations: gold utilities, styles, family and P(chosen ≻ rejected)."""
-    from tether.worlds.assistant import classify, parse_prompt, utility
+    """A labelled pair with P(chosen ≻ rejected) and the world's annotations (gold utilities, family, styles)."""
     first = labeler.label(prompt, y1, y2)
     chosen, rejected = (y1, y2) if first else (y2, y1)
-    world_prompt = parse_prompt(prompt)
     return {**extra, "prompt": prompt, "chosen": chosen, "rejected": rejected, "id": pair_id(prompt, y1, y2),
             "labeler": labeler.metadata(), "p_chosen": labeler.prob(prompt, chosen, rejected),
-            "gold_chosen": utility(world_prompt, chosen), "gold_rejected": utility(world_prompt, rejected),
-            "family": world_prompt.family, "style_chosen": classify(world_prompt, chosen),
-            "style_rejected": classify(world_prompt, rejected)}
+            **WORLD.annotate_pair(prompt, chosen, rejected)}
 
 
 def relabel(rows: list[dict], labeler) -> list[dict]:

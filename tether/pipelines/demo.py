@@ -16,11 +16,10 @@ import torch
 from tether.analysis.report import write_report
 from tether.config import check_fields, opt, require
 from tether.io import write_json_atomic, write_jsonl_atomic
-from tether.pipelines.collect import CollectConfig, relabel, run_collect
+from tether.pipelines.collect import WORLD, CollectConfig, LabelerBiases, relabel, run_collect
 from tether.pipelines.reward import RMEvalConfig, RMTrainConfig, run_rm_eval, run_rm_train
 from tether.pipelines.sft import SFTConfig, run_sft
 from tether.pipelines.sweep import SweepConfig, run_sweep
-from tether.worlds.assistant import GoldLabeler, LabelerBiases
 
 # The rater pools of the ensemble's members (with --ensemble-raters): member k learns the collected pairs as
 # labelled by pool k mod 3. Each bias is shared by two of the three pools, so the members disagree where the
@@ -76,7 +75,6 @@ class DemoConfig:
 
 
 def run_demo(cfg: DemoConfig) -> dict:
-    from tether.worlds.assistant import write_prompt_file, write_sft_corpus
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     data = out / "data"
@@ -90,14 +88,14 @@ def run_demo(cfg: DemoConfig) -> dict:
         return result
 
     def world_data():
-        write_sft_corpus(data / "sft.jsonl", cfg.sft_examples, seed=cfg.seed)
-        write_prompt_file(data / "train_prompts.jsonl", "train", cfg.train_prompts or None, seed=cfg.seed)
+        WORLD.write_sft_corpus(data / "sft.jsonl", cfg.sft_examples, seed=cfg.seed)
+        WORLD.write_prompt_file(data / "train_prompts.jsonl", "train", cfg.train_prompts or None, seed=cfg.seed)
         # Evaluation prompts are fresh draws of the train distribution (new arithmetic questions, new
         # phrasings); the world's "heldout" split asks questions the small SFT model has never seen.
-        write_prompt_file(data / "eval_prompts.jsonl", "train", cfg.eval_prompts, seed=cfg.seed + 1)
+        WORLD.write_prompt_file(data / "eval_prompts.jsonl", "train", cfg.eval_prompts, seed=cfg.seed + 1)
         # One pair per prompt: n_pairs (and eval_pairs) labelled pairs, fewer only where both responses stay identical.
-        write_prompt_file(data / "pair_prompts.jsonl", "train", cfg.n_pairs, seed=cfg.seed + 2)
-        write_prompt_file(data / "eval_pair_prompts.jsonl", "train", cfg.eval_pairs, seed=cfg.seed + 3)
+        WORLD.write_prompt_file(data / "pair_prompts.jsonl", "train", cfg.n_pairs, seed=cfg.seed + 2)
+        WORLD.write_prompt_file(data / "eval_pair_prompts.jsonl", "train", cfg.eval_pairs, seed=cfg.seed + 3)
 
     common = dict(seed=cfg.seed, device=cfg.device)
     stage("world data", world_data)
@@ -119,7 +117,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         member_pairs = pairs
         if k and relabelled:
             member_pairs = data / f"pairs_{name}.jsonl"
-            write_jsonl_atomic(member_pairs, relabel(rows, GoldLabeler(biases=biases, seed=cfg.seed + k)))
+            write_jsonl_atomic(member_pairs, relabel(rows, WORLD.labeler(biases=biases, seed=cfg.seed + k)))
         stage(f"reward model {k}" if k else "reward model", run_rm_train, RMTrainConfig(
             init=policy, data=str(member_pairs), eval_data=str(out / "collect_eval" / "pairs.jsonl"),
             out=str(out / name), eval_every=128, seed=cfg.seed + k, device=cfg.device))

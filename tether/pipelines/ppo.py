@@ -34,10 +34,11 @@ from tether.errors import InputError
 from tether.models import ActorCritic, load_tokenizer, save_pretrained_atomic, set_seed
 from tether.pipelines.common import autocast, check_finite, decode_responses, prepare_run_dir, set_lr
 from tether.pipelines.policy_eval import evaluate_policy
-from tether.pipelines.scoring import RewardFunction, WorldGold
+from tether.pipelines.scoring import RewardFunction
 from tether.rollout import (DEFAULT_ENGINE, ENGINES, SamplingConfig, length_sorted_chunks, make_engine, no_eos_penalty,
                             over_length_chunks, response_logits, response_logprobs, trim_padding)
 from tether.runlog import MetricsLogger, truncate_jsonl
+from tether.worlds import resolve_gold
 
 REPLICA_SEED_STRIDE = 7919  # replica k samples and orders its prompts from seed + 7919·k (a prime): its own stream, rank 0 the single-process one
 
@@ -109,7 +110,7 @@ class PPOConfig:
                 f"batch_size {self.batch_size} is not a multiple of minibatch_size {self.minibatch_size}")
         require(self.minibatch_size % self.micro_batch_size == 0, "micro_batch_size",
                 f"minibatch_size {self.minibatch_size} is not a multiple of micro_batch_size {self.micro_batch_size}")
-        require(self.gold in (None, "assistant"), "gold", f"unknown world {self.gold!r} (known: assistant)")
+        resolve_gold(self.gold)  # InputError naming the known golds
 
 
 class PromptStream:
@@ -401,7 +402,7 @@ def run_ppo(cfg: PPOConfig) -> dict:
     model = ActorCritic.load(cfg.policy, reward_fn.model, device, ref_dir=cfg.ref_policy, value_model=cfg.value_model,
                              lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha)
     ddp_model = wrap(model, replica)
-    gold = WorldGold(cfg.gold) if cfg.gold else None
+    gold = resolve_gold(cfg.gold)
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr, eps=cfg.adam_eps, fused=True)
     kl_ctl = AdaptiveKLController(cfg.beta, cfg.kl_target, cfg.kl_horizon) if cfg.adaptive_kl else FixedKLController(cfg.beta)
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,

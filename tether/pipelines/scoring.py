@@ -1,38 +1,14 @@
-"""What PPO, best-of-n, `tether score` and the sweep share: the reward function and the world's gold.
+"""What PPO, best-of-n, `tether score` and the sweep share: the reward function.
 
 `RewardFunction` scores (prompt, response) token sequences with one reward model or
 an ensemble (mean − λ·std, Coste et al. 2023). When the reward model's tokenizer
 differs from the policy's, responses are decoded and re-tokenised.
 """
 
-from dataclasses import dataclass
-
 import torch
 
 from tether.data import encode_prompt, encode_response, pad_right
 from tether.models import load_reward_model, load_tokenizer, score_sequences
-
-
-@dataclass
-class WorldGold:
-    """The built-in world's gold utility, style classifier and benign/harmful split."""
-    name: str = "assistant"
-
-    def __post_init__(self):
-        from tether.worlds import assistant
-        self.world = assistant
-
-    def parse(self, prompts: list[str]):
-        return [self.world.parse_prompt(p) for p in prompts]
-
-    def utilities(self, prompts, responses) -> list[float]:
-        return [self.world.utility(p, r) for p, r in zip(self.parse(prompts), responses)]
-
-    def styles(self, prompts, responses) -> list[str]:
-        return [self.world.classify(p, r) for p, r in zip(self.parse(prompts), responses)]
-
-    def benign(self, prompts) -> list[bool]:
-        return [p.family != "harmful" for p in self.parse(prompts)]
 
 
 class RewardFunction:

@@ -37,10 +37,11 @@ from tether.distributed import (full_state_dict, full_value, init_replica, is_sh
                                 share_weight, shutdown, wrap)
 from tether.errors import InputError
 from tether.models import load_causal_lm, load_tokenizer, save_pretrained_atomic, set_seed
-from tether.models.loading import BUILTIN_POLICY, disable_dropout
+from tether.models.loading import disable_dropout
 from tether.pipelines.common import (autocast, check_finite, cosine_lr, length_bucketed_batches, prepare_run_dir,
                                      set_lr, split_held_out)
 from tether.runlog import MetricsLogger
+from tether.worlds import BUILTIN_POLICY, builtin_model_world
 
 
 @dataclass
@@ -97,13 +98,12 @@ class WeightAverage:
 
 
 def init_policy(model: str, seed: int, device):
-    """(model, tokenizer) from a directory, or the built-in world's freshly initialised GPT-2."""
-    if model == BUILTIN_POLICY:
-        from transformers import GPT2LMHeadModel
-        from tether.worlds.assistant import build_model_config, build_tokenizer
-        tokenizer = build_tokenizer()
+    """(model, tokenizer) from a directory, or a built-in world's freshly initialised model ("builtin:NAME")."""
+    world = builtin_model_world(model)
+    if world is not None:
+        tokenizer = world.build_tokenizer()
         set_seed(seed)
-        return disable_dropout(GPT2LMHeadModel(build_model_config(tokenizer))).to(device), tokenizer
+        return disable_dropout(world.build_model(tokenizer)).to(device), tokenizer
     return load_causal_lm(model, device), load_tokenizer(model)
 
 

@@ -28,9 +28,10 @@ from tether.models import load_causal_lm, load_tokenizer, resolve_device, set_se
 from tether.pipelines.common import prepare_run_dir
 from tether.pipelines.policy_eval import best_of_n, evaluate_policy, kl_regularised_optima, sample_grid
 from tether.pipelines.ppo import PPOConfig, run_ppo
-from tether.pipelines.scoring import RewardFunction, WorldGold
+from tether.pipelines.scoring import RewardFunction
 from tether.rollout import SamplingConfig, make_engine, policy_forward
 from tether.runlog import read_metrics
+from tether.worlds import resolve_gold
 
 
 # PPO fields the sweep sets for each run itself: neither options of `tether sweep` nor keys of its `ppo:` mapping.
@@ -213,7 +214,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
     sft = load_causal_lm(ppo.policy, device, field="policy").requires_grad_(False)
     eval_records = read_prompts(ppo.eval_prompts or ppo.prompts)
     reward_fn = RewardFunction([ppo.reward_model], tokenizer, device)
-    gold = WorldGold(ppo.gold) if ppo.gold else None
+    gold = resolve_gold(ppo.gold)
     sampling = SamplingConfig(max_new_tokens=ppo.max_new_tokens, temperature=ppo.temperature,
                               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     engine = make_engine(ppo.rollout_engine)  # the PPO runs' engine

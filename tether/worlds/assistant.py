@@ -57,9 +57,11 @@ ask (raters reward caution). The biases are on by default (τ = 0.5, +0.25 per
 filler up to 3, +2.0 for an edgy refusal): they are what turns reward-model
 overoptimisation into the readable hacks of the RLHF literature.
 
-This module is the world's API. The words live in `assistant_text`, prompts and
-their parser in `assistant_prompts`, the gold parser in `assistant_gold`, and
-the word-level tokenizer and small GPT-2 config in `assistant_model`.
+This module is the world's API, and `WORLD` its entry in the registry of
+`tether.worlds` (the only way pipelines reach it). The words live in
+`assistant_text`, prompts and their parser in `assistant_prompts`, the gold
+parser in `assistant_gold`, and the word-level tokenizer and small GPT-2 in
+`assistant_model`.
 """
 
 import math
@@ -71,14 +73,15 @@ from tether.io import write_jsonl_atomic
 from tether.errors import InputError
 from tether.worlds import assistant_text as T
 from tether.worlds.assistant_gold import STYLES, Judgement, classify, classify_form, judge, utility
-from tether.worlds.assistant_model import build_model_config, build_tokenizer
+from tether.worlds.assistant_model import build_model, build_model_config, build_tokenizer
 from tether.worlds.assistant_prompts import (FAMILIES, SPLITS, STEPS, WorldPrompt, capital_of, format_prompt,
                                              make_prompts, parse_prompt, sample_key, topic_of, world_prompt_of)
+from tether.worlds.world import World
 
 __all__ = ["FAMILIES", "STYLES", "SPLITS", "CORPUS_MIXTURE", "WorldPrompt", "make_prompts", "format_prompt",
            "parse_prompt", "sample_response", "styles_for", "write_sft_corpus", "write_prompt_file", "Judgement",
            "judge", "utility", "classify", "classify_form", "LabelerBiases", "GoldLabeler", "agreement_ceiling",
-           "build_tokenizer", "build_model_config"]
+           "AssistantGold", "annotate_pair", "build_tokenizer", "build_model_config", "build_model", "WORLD"]
 
 _BENIGN_MIXTURE = {"concise": .35, "verbose": .2, "wrong": .15, "refusal": .08, "dismissive": .07,
                    "rambling": .1, "garbled": .05}
@@ -268,6 +271,35 @@ def agreement_ceiling(labeler: GoldLabeler, pairs) -> float:
     return sum(max(p, 1 - p) for p in probs) / len(probs)
 
 
+# ---------------------------------------------------------------- gold
+
+class AssistantGold:
+    """The world's `Gold`: gold utility, style classifier, benign/harmful split and the default rater's P(y1 ≻ y2)."""
+
+    def __init__(self):
+        self.rater = GoldLabeler()
+
+    def utilities(self, prompts, responses) -> list[float]:
+        return [utility(parse_prompt(p), r) for p, r in zip(prompts, responses)]
+
+    def styles(self, prompts, responses) -> list[str]:
+        return [classify(parse_prompt(p), r) for p, r in zip(prompts, responses)]
+
+    def benign(self, prompts) -> list[bool]:
+        return [parse_prompt(p).family != "harmful" for p in prompts]
+
+    def preference_prob(self, prompt, y1: str, y2: str) -> float:
+        """P(y1 ≻ y2) by a `GoldLabeler` with the default noise and biases."""
+        return self.rater.prob(prompt, y1, y2)
+
+
+def annotate_pair(prompt, chosen: str, rejected: str) -> dict:
+    """What a gold-labelled pair's row records about it: gold utilities, the prompt's family, styles."""
+    p = parse_prompt(prompt)
+    return {"gold_chosen": utility(p, chosen), "gold_rejected": utility(p, rejected), "family": p.family,
+            "style_chosen": classify(p, chosen), "style_rejected": classify(p, rejected)}
+
+
 # ---------------------------------------------------------------- files
 
 def write_sft_corpus(path, n: int, seed: int = 0) -> None:
@@ -286,3 +318,8 @@ def write_prompt_file(path, split: str, n: int | None = None, seed: int = 0) -> 
     """A prompts file {"prompt", "family", "key"} of one split."""
     write_jsonl_atomic(path, [{"prompt": format_prompt(p.text), "family": p.family, "key": p.key}
                               for p in make_prompts(split, n, seed)])
+
+
+WORLD = World(name="assistant", write_prompt_file=write_prompt_file, write_sft_corpus=write_sft_corpus,
+              build_tokenizer=build_tokenizer, build_model=build_model, gold=AssistantGold(), labeler=GoldLabeler,
+              labeler_biases=LabelerBiases, annotate_pair=annotate_pair)
