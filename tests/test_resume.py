@@ -37,3 +37,29 @@ def test_resume_accepts_another_device_or_thread_count(tiny_dirs, tmp_path):
     run_ppo(dataclasses.replace(cfg, steps=2))
     run_ppo(dataclasses.replace(cfg, steps=2, resume=True, threads=1, device="cpu"))
     assert yaml.safe_load((out / "config.yaml").read_text())["threads"] == 1
+
+
+def test_resuming_a_finished_run_says_so_and_adds_no_row(tiny_dirs, tmp_path, capsys):
+    from tether.runlog import read_metrics
+    out = tmp_path / "run"
+    cfg = _config(tiny_dirs, out)
+    first = run_ppo(cfg)
+    rows = (out / "metrics.jsonl").read_text()
+    again = run_ppo(dataclasses.replace(cfg, resume=True))
+    assert "finished earlier (eval.json); nothing to resume" in capsys.readouterr().err
+    assert (out / "metrics.jsonl").read_text() == rows and read_metrics(out / "metrics.jsonl")[-1]["step"] == 2
+    assert again["kl"] == first["kl"] and again["proxy_reward"] == first["proxy_reward"]
+
+
+def test_a_nan_loss_names_the_kept_checkpoint_only_when_there_is_one(tiny_dirs, tmp_path):
+    import torch
+    from tether.errors import RunError
+    from tether.models import load_reward_model, load_tokenizer, score_head
+    nan_rm = tmp_path / "nan_rm"
+    rm = load_reward_model(tiny_dirs["rm"])
+    with torch.no_grad():
+        score_head(rm).weight.fill_(float("nan"))
+    rm.save_pretrained(nan_rm)
+    load_tokenizer(tiny_dirs["rm"]).save_pretrained(nan_rm)
+    with pytest.raises(RunError, match=r"PPO loss is nan at step 0; stopping$"):
+        run_ppo(_config(tiny_dirs, tmp_path / "run", reward_model=str(nan_rm)))

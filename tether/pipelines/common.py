@@ -5,9 +5,8 @@ import random
 from pathlib import Path
 
 import torch
-import yaml
 
-from tether.config import save_config, to_dict
+from tether.config import build_config, save_config, to_dict
 from tether.errors import InputError, RunError
 from tether.io import remove_stale_temp
 from tether.rollout import DEFAULT_ENGINE, make_engine
@@ -19,10 +18,9 @@ MAY_CHANGE_ON_RESUME = ("out", "resume", "device", "threads")
 
 def changed_settings(saved_config: Path, cfg) -> list[str]:
     """The fields of `cfg` that differ from a run's saved config.yaml, apart from MAY_CHANGE_ON_RESUME.
-    A field the saved file does not have (written by an older tether) is not compared."""
-    before = yaml.safe_load(saved_config.read_text(encoding="utf-8")) or {}
-    now = to_dict(cfg)
-    return sorted(k for k in now if k in before and k not in MAY_CHANGE_ON_RESUME and before[k] != now[k])
+    The saved file is read as a config of the same class, so a field it lacks counts as its default."""
+    before, now = to_dict(build_config(type(cfg), {}, saved_config)), to_dict(cfg)
+    return sorted(k for k in now if k not in MAY_CHANGE_ON_RESUME and before[k] != now[k])
 
 
 def prepare_run_dir(out, cfg) -> Path:

@@ -13,6 +13,7 @@ names (`tether.rollout.ENGINES`); the KL penalty is one object per estimator
 
 import json
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -290,7 +291,8 @@ def minibatch_loss(model, exp: Experience, idx: torch.Tensor, cfg) -> tuple[torc
     return loss, {"pg": pg_loss, "vf": vf_loss, **pg_stats, **vf_stats, **kl_parts}
 
 
-def ppo_update(model, optimizer, exp: Experience, cfg, generator, step: int, replica=SINGLE) -> dict:
+def ppo_update(model, optimizer, exp: Experience, cfg, generator, step: int, replica=SINGLE,
+               kept: str | None = None) -> dict:
     """PPO epochs, each over a fresh shuffle; gradient accumulation over micro-batches; mean stats.
 
     Each replica holds batch_size/W rollouts and takes minibatch_size/W of them per
@@ -313,7 +315,7 @@ def ppo_update(model, optimizer, exp: Experience, cfg, generator, step: int, rep
                 with no_sync(model, active=k < n_micro - 1), autocast(exp.sequences.device, cfg.bf16):
                     loss, parts = minibatch_loss(model, exp, micro, cfg)
                     loss = loss * exp.response_mask[micro].sum() * replica.world_size / global_tokens
-                    check_finite(loss, step, "PPO loss")
+                    check_finite(loss, step, "PPO loss", kept)
                     loss.backward()
                 for key, value in parts.items():
                     stats.setdefault(key, []).append(value.item())
@@ -385,7 +387,8 @@ def write_samples(samples_file, step: int, prompts, texts, scores: torch.Tensor,
 
 
 def run_ppo(cfg: PPOConfig) -> dict:
-    """Train; write OUT/model, metrics.jsonl, samples.jsonl, eval.json and checkpoints; return the final evaluation."""
+    """Train; write OUT/model, metrics.jsonl, samples.jsonl, eval.json and checkpoints; return the final evaluation.
+    Resuming a finished run (one with eval.json) changes nothing and returns its evaluation."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     engine = make_engine(cfg.rollout_engine)
@@ -397,6 +400,10 @@ def run_ppo(cfg: PPOConfig) -> dict:
     eval_prompts = read_prompts(cfg.eval_prompts) if cfg.eval_prompts else prompts
     prompt_ids = [encode_prompt(tokenizer, p.prompt) for p in prompts]
     out = prepare_run_dir(cfg.out, cfg) if replica.is_main else Path(cfg.out)
+    if cfg.resume and (out / "eval.json").is_file():  # settings checked above: the same run, already done
+        print(f"ppo: {out} finished earlier (eval.json); nothing to resume", file=sys.stderr)
+        shutdown(replica)
+        return json.loads((out / "eval.json").read_text(encoding="utf-8"))
     set_seed(cfg.seed)
     reward_fn = RewardFunction([cfg.reward_model, *cfg.ensemble], tokenizer, device, cfg.uncertainty_coef)
     model = ActorCritic.load(cfg.policy, reward_fn.model, device, ref_dir=cfg.ref_policy, value_model=cfg.value_model,
@@ -445,7 +452,8 @@ def run_ppo(cfg: PPOConfig) -> dict:
         # 5. Update: PPO epochs over shuffled minibatches.
         if cfg.anneal_lr:
             set_lr(optimizer, cfg.lr * (1 - step / cfg.steps))
-        stats = ppo_update(ddp_model, optimizer, exp, cfg, generator, step, replica)
+        kept = f"the last checkpoint is kept: {ckpt_path}" if ckpt_path.is_file() else None
+        stats = ppo_update(ddp_model, optimizer, exp, cfg, generator, step, replica, kept)
         t3 = time.perf_counter()
         # 6. Log: metrics averaged over replicas; the KL controller sees the global mean KL.
         metrics = step_metrics(exp, stats, rollout) | {"policy/lr": optimizer.param_groups[0]["lr"],

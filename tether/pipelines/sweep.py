@@ -20,12 +20,12 @@ from tqdm.auto import tqdm
 
 from tether.analysis import REFUSAL_THRESHOLD, SCHEMA_VERSION, frontier_fits, sweep_findings
 from tether.analysis.report import write_report
-from tether.config import build_config, check_fields, opt, require, to_dict
+from tether.config import check_fields, opt, require
 from tether.data import read_prompts
 from tether.io import write_json_atomic
 from tether.errors import InputError
 from tether.models import load_causal_lm, load_tokenizer, resolve_device, set_seed
-from tether.pipelines.common import prepare_run_dir
+from tether.pipelines.common import changed_settings, prepare_run_dir
 from tether.pipelines.policy_eval import best_of_n, evaluate_policy, kl_regularised_optima, sample_grid
 from tether.pipelines.ppo import PPOConfig, run_ppo
 from tether.pipelines.scoring import RewardFunction
@@ -129,10 +129,7 @@ def finished_run(cfg: PPOConfig) -> dict | None:
     out = Path(cfg.out)
     saved = out / "config.yaml"
     if saved.is_file():
-        ignored = ("out", "resume", "device", "threads")
-        before = {k: v for k, v in to_dict(build_config(PPOConfig, {}, saved)).items() if k not in ignored}
-        now = {k: v for k, v in to_dict(cfg).items() if k not in ignored}
-        changed = sorted(k for k in now if before.get(k) != now[k])
+        changed = changed_settings(saved, cfg)
         if changed:
             raise InputError(f"this run was made with other settings ({', '.join(changed)}); "
                              "use another --out or delete the run", path=out, field=changed[0])
