@@ -16,6 +16,12 @@ The format is detected per row, or forced with `format=`; a row that does not
 fit the forced format is an error naming the field. Every field other than
 prompt/chosen/rejected is kept verbatim in `PreferencePair.extra`.
 
+A response may be empty (text "", an implicit transcript that ends at the
+assistant marker, an assistant message with content ""): the assistant said
+nothing, a rater judged it, and it is tokenised as its EOS alone
+(`tether.data.collate.encode_response`). A prompt may not be empty, and chosen
+identical to rejected is an error: it carries no preference.
+
 Invalid rows raise `InputError(path, line, field)` at the first one, or, with
 `skip_invalid=True`, are skipped with a warning on stderr that gives their count
 and the first reasons: no row is ever dropped silently.
@@ -28,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from tether.data.records import (Text, json_type, messages_field, read_records, response_messages_field, settle,
-                                 text_field)
+                                 string_field, text_field)
 from tether.errors import InputError
 from tether.io import write_jsonl_atomic
 
@@ -135,8 +141,8 @@ def _format_mismatch(asked: str, detected: str, path, line: int) -> InputError:
 
 
 def _text_pair(row: dict, fmt: str, path, line: int) -> tuple[str, str, str]:
-    chosen = text_field(row["chosen"], path, line, "chosen")
-    rejected = text_field(row["rejected"], path, line, "rejected")
+    chosen = string_field(row["chosen"], path, line, "chosen")
+    rejected = string_field(row["rejected"], path, line, "rejected")
     if chosen == rejected:
         raise InputError(IDENTICAL, path=path, line=line, field="rejected")
     if fmt == "explicit":
@@ -145,9 +151,6 @@ def _text_pair(row: dict, fmt: str, path, line: int) -> tuple[str, str, str]:
         prompt, chosen, rejected = split_implicit_prompt(chosen, rejected)
     except ValueError as e:
         raise InputError(str(e), path=path, line=line, field="chosen") from None
-    for name, response in (("chosen", chosen), ("rejected", rejected)):
-        if not response.strip():
-            raise InputError("empty response after the shared prompt", path=path, line=line, field=name)
     return prompt, chosen, rejected
 
 
