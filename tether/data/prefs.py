@@ -39,7 +39,7 @@ from tether.errors import InputError
 from tether.io import write_jsonl_atomic
 
 FORMATS = ("explicit", "implicit", "conversational")
-HH_ASSISTANT_MARKER = "\n\nAssistant:"
+HH_ASSISTANT_MARKER = re.compile(r"(?:\r?\n){2}Assistant:")  # "\n\nAssistant:", or with Windows line ends
 IDENTICAL = "chosen identical to rejected"
 
 
@@ -84,16 +84,17 @@ def split_implicit_prompt(chosen: str, rejected: str) -> tuple[str, str, str]:
     """(prompt, chosen_response, rejected_response) of two transcripts that share a prompt.
 
     The prompt is the longest common prefix cut just after the last "\\n\\nAssistant:"
-    marker inside it (Anthropic HH), so the prompt ends with "Assistant:" and each
-    response keeps its leading space: " Paris is …". A first word both responses
+    marker inside it (Anthropic HH; "\\r\\n\\r\\nAssistant:" too), so the prompt ends with "Assistant:"
+    and each response keeps its leading space: " Paris is …"; a side that ends at the marker is
+    the empty response (the assistant said nothing). A first word both responses
     share stays in the responses. Without a shared marker, the common prefix is cut
     at the start of its last whitespace run (prompt "The sky is", responses " blue",
     " green"). Raises ValueError when nothing is shared before such a cut.
     """
     shared = os.path.commonprefix([chosen, rejected])
-    marker_at = shared.rfind(HH_ASSISTANT_MARKER)
-    if marker_at >= 0:
-        cut = marker_at + len(HH_ASSISTANT_MARKER)
+    markers = list(HH_ASSISTANT_MARKER.finditer(shared))
+    if markers:
+        cut = markers[-1].end()
     else:
         last_space = re.search(r"\s+\S*\Z", shared)
         cut = last_space.start() if last_space else 0
