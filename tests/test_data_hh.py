@@ -244,3 +244,18 @@ def test_skip_invalid_reaches_the_sweep_and_label(tmp_path, capsys):
         load_items(path)
     assert [(item.a, item.b) for item in load_items(path, skip_invalid=True)] == [("", "x")]
     assert 'skipped 1: "response_b": missing field (line 2)' in capsys.readouterr().err
+
+
+def test_score_fits_rows_to_the_reward_models_rule(hh_policy, capsys):
+    from tether.data.collate import LengthRule
+    from tether.pipelines.score import fit_rows
+    tokenizer = load_tokenizer(hh_policy)
+    rows = [("what is two plus three ?", "", 1), (LONG_QUESTION + " ?", " five .", 2)]
+    kept, ids = fit_rows(rows, tokenizer, LengthRule(10, "left", "r.jsonl"))
+    assert kept == [row[:2] for row in rows]
+    assert ids[0] == (tokenizer(rows[0][0])["input_ids"], [tokenizer.eos_token_id])  # empty: scored at its EOS
+    assert ids[1] == (tokenizer(rows[1][0])["input_ids"][-7:], tokenizer(" five .", add_special_tokens=False)["input_ids"]
+                      + [tokenizer.eos_token_id])
+    assert "1 of 2 rows of r.jsonl longer than max_length 10 tokens truncated (the prompt's start cut); line 2" in capsys.readouterr().err
+    kept, _ = fit_rows(rows, tokenizer, LengthRule(10, "skip", "r.jsonl"))
+    assert kept == [rows[0][:2]]
