@@ -63,6 +63,17 @@ def tiny_dirs(tmp_path_factory):
     return {"policy": root / "policy", "rm": root / "rm", "prompts": prompts}
 
 
+@pytest.fixture(scope="session")
+def hh_policy(tmp_path_factory):
+    """A user-supplied local model: tiny GPT-2 whose word-level tokenizer also knows "Human" and "Assistant"."""
+    path = tmp_path_factory.mktemp("hh") / "policy"
+    tokenizer = make_tokenizer()
+    tokenizer.add_tokens(["Human", "Assistant"])
+    make_policy(tokenizer).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]

@@ -162,8 +162,9 @@ def test_score_kl_is_exactly_zero_against_itself(score_dirs, tmp_path):
     assert all(row["objective"]["1"] == row["reward"] for row in data["rows"])
 
 
-def test_score_response_rows_need_a_response(tmp_path):
+def test_score_response_rows_need_a_response_which_may_be_empty(tmp_path):
     path = tmp_path / "r.jsonl"
-    path.write_text(json.dumps({"prompt": "a", "response": "b"}) + "\n" + json.dumps({"prompt": "a", "response": " "}) + "\n")
-    with pytest.raises(InputError, match=r'r\.jsonl:2: "response": missing or empty string'):
+    path.write_text(json.dumps({"prompt": "a", "response": ""}) + "\n" + json.dumps({"prompt": "a"}) + "\n")
+    with pytest.raises(InputError, match=r'r\.jsonl:2: "response": missing field'):
         read_responses(path)
+    assert read_responses(path, skip_invalid=True) == [("a", "", 1)]

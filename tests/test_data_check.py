@@ -33,9 +33,9 @@ def test_identical_pairs_counted_when_skipping(tmp_path, capsys):
     path.write_text('{"prompt": "p", "chosen": "a", "rejected": "a"}\n{"prompt": "p", "chosen": "ab", "rejected": "b"}\n')
     stats = run_data_check(DataCheckConfig(file=str(path), skip_invalid=True))
     assert (stats["rows"], stats["valid"], stats["identical"], stats["chosen_longer"]) == (2, 1, 0.5, 1.0)
-    assert stats["skipped"] == {'"rejected": chosen identical to rejected': 1}
+    assert stats["skipped"] == {'"rejected": chosen identical to rejected': [1]}
     out = capsys.readouterr().out
-    assert 'skipped 1: "rejected": chosen identical to rejected' in out
+    assert 'skipped 1: "rejected": chosen identical to rejected (line 1)' in out
     assert "identical pairs (chosen == rejected): 50.0% of rows" in out
 
 
@@ -74,10 +74,10 @@ def test_console_command_good_and_bad_file(tmp_path):
     assert "chosen longer than rejected: 25.0% of pairs" in good.stdout
 
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "p", "chosen": "", "rejected": "b"}\n')
+    bad.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "p", "chosen": 3, "rejected": "b"}\n')
     result = tether_cli("data", "check", "--file", str(bad))
     assert result.returncode == 2
-    assert result.stderr == f'tether data check: error: {bad}:2: "chosen": empty string\n'
+    assert result.stderr == f'tether data check: error: {bad}:2: "chosen": expected a string, got a number\n'
     assert result.stdout == ""
 
 

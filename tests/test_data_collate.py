@@ -13,7 +13,7 @@ from tether.data import PreferencePair, collate_pairs, encode_prompt, encode_res
     pair_attention_mask, \
     tokenize_pairs
 from tether.data import collate
-from tether.data.collate import truncate_prompt_left
+from tether.data.collate import report_too_long, truncate_to_fit
 from tether.errors import InputError
 
 WORDS = "<pad> <unk> <bos> <eos> <user> <assistant> <system> what is two plus four five the sky blue green".split()
@@ -144,19 +144,29 @@ def test_too_long_pairs_error_truncate_or_skip(tokenizer, capsys):
     cut = tokenize_pairs(pairs, tokenizer, max_length=6, truncation="left", path="prefs.jsonl")
     # 6 - 3 (the longer response) leaves 3 prompt tokens: <bos> goes.
     assert cut.chosen_ids[0] == [THE, SKY, IS, BLUE, EOS] and cut.rejected_ids[0] == [THE, SKY, IS, GREEN, GREEN, EOS]
-    assert cut.prompt_lens == [3, 2]
-    assert capsys.readouterr().err == ("tether: warning: truncated (prompt cut from the left) 1 of 2 pairs longer "
-                                       "than max_length 6 tokens; first: prefs.jsonl:3\n")
+    assert cut.prompt_lens == [3, 2] and cut.too_long == [3]
+    report_too_long("pairs", cut.too_long, 2, 6, "left", "prefs.jsonl")
+    assert capsys.readouterr().err == ("tether: 1 of 2 pairs of prefs.jsonl longer than max_length 6 tokens "
+                                       "truncated (the prompt's start cut); line 3\n")
+
+    right = tokenize_pairs(pairs, tokenizer, max_length=6, truncation="right", path="prefs.jsonl")
+    # The prompt (4 tokens) stays; each response keeps its first 2 tokens, the rejected one loses its EOS.
+    assert right.chosen_ids[0] == [BOS, THE, SKY, IS, BLUE, EOS] and right.rejected_ids[0] == [BOS, THE, SKY, IS, GREEN, GREEN]
 
     kept = tokenize_pairs(pairs, tokenizer, max_length=6, truncation="skip", path="prefs.jsonl")
-    assert kept.pair_indices == [1] and kept.chosen_ids == [[BOS, SKY, BLUE, EOS]]
-    assert "skipped 1 of 2 pairs longer than max_length 6 tokens; first: prefs.jsonl:3" in capsys.readouterr().err
+    assert kept.pair_indices == [1] and kept.chosen_ids == [[BOS, SKY, BLUE, EOS]] and kept.too_long == [3]
 
     with pytest.raises(InputError, match='"truncation": unknown truncation'):
-        tokenize_pairs(pairs, tokenizer, max_length=6, truncation="right")
+        tokenize_pairs(pairs, tokenizer, max_length=6, truncation="middle")
 
 
-def test_truncate_prompt_left_keeps_responses_whole_when_it_can():
-    assert truncate_prompt_left([1, 2, 3, 4], [5, 6], [7, 8, 9], max_length=5) == ([3, 4], [5, 6], [7, 8, 9])
+def test_truncate_left_keeps_responses_whole_when_it_can():
+    assert truncate_to_fit([1, 2, 3, 4], [[5, 6], [7, 8, 9]], 5, "left") == ([3, 4], [[5, 6], [7, 8, 9]])
     # No room beside the longer response: one prompt token, responses cut on the right.
-    assert truncate_prompt_left([1, 2, 3, 4], [5, 6], [7, 8, 9], max_length=3) == ([4], [5, 6], [7, 8])
+    assert truncate_to_fit([1, 2, 3, 4], [[5, 6], [7, 8, 9]], 3, "left") == ([4], [[5, 6], [7, 8]])
+
+
+def test_truncate_right_keeps_the_prompt_whole_when_it_can():
+    assert truncate_to_fit([1, 2, 3], [[5, 6], [7, 8, 9]], 5, "right") == ([1, 2, 3], [[5, 6], [7, 8]])
+    # No room after the prompt: one response token, the prompt cut at its start.
+    assert truncate_to_fit([1, 2, 3, 4], [[5, 6], [7, 8, 9]], 3, "right") == ([3, 4], [[5], [7]])

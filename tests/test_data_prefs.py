@@ -140,14 +140,15 @@ def test_json_array_gets_a_hint_and_non_objects_are_rejected(tmp_path):
     (dict(prompt="p", chosen="a"), "rejected", "missing field"),
     (dict(prompt="p", chosen=7, rejected="b"), "chosen", "expected a string, got a number"),
     (dict(prompt=None, chosen="a", rejected="b"), "prompt", "expected a string, got null"),
-    (dict(prompt="p", chosen="a", rejected="  \n"), "rejected", "empty string"),
+    (dict(prompt=" \r\n", chosen="a", rejected="b"), "prompt", "empty string"),
     (dict(prompt="", chosen="a", rejected="b"), "prompt", "empty string"),
+    (dict(prompt="p", chosen="", rejected=""), "rejected", "chosen identical to rejected"),
     (dict(prompt="p", chosen="same", rejected="same"), "rejected", "chosen identical to rejected"),
     (dict(chosen="same", rejected="same"), "rejected", "chosen identical to rejected"),
     (dict(chosen="abc", rejected="abd"), "chosen", 'no shared prompt prefix with "rejected"'),
     (dict(chosen="Hi there", rejected="Bye there"), "chosen", 'no shared prompt prefix with "rejected"'),
-    (dict(chosen=f"{HUMAN} q{ASSISTANT}", rejected=f"{HUMAN} q{ASSISTANT} a"), "chosen",
-     "empty response after the shared prompt"),
+    (dict(chosen=f"{HUMAN} q{ASSISTANT}", rejected=f"{HUMAN} q{ASSISTANT}"), "rejected",
+     "chosen identical to rejected"),
     (dict(prompt="p", chosen="a", rejected="b", margin="big"), "margin", "expected a number, got a string"),
     (dict(prompt="p", chosen="a", rejected="b", margin=True), "margin", "expected a number, got a boolean"),
     (dict(prompt="p", chosen="a", rejected=[{"role": "assistant", "content": "b"}]), "rejected",
@@ -168,7 +169,8 @@ def test_infinite_margin_is_rejected(tmp_path):
     (["hi"], "chosen[0]", "expected a message object, got a string"),
     ([{"content": "x"}], "chosen[0].role", "missing field"),
     ([{"role": "robot", "content": "x"}], "chosen[0].role", "role must be one of system, user, assistant, got 'robot'"),
-    ([{"role": "assistant", "content": ""}], "chosen[0].content", "empty string"),
+    ([{"role": "user", "content": ""}], "chosen[0].content", "empty string"),
+    ([{"role": "assistant", "content": None}], "chosen[0].content", "expected a string, got null"),
     ([{"role": "assistant", "content": ["part"]}], "chosen[0].content", "expected a string, got a list"),
     ([{"role": "user", "content": "again"}], "chosen[0].role", "a response starts with an assistant message, got 'user'"),
 ])
@@ -215,9 +217,9 @@ def test_skip_invalid_is_explicit_and_reported(tmp_path, capsys):
     pairs = read_pairs(path, skip_invalid=True)
     assert [p.source_line for p in pairs] == [1, 4]
     err = capsys.readouterr().err.splitlines()
-    assert err[0] == f"tether: warning: skipped 2 of 4 rows of {path} as invalid; first:"
-    assert err[1] == f'  {path}:2: "rejected": chosen identical to rejected'
-    assert err[2].startswith(f"  {path}:3: invalid JSON")
+    assert err[0] == f"tether: warning: skipped 2 of 4 rows of {path} as invalid:"
+    assert err[1] == '  skipped 1: "rejected": chosen identical to rejected (line 2)'
+    assert err[2].startswith("  skipped 1: invalid JSON") and err[2].endswith("(line 3)")
     pairs, problems = read_pairs_report(path)
     assert len(pairs) == 2 and [p.line for p in problems] == [2, 3]
 
@@ -256,9 +258,9 @@ def test_parquet_rows_are_numbered_from_one(tmp_path):
     import pyarrow
     import pyarrow.parquet
 
-    rows = [{"prompt": "p", "chosen": "a", "rejected": "b"}, {"prompt": "p", "chosen": "a", "rejected": ""}]
+    rows = [{"prompt": "p", "chosen": "a", "rejected": "b"}, {"prompt": "p", "chosen": "a", "rejected": "a"}]
     pyarrow.parquet.write_table(pyarrow.Table.from_pylist(rows), tmp_path / "p.parquet")
-    raises_at(tmp_path / "p.parquet", 2, "rejected", "empty string")
+    raises_at(tmp_path / "p.parquet", 2, "rejected", "chosen identical to rejected")
 
 
 def test_a_folder_that_is_not_a_dataset_and_a_broken_parquet(tmp_path):

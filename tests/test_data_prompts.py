@@ -54,7 +54,8 @@ def test_sft_fixture_prompt_completion_and_messages():
 
 @pytest.mark.parametrize("fields, field, message", [
     ({"prompt": "p"}, "completion", 'missing field (an SFT row has "prompt" and "completion", or "messages")'),
-    ({"prompt": "p", "completion": " "}, "completion", "empty string"),
+    ({"prompt": " ", "completion": "c"}, "prompt", "empty string"),
+    ({"prompt": "p", "completion": None}, "completion", "expected a string or a list of messages, got null"),
     ({"prompt": "p", "completion": [REPLY]}, "completion",
      '"prompt" and "completion" must both be text or both be message lists'),
     ({"prompt": [USER_HI], "completion": [USER_HI]}, "completion[0].role",

@@ -60,7 +60,7 @@ def test_a_replica_keeps_its_exit_code_and_output_but_skips_interpreter_finalisa
     alive into finalisation, where one can abort the process. The code and the flushed error line stay;
     atexit handlers (finalisation) run only in a plain process."""
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"prompt": "p", "chosen": "", "rejected": "b"}\n')
+    bad.write_text('{"prompt": "p", "chosen": "b", "rejected": "b"}\n')
     marker = tmp_path / "finalised"
     script = (f"import atexit, pathlib, sys\natexit.register(pathlib.Path({str(marker)!r}).touch)\n"
               "from tether.cli import main\nsys.exit(main(sys.argv[1:]))\n")
@@ -69,7 +69,7 @@ def test_a_replica_keeps_its_exit_code_and_output_but_skips_interpreter_finalisa
         result = subprocess.run([sys.executable, "-c", script, "data", "check", str(bad)], capture_output=True,
                                 text=True, timeout=120, env={**os.environ, "WORLD_SIZE": world_size})
         assert result.returncode == 2
-        assert result.stderr == f'tether data check: error: {bad}:1: "chosen": empty string\n'
+        assert result.stderr == f'tether data check: error: {bad}:1: "rejected": chosen identical to rejected\n'
         assert marker.exists() is finalised
 
 

@@ -175,7 +175,8 @@ def test_read_label_rows_validates_and_defaults_repeat(tmp_path):
     ({"order": ["a", "a"]}, r'"order": expected \["a", "b"\] or \["b", "a"\]'),
     ({"labeler": ""}, r'"labeler": expected a non-empty string'),
     ({"repeat": -1}, r'"repeat": expected a whole number >= 0'),
-    ({"chosen": ""}, r'"chosen": empty string'),
+    ({"chosen": None}, r'"chosen": expected a string or a list of messages, got null'),
+    ({"prompt": ""}, r'"prompt": empty string'),
     ({"reason": 3}, r'"reason": expected a string or null'),
 ])
 def test_read_label_rows_names_line_and_field(tmp_path, change, message):

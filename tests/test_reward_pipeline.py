@@ -11,7 +11,6 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, GPT2Config, GPT2ForSequenceClassification
 
-from conftest import make_policy, make_tokenizer
 from tether.cli import main
 from tether.data import encode_response, read_preferences
 from tether.models import score_texts
@@ -177,17 +176,6 @@ def test_expected_calibration_error_by_hand():
     """p_chosen [0.9, 0.2, 0.6]: confidences 0.9, 0.8, 0.6 fall in three bins with accuracy 1, 0, 1.
     ECE = (|1 − 0.9| + |0 − 0.8| + |1 − 0.6|) / 3."""
     assert expected_calibration_error(torch.tensor([0.9, 0.2, 0.6])) == pytest.approx((0.1 + 0.8 + 0.4) / 3)
-
-
-@pytest.fixture(scope="module")
-def hh_policy(tmp_path_factory):
-    """A user-supplied local model: tiny GPT-2 whose word-level tokenizer also knows "Human" and "Assistant"."""
-    path = tmp_path_factory.mktemp("hh") / "policy"
-    tokenizer = make_tokenizer()
-    tokenizer.add_tokens(["Human", "Assistant"])
-    make_policy(tokenizer).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 HH_TURNS = [("what is two plus three ?", "five ."), ("what is the capital of france ?", "paris ."),

@@ -141,7 +141,7 @@ def test_bad_sft_data_exits_2_with_one_line_and_writes_no_model(tmp_path):
 
 @pytest.mark.parametrize("bad_row, extra", [
     ({"prompt": "Hi", "completion": 7}, []),
-    ({"prompt": "Hi", "completion": " Hello." * 20}, ["--max-length", "16"]),
+    ({"prompt": "Hi", "completion": " Hello." * 20}, ["--max-length", "16", "--truncation", "error"]),
 ], ids=["wrong-type", "too-long"])
 def test_cli_names_line_and_field_of_other_bad_rows(tmp_path, capsys, bad_row, extra):
     from tether.cli import main

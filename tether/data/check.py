@@ -5,7 +5,8 @@ Prints the kind, the rows and their formats, length statistics of each field
 share of pairs whose chosen response is longer than the rejected one (a length
 bias a reward model will learn), identical pairs, ties and margins. An invalid row
 stops the check with one line naming file, line and field (exit 2), unless
-`--skip-invalid true`, which reports the skipped rows by reason. A label file
+`--skip-invalid true`, which reports the skipped rows by reason. Empty responses are
+valid (scored at their EOS) and counted ("empty chosen: N, empty rejected: M"). A label file
 written by `tether label` is checked as training reads it (undo rows included).
 """
 
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from tether.config import check_fields, opt, require
 from tether.data.labels import effective_labels, read_label_rows, read_preferences
 from tether.data.prefs import FORMATS, IDENTICAL, parse_pair_row
-from tether.data.records import decode_row, iter_raw_rows, read_records, settle
+from tether.data.records import decode_row, iter_raw_rows, read_records, settle, skipped_by_reason, skipped_lines
 from tether.data.prompts import parse_prompt_row, parse_sft_row
 from tether.errors import InputError
 
@@ -99,8 +100,14 @@ def _fields(kind: str) -> tuple[str, ...]:
     return {"pairs": ("prompt", "chosen", "rejected"), "prompts": ("prompt",), "sft": ("prompt", "completion")}[kind]
 
 
-def _reason(problem: InputError) -> str:
-    return f'"{problem.field}": {problem.message}' if problem.field else problem.message
+def _responses(kind: str) -> tuple[str, ...]:
+    """The fields that hold what a model said: empty is valid there, and counted."""
+    return {"pairs": ("chosen", "rejected"), "labels": ("chosen", "rejected"), "prompts": (), "sft": ("completion",)}[kind]
+
+
+def empty_counts(records: list, kind: str) -> dict[str, int]:
+    """{response field: rows whose response is empty or only whitespace} (scored at its EOS, not an error)."""
+    return {name: sum(not as_text(getattr(r, name)).strip() for r in records) for name in _responses(kind)}
 
 
 def data_stats(cfg: DataCheckConfig) -> dict:
@@ -117,7 +124,8 @@ def data_stats(cfg: DataCheckConfig) -> dict:
         "file": str(cfg.file), "kind": kind,
         "rows": len(formatted) + len(problems), "valid": len(records),
         "formats": dict(Counter(fmt for fmt, _ in formatted)),
-        "skipped": dict(Counter(_reason(p) for p in problems)),
+        "skipped": skipped_by_reason(problems),
+        "empty": empty_counts(records, kind),
         "lengths": {name: length_stats([as_text(getattr(r, name)) for r in records]) for name in _fields(kind)},
     }
     if kind == "pairs":
@@ -132,7 +140,7 @@ def _label_stats(cfg: DataCheckConfig) -> dict:
     pairs = read_preferences(cfg.file)
     return {
         "file": str(cfg.file), "kind": "labels", "rows": len(rows), "valid": len(rows),
-        "formats": dict(Counter(row["event"] for row in rows)), "skipped": {},
+        "formats": dict(Counter(row["event"] for row in rows)), "skipped": {}, "empty": empty_counts(pairs, "labels"),
         "choices": dict(Counter(row["choice"] for row in effective_labels(rows))),
         "lengths": {name: length_stats([as_text(getattr(p, name)) for p in pairs]) for name in _fields("pairs")},
         **_pair_stats(pairs, 0, 0),
@@ -158,8 +166,9 @@ def format_report(stats: dict) -> str:
     if stats["kind"] == "labels":
         choices = ", ".join(f"{name} {count}" for name, count in stats["choices"].items())
         lines.append(f"answers in force: {choices} (left/right become pairs)")
-    for reason, count in stats["skipped"].items():
-        lines.append(f"skipped {count}: {reason}")
+    lines += skipped_lines(stats["skipped"])
+    if stats["empty"]:
+        lines.append(", ".join(f"empty {name}: {count}" for name, count in stats["empty"].items()))
     lines.append(f"{'length':<10} {'chars mean':>11} {'median':>8} {'max':>8}   "
                  f"{'words mean':>11} {'median':>8} {'max':>8}")
     for name, lengths in stats["lengths"].items():

@@ -11,6 +11,10 @@ The convention every stage shares: a sequence is `prompt_ids + response_ids`, wh
   so it carries the template's end-of-turn markup; without a template, a single
   assistant message is encoded as its text.
 
+Rows over a length limit follow a stated rule (`truncate_to_fit`, TRUNCATIONS): cut
+("left": the prompt's start first; "right": the response's end first), skip, or
+error; a run prints one line counting them (`report_too_long`).
+
 Padding is `tether.data.padding`'s.
 """
 
@@ -23,7 +27,7 @@ from tether.data.prefs import PreferencePair
 from tether.data.records import SHOWN_PROBLEMS, Text
 from tether.errors import InputError
 
-TRUNCATIONS = ("error", "left", "skip")
+TRUNCATIONS = ("left", "right", "skip", "error")
 
 
 def encode_prompt(tokenizer, prompt: Text) -> list[int]:
@@ -75,7 +79,8 @@ class TokenizedPairs:
     """Token ids of pairs: `chosen_ids[i] = prompt + chosen response`, same prompt in `rejected_ids[i]`.
 
     prompt_lens[i]: prompt tokens at the start of both; margins[i]: the pair's margin or None;
-    pair_indices[i]: index of the pair in the list given to `tokenize_pairs` (pairs may be skipped).
+    pair_indices[i]: index of the pair in the list given to `tokenize_pairs` (pairs may be skipped);
+    too_long: the source lines of the pairs over max_length (truncated, or skipped with "skip").
     """
 
     chosen_ids: list[list[int]]
@@ -83,69 +88,121 @@ class TokenizedPairs:
     prompt_lens: list[int]
     margins: list[float | None]
     pair_indices: list[int] = field(default_factory=list)
+    too_long: list[int | None] = field(default_factory=list)
 
 
-def truncate_prompt_left(prompt_ids: list[int], chosen: list[int], rejected: list[int], max_length: int
-                         ) -> tuple[list[int], list[int], list[int]]:
-    """Fit prompt + each response in `max_length` by dropping the prompt's first tokens.
+def truncate_to_fit(prompt_ids: list[int], responses: list[list[int]], max_length: int, truncation: str
+                    ) -> tuple[list[int], list[list[int]]]:
+    """Fit prompt + each response in `max_length` tokens: the prompt loses tokens at its start, a
+    response at its end, and each keeps at least one token (max_length ≥ 2).
 
-    Responses stay whole when at least the prompt's last token fits beside the longer
-    one; otherwise the prompt keeps its last token and the responses are cut on the
-    right to `max_length - 1` (losing their EOS).
+    "left" cuts the prompt first: the responses stay whole when the prompt's last token fits beside
+    the longest (a reward model reads its score at the response's last token). "right" cuts the
+    responses first: the prompt stays whole when one response token fits after it (SFT's choice:
+    the completion is learnt from its start).
+
+    >>> truncate_to_fit([1, 2, 3, 4], [[5, 6], [7, 8, 9]], 5, "left")
+    ([3, 4], [[5, 6], [7, 8, 9]])
+    >>> truncate_to_fit([1, 2, 3, 4], [[5, 6], [7, 8, 9]], 5, "right")
+    ([1, 2, 3, 4], [[5], [7]])
     """
-    room = max_length - max(len(chosen), len(rejected))
-    if room >= 1:
-        return prompt_ids[-room:], chosen, rejected
-    return prompt_ids[-1:], chosen[:max_length - 1], rejected[:max_length - 1]
+    longest = max(map(len, responses))
+    if truncation == "left":
+        prompt_room = max(1, max_length - longest)
+        response_room = max_length - min(prompt_room, len(prompt_ids))
+    else:
+        response_room = max(1, max_length - len(prompt_ids))
+        prompt_room = max_length - min(response_room, longest)
+    return prompt_ids[-prompt_room:], [r[:response_room] for r in responses]
 
 
-def _line_of(pair: PreferencePair, path) -> str:
-    if path is not None:
-        return f"{path}:{pair.source_line}"
-    return f"line {pair.source_line}"
+TRUNCATION_HOW = {"left": "truncated (the prompt's start cut)", "right": "truncated (the response's end cut)",
+                  "skip": "skipped"}
+
+
+def report_too_long(what: str, too_long: list[int | None], n_rows: int, max_length: int, truncation: str,
+                    path=None) -> None:
+    """The one line a run prints on stderr about the rows of a file over max_length (none when there are none):
+    'tether: 2 of 40 pairs of f longer than max_length 64 tokens truncated (the prompt's start cut); lines 3, 9'."""
+    if not too_long:
+        return
+    lines = sorted(too_long, key=lambda n: -1 if n is None else n)
+    shown = ", ".join(str(n) for n in lines[:SHOWN_PROBLEMS]) + (", …" if len(lines) > SHOWN_PROBLEMS else "")
+    source = f" of {path}" if path is not None else ""
+    print(f"tether: {len(too_long)} of {n_rows} {what}{source} longer than max_length {max_length} tokens "
+          f"{TRUNCATION_HOW[truncation]}; {'line' if len(lines) == 1 else 'lines'} {shown}", file=sys.stderr)
+
+
+def check_truncation(truncation: str, max_length: int) -> None:
+    """InputError unless `truncation` is one of TRUNCATIONS and max_length leaves a prompt and a response token."""
+    if truncation not in TRUNCATIONS:
+        raise InputError(f"unknown truncation {truncation!r}; known: {', '.join(TRUNCATIONS)}", field="truncation")
+    if max_length < 2:
+        raise InputError(f"must be at least 2 (a prompt token and EOS), got {max_length}", field="max_length")
+
+
+@dataclass
+class LengthRule:
+    """A length limit and what happens to a row over it (one of TRUNCATIONS); `too_long` collects
+    the source lines of the rows it cut or skipped, for `report`. `path`: the file the rows came from."""
+
+    max_length: int
+    truncation: str
+    path: object = None
+    too_long: list[int | None] = field(default_factory=list)
+
+    def __post_init__(self):
+        check_truncation(self.truncation, self.max_length)
+
+    def fit(self, prompt_ids: list[int], responses: list[list[int]], line: int | None, names: tuple[str, ...]
+            ) -> tuple[list[int], list[list[int]]] | None:
+        """(prompt, responses) within max_length (prompt + the longest response): as they are when they
+        fit; else cut by `truncate_to_fit`, None with "skip", or InputError naming the line and the longest
+        response's field (`names[i]` for `responses[i]`) with "error"."""
+        longest = max(range(len(responses)), key=lambda i: len(responses[i]))  # the first, on a tie
+        length = len(prompt_ids) + len(responses[longest])
+        if length <= self.max_length:
+            return prompt_ids, responses
+        if self.truncation == "error":
+            message = f"{length} tokens (prompt + {names[longest]}), more than max_length {self.max_length}"
+            if self.path is None:
+                message = f"line {line}: {message}"
+            raise InputError(message, path=self.path, line=line, field=names[longest])
+        self.too_long.append(line)
+        if self.truncation == "skip":
+            return None
+        return truncate_to_fit(prompt_ids, responses, self.max_length, self.truncation)
+
+    def report(self, what: str, n_rows: int) -> None:
+        """`report_too_long` of the rows this rule cut or skipped, out of `n_rows`."""
+        report_too_long(what, self.too_long, n_rows, self.max_length, self.truncation, self.path)
 
 
 def tokenize_pairs(pairs: list[PreferencePair], tokenizer, max_length: int, truncation: str = "error",
                    *, path=None) -> TokenizedPairs:
     """Tokenise pairs as prompt + response (module docstring), enforcing `max_length` tokens.
 
-    truncation, for a pair whose prompt + longer response exceeds max_length:
+    truncation, for a pair whose prompt + longer response exceeds max_length (`LengthRule`):
       "error": InputError naming the line (and `path`, the file the pairs came from);
-      "left":  `truncate_prompt_left`, with a count on stderr;
-      "skip":  drop the pair, with a count and the first lines on stderr.
+      "left", "right": `truncate_to_fit`;
+      "skip":  leave the pair out.
+    The lines of the pairs over the limit are in `too_long` (`report_too_long` words them).
     """
-    if truncation not in TRUNCATIONS:
-        raise InputError(f"unknown truncation {truncation!r}; known: {', '.join(TRUNCATIONS)}", field="truncation")
-    if max_length < 2:
-        raise InputError(f"must be at least 2 (a prompt token and EOS), got {max_length}", field="max_length")
-    out = TokenizedPairs([], [], [], [], [])
-    too_long = []
+    rule = LengthRule(max_length, truncation, path)
+    out = TokenizedPairs([], [], [], [], [], rule.too_long)
     for index, pair in enumerate(pairs):
-        prompt_ids = encode_prompt(tokenizer, pair.prompt)
-        chosen = encode_response(tokenizer, pair.chosen, prompt=pair.prompt)
-        rejected = encode_response(tokenizer, pair.rejected, prompt=pair.prompt)
-        length = len(prompt_ids) + max(len(chosen), len(rejected))
-        if length > max_length:
-            if truncation == "error":
-                longer = "chosen" if len(chosen) >= len(rejected) else "rejected"
-                message = f"{length} tokens (prompt + {longer}), more than max_length {max_length}"
-                if path is None:
-                    message = f"line {pair.source_line}: {message}"
-                raise InputError(message, path=path, line=pair.source_line, field=longer)
-            too_long.append(pair)
-            if truncation == "skip":
-                continue
-            prompt_ids, chosen, rejected = truncate_prompt_left(prompt_ids, chosen, rejected, max_length)
+        fitted = rule.fit(encode_prompt(tokenizer, pair.prompt),
+                          [encode_response(tokenizer, pair.chosen, prompt=pair.prompt),
+                           encode_response(tokenizer, pair.rejected, prompt=pair.prompt)],
+                          pair.source_line, ("chosen", "rejected"))
+        if fitted is None:
+            continue
+        prompt_ids, (chosen, rejected) = fitted
         out.chosen_ids.append(prompt_ids + chosen)
         out.rejected_ids.append(prompt_ids + rejected)
         out.prompt_lens.append(len(prompt_ids))
         out.margins.append(pair.margin)
         out.pair_indices.append(index)
-    if too_long:
-        action = "skipped" if truncation == "skip" else "truncated (prompt cut from the left)"
-        lines = ", ".join(_line_of(pair, path) for pair in too_long[:SHOWN_PROBLEMS])
-        print(f"tether: warning: {action} {len(too_long)} of {len(pairs)} pairs longer than "
-              f"max_length {max_length} tokens; first: {lines}", file=sys.stderr)
     return out
 
 

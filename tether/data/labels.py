@@ -6,7 +6,7 @@ Training reads a label file through `read_preferences`: it replays the file with
 """
 
 from tether.data.prefs import PreferencePair, parse_pair_row, read_pairs
-from tether.data.records import decode_row, iter_raw_rows, text_or_messages_field
+from tether.data.records import decode_row, iter_raw_rows, response_field, text_or_messages_field
 from tether.errors import InputError
 
 CHOICES = ("left", "right", "tie", "both_bad", "skip")
@@ -48,7 +48,7 @@ def check_label_row(row: dict, path=None, line: int | None = None) -> dict:
     for name in ("prompt", "chosen", "rejected"):
         if name not in row:
             raise InputError("missing field", path=path, line=line, field=name)
-        text_or_messages_field(row[name], path, line, name)
+        (text_or_messages_field if name == "prompt" else response_field)(row[name], path, line, name)
     return row
 
 

@@ -16,6 +16,12 @@ The format is detected per row, or forced with `format=`; a row that does not
 fit the forced format is an error naming the field. Every field other than
 prompt/chosen/rejected is kept verbatim in `PreferencePair.extra`.
 
+A response may be empty (text "", an implicit transcript that ends at the
+assistant marker, an assistant message with content ""): the assistant said
+nothing, a rater judged it, and it is tokenised as its EOS alone
+(`tether.data.collate.encode_response`). A prompt may not be empty, and chosen
+identical to rejected is an error: it carries no preference.
+
 Invalid rows raise `InputError(path, line, field)` at the first one, or, with
 `skip_invalid=True`, are skipped with a warning on stderr that gives their count
 and the first reasons: no row is ever dropped silently.
@@ -28,12 +34,12 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from tether.data.records import (Text, json_type, messages_field, read_records, response_messages_field, settle,
-                                 text_field)
+                                 string_field, text_field)
 from tether.errors import InputError
 from tether.io import write_jsonl_atomic
 
 FORMATS = ("explicit", "implicit", "conversational")
-HH_ASSISTANT_MARKER = "\n\nAssistant:"
+HH_ASSISTANT_MARKER = re.compile(r"(?:\r?\n){2}Assistant:")  # "\n\nAssistant:", or with Windows line ends
 IDENTICAL = "chosen identical to rejected"
 
 
@@ -78,16 +84,17 @@ def split_implicit_prompt(chosen: str, rejected: str) -> tuple[str, str, str]:
     """(prompt, chosen_response, rejected_response) of two transcripts that share a prompt.
 
     The prompt is the longest common prefix cut just after the last "\\n\\nAssistant:"
-    marker inside it (Anthropic HH), so the prompt ends with "Assistant:" and each
-    response keeps its leading space: " Paris is …". A first word both responses
+    marker inside it (Anthropic HH; "\\r\\n\\r\\nAssistant:" too), so the prompt ends with "Assistant:"
+    and each response keeps its leading space: " Paris is …"; a side that ends at the marker is
+    the empty response (the assistant said nothing). A first word both responses
     share stays in the responses. Without a shared marker, the common prefix is cut
     at the start of its last whitespace run (prompt "The sky is", responses " blue",
     " green"). Raises ValueError when nothing is shared before such a cut.
     """
     shared = os.path.commonprefix([chosen, rejected])
-    marker_at = shared.rfind(HH_ASSISTANT_MARKER)
-    if marker_at >= 0:
-        cut = marker_at + len(HH_ASSISTANT_MARKER)
+    markers = list(HH_ASSISTANT_MARKER.finditer(shared))
+    if markers:
+        cut = markers[-1].end()
     else:
         last_space = re.search(r"\s+\S*\Z", shared)
         cut = last_space.start() if last_space else 0
@@ -135,8 +142,8 @@ def _format_mismatch(asked: str, detected: str, path, line: int) -> InputError:
 
 
 def _text_pair(row: dict, fmt: str, path, line: int) -> tuple[str, str, str]:
-    chosen = text_field(row["chosen"], path, line, "chosen")
-    rejected = text_field(row["rejected"], path, line, "rejected")
+    chosen = string_field(row["chosen"], path, line, "chosen")
+    rejected = string_field(row["rejected"], path, line, "rejected")
     if chosen == rejected:
         raise InputError(IDENTICAL, path=path, line=line, field="rejected")
     if fmt == "explicit":
@@ -145,9 +152,6 @@ def _text_pair(row: dict, fmt: str, path, line: int) -> tuple[str, str, str]:
         prompt, chosen, rejected = split_implicit_prompt(chosen, rejected)
     except ValueError as e:
         raise InputError(str(e), path=path, line=line, field="chosen") from None
-    for name, response in (("chosen", chosen), ("rejected", rejected)):
-        if not response.strip():
-            raise InputError("empty response after the shared prompt", path=path, line=line, field=name)
     return prompt, chosen, rejected
 
 

@@ -7,14 +7,15 @@ message(s), if any, are a completion and are left out of the prompt.
 SFT rows: `{"prompt", "completion"}`, both text or both messages (the completion
 then starts with an assistant message), or `{"messages": [...]}` whose last
 message, from the assistant, is the completion and the messages before it the prompt.
+A completion may be empty, as a preference pair's response may: it teaches EOS.
 
 Files, line numbers, blank lines and `skip_invalid` behave as in `tether.data.prefs`.
 """
 
 from dataclasses import dataclass, field
 
-from tether.data.records import (Text, messages_field, read_records, response_messages_field, settle,
-                                 text_or_messages_field)
+from tether.data.records import (Text, messages_field, read_records, response_field, response_messages_field,
+                                 settle, text_or_messages_field)
 from tether.errors import InputError
 
 
@@ -77,7 +78,7 @@ def parse_sft_row(row: dict, path, line: int) -> tuple[str, SFTExample]:
             raise InputError('missing field (an SFT row has "prompt" and "completion", or "messages")',
                              path=path, line=line, field=key)
     prompt = text_or_messages_field(row["prompt"], path, line, "prompt")
-    completion = text_or_messages_field(row["completion"], path, line, "completion")
+    completion = response_field(row["completion"], path, line, "completion")
     if isinstance(prompt, list) != isinstance(completion, list):
         raise InputError('"prompt" and "completion" must both be text or both be message lists',
                          path=path, line=line, field="completion")

@@ -156,12 +156,34 @@ def read_records(path, parse_row: Callable, split: str | None = None) -> tuple[l
     return records, problems
 
 
+def problem_reason(problem: InputError) -> str:
+    """What is wrong with a row, without where: '"chosen": expected a string, got null'."""
+    return f'"{problem.field}": {problem.message}' if problem.field else problem.message
+
+
+def skipped_by_reason(problems: list[InputError]) -> dict[str, list[int | None]]:
+    """{reason: the lines (rows) it was found on}, reasons in order of first occurrence."""
+    by_reason: dict[str, list[int | None]] = {}
+    for problem in problems:
+        by_reason.setdefault(problem_reason(problem), []).append(problem.line)
+    return by_reason
+
+
+def skipped_lines(by_reason: dict[str, list[int | None]]) -> list[str]:
+    """One line per reason, as `tether data check` and every reader with skip_invalid print them:
+    'skipped 2: "chosen": expected a string, got null (lines 4, 9)'."""
+    def where(lines):
+        shown = ", ".join(str(n) for n in lines[:SHOWN_PROBLEMS] if n is not None)
+        more = ", …" if len(lines) > SHOWN_PROBLEMS else ""
+        return f" ({'line' if len(lines) == 1 else 'lines'} {shown}{more})" if shown else ""
+    return [f"skipped {len(lines)}: {reason}{where(lines)}" for reason, lines in by_reason.items()]
+
+
 def warn_skipped(path, problems: list[InputError], n_rows: int, what: str = "rows") -> None:
-    """The explicit skip policy's report on stderr: how many rows were skipped and the first reasons."""
-    print(f"tether: warning: skipped {len(problems)} of {n_rows} {what} of {path} as invalid; first:",
-          file=sys.stderr)
-    for problem in problems[:SHOWN_PROBLEMS]:
-        print(f"  {problem}", file=sys.stderr)
+    """The explicit skip policy's report on stderr: how many rows were skipped, by reason."""
+    print(f"tether: warning: skipped {len(problems)} of {n_rows} {what} of {path} as invalid:", file=sys.stderr)
+    for line in skipped_lines(skipped_by_reason(problems)):
+        print(f"  {line}", file=sys.stderr)
 
 
 def settle(records: list, problems: list[InputError], path, skip_invalid: bool) -> list:
@@ -178,17 +200,23 @@ def settle(records: list, problems: list[InputError], path, skip_invalid: bool) 
 # ---------------------------------------------------------------- field validation
 
 
-def text_field(value, path, line: int, name: str) -> str:
-    """A non-empty (not only whitespace) string."""
+def string_field(value, path, line: int, name: str) -> str:
+    """A string, possibly empty: what an assistant said may be nothing (Anthropic HH has such replies)."""
     if not isinstance(value, str):
         raise InputError(f"expected a string, got {json_type(value)}", path=path, line=line, field=name)
-    if not value.strip():
+    return value
+
+
+def text_field(value, path, line: int, name: str) -> str:
+    """A non-empty (not only whitespace) string."""
+    if not string_field(value, path, line, name).strip():
         raise InputError("empty string", path=path, line=line, field=name)
     return value
 
 
 def messages_field(value, path, line: int, name: str) -> list[dict]:
-    """A non-empty list of {"role": system|user|assistant, "content": non-empty string} messages."""
+    """A non-empty list of {"role": system|user|assistant, "content": string} messages; the content is
+    non-empty text, except an assistant's, which may be empty (a reply of nothing is data)."""
     if not isinstance(value, list):
         raise InputError(f"expected a list of messages, got {json_type(value)}", path=path, line=line, field=name)
     if not value:
@@ -203,7 +231,8 @@ def messages_field(value, path, line: int, name: str) -> list[dict]:
         if message["role"] not in ROLES:
             raise InputError(f"role must be one of {', '.join(ROLES)}, got {message['role']!r}",
                              path=path, line=line, field=f"{where}.role")
-        text_field(message["content"], path, line, f"{where}.content")
+        content_field = string_field if message["role"] == "assistant" else text_field
+        content_field(message["content"], path, line, f"{where}.content")
     return value
 
 
@@ -213,6 +242,16 @@ def text_or_messages_field(value, path, line: int, name: str) -> Text:
         return messages_field(value, path, line, name)
     if isinstance(value, str):
         return text_field(value, path, line, name)
+    raise InputError(f"expected a string or a list of messages, got {json_type(value)}",
+                     path=path, line=line, field=name)
+
+
+def response_field(value, path, line: int, name: str) -> Text:
+    """A response: a string (empty allowed: it is scored at its EOS) or a well-formed message list."""
+    if isinstance(value, list):
+        return messages_field(value, path, line, name)
+    if isinstance(value, str):
+        return value
     raise InputError(f"expected a string or a list of messages, got {json_type(value)}",
                      path=path, line=line, field=name)
 

@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass
 
 from tether.data.prefs import parse_pair_row
-from tether.data.records import Text, read_records, settle, text_or_messages_field
+from tether.data.records import Text, read_records, response_field, settle, text_or_messages_field
 from tether.errors import InputError
 
 
@@ -35,7 +35,8 @@ def _parse_pair_to_label(row: dict, path, line: int) -> tuple[str, Text, Text, T
         for name in names:
             if name not in row:
                 raise InputError("missing field", path=path, line=line, field=name)
-        prompt, y1, y2 = (text_or_messages_field(row[name], path, line, name) for name in names)
+        prompt = text_or_messages_field(row["prompt"], path, line, "prompt")
+        y1, y2 = (response_field(row[name], path, line, name) for name in names[1:])
         if y1 == y2:
             raise InputError("identical to response_a", path=path, line=line, field="response_b")
         given_id = row.get("id")
@@ -51,14 +52,15 @@ def _parse_pair_to_label(row: dict, path, line: int) -> tuple[str, Text, Text, T
     return str(given_id), prompt, y1, y2
 
 
-def load_items(path) -> list[Item]:
+def load_items(path, skip_invalid: bool = False) -> list[Item]:
     """The showings of a pairs file in file order. A pair's id is its "id" field, else `stable_pair_id`;
-    a pair that occurs again gets repeat 1, 2, … (self-agreement); one id naming two different pairs is an error."""
+    a pair that occurs again gets repeat 1, 2, … (self-agreement); one id naming two different pairs is an error.
+    Invalid rows stop the read at the first, or (skip_invalid) are skipped and reported by reason."""
     parsed, problems = read_records(path, lambda row, p, line: (line, *_parse_pair_to_label(row, p, line)))
     first_seen: dict[str, tuple[str, int]] = {}  # id -> (content hash, line)
     repeats: dict[str, int] = {}
     items = []
-    for line, pair_id, prompt, y1, y2 in settle(parsed, problems, path, skip_invalid=False):
+    for line, pair_id, prompt, y1, y2 in settle(parsed, problems, path, skip_invalid):
         content = stable_pair_id(prompt, y1, y2)
         seen_content, seen_line = first_seen.setdefault(pair_id, (content, line))
         if seen_content != content:

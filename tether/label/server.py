@@ -64,6 +64,7 @@ class LabelConfig:
     reward_model: str | None = opt(None, "with --stats: see `tether label stats --help`")
     max_body_bytes: int = opt(16384, "largest request body accepted; a larger one gets 413")
     open_browser: bool = opt(False, "open the page in the default web browser")
+    skip_invalid: bool = opt(False, "skip invalid rows of --pairs and report them by reason, instead of stopping at the first")
 
     def __post_init__(self):
         require(bool(self.out), "out", "required: the label file")
@@ -151,7 +152,7 @@ def run_label(cfg: LabelConfig) -> dict | None:
     if cfg.stats:
         print("tether label: --stats is now `tether label stats` (same options)", file=sys.stderr)
         return run_label_stats(cfg.stats_config())
-    items = load_items(cfg.pairs)
+    items = load_items(cfg.pairs, cfg.skip_invalid)
     store = LabelStore(items, cfg.out, cfg.labeler, cfg.seed)
     try:
         if store.file.repair_note:

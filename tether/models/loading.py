@@ -136,13 +136,15 @@ def disable_dropout(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def save_pretrained_atomic(out_dir, model, tokenizer=None, state_dict: dict | None = None) -> None:
+def save_pretrained_atomic(out_dir, model, tokenizer=None, state_dict: dict | None = None,
+                           extra_json: dict[str, dict] | None = None) -> None:
     """`save_pretrained` (safetensors) into a temporary folder, then swap it in for `out_dir`.
 
     The old folder is renamed aside, the new one renamed in, and only then the old one
     removed, so a kill at any moment leaves complete weights under `out_dir` or under a
     hidden `.tmp` sibling (`remove_stale_temp` deletes those on the next start).
-    `state_dict` replaces the model's own (the gathered weights of a sharded model)."""
+    `state_dict` replaces the model's own (the gathered weights of a sharded model); `extra_json`
+    ({file name: object}) adds JSON files beside config.json, in the same swap."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=temp_name_prefix(out_dir), suffix=TMP_SUFFIX, dir=out_dir.parent))
@@ -151,6 +153,8 @@ def save_pretrained_atomic(out_dir, model, tokenizer=None, state_dict: dict | No
         model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+        for name, value in (extra_json or {}).items():
+            (tmp / name).write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())

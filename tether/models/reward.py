@@ -8,7 +8,9 @@ in EOS (the bug behind TRL #1893 / #3750). With a pad token distinct from EOS (t
 built-in world) both poolings agree.
 """
 
+import json
 import weakref
+from pathlib import Path
 
 import torch
 
@@ -35,6 +37,34 @@ def load_reward_model(path, device="cpu", field: str = "model"):
     if model.config.num_labels != 1:
         raise InputError(f"a reward model needs num_labels=1, found {model.config.num_labels}", path=path, field=field)
     return disable_dropout(model).to(device).eval()
+
+
+TRAINING_SETTINGS = "tether.json"  # beside config.json: how `tether rm train` tokenised the pairs
+
+
+def training_settings(max_length: int, truncation: str) -> dict:
+    """The reward model directory's tether.json: the length rule it was trained with, which
+    `tether rm eval` and `tether score` apply unless told otherwise (`trained_length_rule`)."""
+    return {TRAINING_SETTINGS: {"max_length": max_length, "truncation": truncation}}
+
+
+def trained_length_rule(path, config, max_length: int | None, truncation: str | None,
+                        field: str = "model") -> tuple[int, str]:
+    """(max_length, truncation): those given, else the directory's tether.json, else the model's
+    position limit (`max_position_embeddings` / `n_positions`) and "left" (keep the response)."""
+    saved = {}
+    settings = Path(path) / TRAINING_SETTINGS
+    if settings.is_file():
+        try:
+            saved = json.loads(settings.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise InputError(f"{TRAINING_SETTINGS} is not readable JSON: {e}", path=path, field=field) from None
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    max_length = max_length or saved.get("max_length") or limit
+    if not isinstance(max_length, int):
+        raise InputError(f"no max_length given, none in {TRAINING_SETTINGS} and no position limit in config.json",
+                         path=path, field="max_length")
+    return max_length, truncation or saved.get("truncation") or "left"
 
 
 def score_head(model) -> torch.nn.Module:

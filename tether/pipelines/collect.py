@@ -40,6 +40,7 @@ class CollectConfig:
     batch_size: int = opt(128, "prompts per generation batch", ge=1)
     seed: int = opt(0, "random seed (sampling and labels)")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
+    skip_invalid: bool = opt(False, "skip invalid rows of --prompts and report them by reason, instead of stopping at the first")
 
     def __post_init__(self):
         check_fields(self)
@@ -79,7 +80,7 @@ def run_collect(cfg: CollectConfig) -> dict:
     device = resolve_device(cfg.device)
     tokenizer = load_tokenizer(cfg.policy, field="policy")
     model = load_causal_lm(cfg.policy, device, field="policy")
-    records = read_prompts(cfg.prompts)
+    records = read_prompts(cfg.prompts, skip_invalid=cfg.skip_invalid)
     out = prepare_run_dir(cfg.out, cfg)
     set_seed(cfg.seed)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)

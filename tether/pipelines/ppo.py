@@ -98,6 +98,7 @@ class PPOConfig:
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
     bf16: bool = opt(False, "bfloat16 autocast for the PPO loss forward passes (GPUs with bf16; weights stay fp32)")
     threads: int = opt(0, "torch CPU threads (0: torch's default)", ge=0)
+    skip_invalid: bool = opt(False, "skip invalid rows of --prompts and --eval-prompts and report them by reason, instead of stopping at the first")
 
     def __post_init__(self):
         check_fields(self)
@@ -396,8 +397,8 @@ def run_ppo(cfg: PPOConfig) -> dict:
     device = replica.device
     check_split(cfg, replica)
     tokenizer = load_tokenizer(cfg.policy, field="policy")
-    prompts = read_prompts(cfg.prompts)
-    eval_prompts = read_prompts(cfg.eval_prompts) if cfg.eval_prompts else prompts
+    prompts = read_prompts(cfg.prompts, skip_invalid=cfg.skip_invalid)
+    eval_prompts = read_prompts(cfg.eval_prompts, skip_invalid=cfg.skip_invalid) if cfg.eval_prompts else prompts
     prompt_ids = [encode_prompt(tokenizer, p.prompt) for p in prompts]
     out = prepare_run_dir(cfg.out, cfg) if replica.is_main else Path(cfg.out)
     if cfg.resume and (out / "eval.json").is_file():  # settings checked above: the same run, already done

@@ -16,12 +16,13 @@ from tqdm.auto import tqdm
 from tether.algos import bradley_terry_accuracy, bradley_terry_loss
 from tether.config import check_fields, opt, require
 from tether.data import collate_pairs, read_preferences, tokenize_pairs
-from tether.data.collate import shared_prefix_length
+from tether.data.collate import TRUNCATIONS, report_too_long, shared_prefix_length
 from tether.io import write_json_atomic, write_jsonl_atomic
 from tether.distributed import (full_state_dict, gathered, init_replica, is_sharded, local_slice, mean_across, share_weight,
                                 shutdown, wrap)
 from tether.models import (PairScorer, apply_lora, load_reward_model, load_tokenizer, resolve_device, reward_model_from_policy,
                            save_pretrained_atomic, score_pairs, set_seed)
+from tether.models.reward import trained_length_rule, training_settings
 from tether.pipelines.common import (autocast, check_finite, cosine_lr, length_bucketed_batches, prepare_run_dir,
                                      set_lr, split_held_out)
 from tether.runlog import MetricsLogger, read_metrics
@@ -42,8 +43,9 @@ class RMTrainConfig:
     warmup_steps: int = opt(20, "linear warm-up steps", ge=0)
     weight_decay: float = opt(0.0, "AdamW weight decay", ge=0)
     max_grad_norm: float = opt(1.0, "clip the gradient's global norm to this", gt=0)
-    max_length: int = opt(256, "longest prompt+response in tokens", ge=1)
-    truncation: str = opt("error", "longer pairs: error, left (cut the prompt's start) or skip (reported)")
+    max_length: int = opt(256, "longest prompt+response in tokens; kept in OUT/model/tether.json for rm eval and score", ge=2)
+    truncation: str = opt("left", "longer pairs: left (cut the prompt's start, keep the response), right (cut the response's end), skip or error; counted on stderr")
+    skip_invalid: bool = opt(False, "skip invalid rows of --data and --eval-data and report them by reason, instead of stopping at the first")
     use_margin: bool = opt(True, "use a pair's `margin` field in the loss: -log σ(r_c - r_r - m)")
     lora_r: int = opt(0, "LoRA rank (0: full fine-tuning); the scalar head is always trained in full, adapters are merged on save", ge=0)
     lora_alpha: int = opt(16, "LoRA alpha", ge=1)
@@ -60,7 +62,7 @@ class RMTrainConfig:
         require(bool(self.init), "init", "a model directory to initialise from is required (--init DIR)")
         require(not (self.fsdp and self.lora_r), "fsdp", "LoRA keeps one copy of small adapters; use it without --fsdp")
         require(bool(self.data), "data", "a pairs file is required (--data FILE)")
-        require(self.truncation in ("error", "left", "skip"), "truncation", f"must be error, left or skip, got {self.truncation!r}")
+        require(self.truncation in TRUNCATIONS, "truncation", f"must be one of {', '.join(TRUNCATIONS)}, got {self.truncation!r}")
 
 
 @dataclass
@@ -70,8 +72,9 @@ class RMEvalConfig:
     data: str = opt("", "labelled preference pairs")
     out: str = opt("", "run directory for eval.json and disagreements.jsonl")
     format: str | None = opt(None, "force the pair format: explicit, implicit or conversational")
-    max_length: int = opt(256, "longest prompt+response in tokens", ge=1)
-    truncation: str = opt("error", "longer pairs: error, left or skip (reported)")
+    max_length: int | None = opt(None, "longest prompt+response in tokens; None: the model's own (tether.json from rm train, else its position limit)", ge=2)
+    truncation: str | None = opt(None, "longer pairs: left, right, skip or error; None: the model's own (tether.json, else left)")
+    skip_invalid: bool = opt(False, "skip invalid rows of --data and report them by reason, instead of stopping at the first")
     batch_size: int = opt(64, "pairs per forward", ge=1)
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
 
@@ -79,6 +82,7 @@ class RMEvalConfig:
         check_fields(self)
         require(bool(self.model), "model", "a reward-model directory is required (--model DIR)")
         require(bool(self.data), "data", "a pairs file is required (--data FILE)")
+        require(self.truncation in (None, *TRUNCATIONS), "truncation", f"must be one of {', '.join(TRUNCATIONS)}, got {self.truncation!r}")
 
 
 @torch.no_grad()
@@ -110,14 +114,21 @@ def run_rm_train(cfg: RMTrainConfig) -> dict:
     replica = init_replica(cfg.device)
     device = replica.device
     tokenizer = load_tokenizer(cfg.init, field="init")
-    pairs = read_preferences(cfg.data, cfg.format)
+    pairs = read_preferences(cfg.data, cfg.format, skip_invalid=cfg.skip_invalid)
     rng = random.Random(cfg.seed)
     if cfg.eval_data:
-        held = read_preferences(cfg.eval_data, cfg.format)
+        held = read_preferences(cfg.eval_data, cfg.format, skip_invalid=cfg.skip_invalid)
     else:
         held, pairs = split_held_out(pairs, cfg.eval_fraction, rng)
     train_tok = tokenize_pairs(pairs, tokenizer, cfg.max_length, cfg.truncation, path=cfg.data)
     held_tok = tokenize_pairs(held, tokenizer, cfg.max_length, cfg.truncation, path=cfg.eval_data or cfg.data) if held else None
+    held_too_long = held_tok.too_long if held_tok else []
+    if cfg.eval_data:  # one line per file
+        report_too_long("pairs", train_tok.too_long, len(pairs), cfg.max_length, cfg.truncation, cfg.data)
+        report_too_long("pairs", held_too_long, len(held), cfg.max_length, cfg.truncation, cfg.eval_data)
+    else:
+        report_too_long("pairs", train_tok.too_long + held_too_long, len(pairs) + len(held), cfg.max_length,
+                        cfg.truncation, cfg.data)
     out = prepare_run_dir(cfg.out, cfg) if replica.is_main else Path(cfg.out)
     set_seed(cfg.seed)
     model = reward_model_from_policy(cfg.init, tokenizer.pad_token_id, device)
@@ -170,7 +181,7 @@ def run_rm_train(cfg: RMTrainConfig) -> dict:
         model = peft_model.merge_and_unload()
     state = full_state_dict(model)
     if replica.is_main:
-        save_pretrained_atomic(out / "model", model, tokenizer, state)
+        save_pretrained_atomic(out / "model", model, tokenizer, state, training_settings(cfg.max_length, cfg.truncation))
         from tether.analysis.plots import plot_rm_curves
         plot_rm_curves(read_metrics(out / "metrics.jsonl"), out / "curves.png")
     shutdown(replica)
@@ -228,6 +239,7 @@ def category_breakdown(pairs, correct: torch.Tensor, max_values: int = 20) -> di
 def evaluate_pairs(model, tokenizer, pairs, max_length, truncation, batch_size, device, path=None) -> tuple[dict, list[dict]]:
     """eval.json's numbers and the disagreements (most confident first) for `pairs`."""
     tokens = tokenize_pairs(pairs, tokenizer, max_length, truncation, path=path)
+    report_too_long("pairs", tokens.too_long, len(pairs), max_length, truncation, path)
     r_chosen, r_rejected = pair_scores(model, tokens, batch_size, device)
     p_chosen = torch.sigmoid(r_chosen - r_rejected)
     correct = r_chosen > r_rejected
@@ -270,8 +282,9 @@ def run_rm_eval(cfg: RMEvalConfig) -> dict:
     model = load_reward_model(cfg.model, device)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    pairs = read_preferences(cfg.data, cfg.format)
-    metrics, disagreements = evaluate_pairs(model, tokenizer, pairs, cfg.max_length, cfg.truncation, cfg.batch_size, device, cfg.data)
+    max_length, truncation = trained_length_rule(cfg.model, model.config, cfg.max_length, cfg.truncation)
+    pairs = read_preferences(cfg.data, cfg.format, skip_invalid=cfg.skip_invalid)
+    metrics, disagreements = evaluate_pairs(model, tokenizer, pairs, max_length, truncation, cfg.batch_size, device, cfg.data)
     out = prepare_run_dir(cfg.out, cfg)
     write_json_atomic(out / "eval.json", metrics)
     write_jsonl_atomic(out / "disagreements.jsonl", disagreements)

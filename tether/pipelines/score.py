@@ -3,6 +3,10 @@
 KL here is the sequence-level k1 estimate log π(y|x) − log π_ref(y|x) = Σ_t k1_t of
 one response: exact for that sample, an unbiased estimate of KL(π ‖ π_ref) over
 samples of π. With `--prompts`, responses are first sampled from the policy.
+
+A row is scored as the reward model was trained: prompt + response fitted to the
+max_length and truncation kept in its tether.json (`trained_length_rule`), and the
+policies see the same tokens. An empty response is scored at its EOS.
 """
 
 from dataclasses import dataclass
@@ -12,9 +16,13 @@ import torch
 from tether.algos import kl_k1
 from tether.config import check_fields, opt, require
 from tether.data import encode_prompt, encode_response, pad_left, read_prompts
+from tether.data.collate import TRUNCATIONS, LengthRule
+from tether.data.prompts import parse_prompt_row
+from tether.data.records import read_records, settle, string_field
 from tether.io import write_json_atomic
 from tether.errors import InputError
 from tether.models import load_causal_lm, load_tokenizer, resolve_device, set_seed
+from tether.models.reward import trained_length_rule
 from tether.pipelines.common import prepare_run_dir, sample_responses
 from tether.pipelines.scoring import RewardFunction
 from tether.rollout import SamplingConfig, policy_forward, response_logprobs
@@ -31,6 +39,9 @@ class ScoreConfig:
     betas: list[float] = opt([0.0, 0.01, 0.05, 0.1, 0.5, 1.0], "KL coefficients to report r - beta*KL for", ge=0)
     max_new_tokens: int = opt(48, "longest sampled response (with --prompts)", ge=1)
     batch_size: int = opt(64, "rows per forward", ge=1)
+    max_length: int | None = opt(None, "longest prompt+response in tokens; None: the reward model's own (tether.json from rm train, else its position limit)", ge=2)
+    truncation: str | None = opt(None, "longer rows: left, right, skip or error; None: the reward model's own (tether.json, else left)")
+    skip_invalid: bool = opt(False, "skip invalid rows of --responses or --prompts and report them by reason, instead of stopping at the first")
     out: str = opt("", "directory for scores.json")
     seed: int = opt(0, "random seed (sampling)")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
@@ -40,27 +51,45 @@ class ScoreConfig:
         for name in ("policy", "ref_policy", "reward_model", "out"):
             require(bool(getattr(self, name)), name, f"--{name.replace('_', '-')} is required")
         require((self.responses is None) != (self.prompts is None), "responses", "give exactly one of --responses or --prompts")
+        require(self.truncation in (None, *TRUNCATIONS), "truncation", f"must be one of {', '.join(TRUNCATIONS)}, got {self.truncation!r}")
 
 
-def read_responses(path) -> list[tuple]:
-    """(prompt, response) rows of a JSONL file, validated with the data layer's messages."""
-    pairs = []
-    for rec in read_prompts(path):
-        response = rec.extra.get("response")
-        if not isinstance(response, str) or not response.strip():
-            raise InputError("missing or empty string", path=path, line=rec.source_line, field="response")
-        pairs.append((rec.prompt, response))
-    return pairs
+def parse_response_row(row: dict, path, line: int) -> tuple:
+    """(prompt, response, line) of a row {prompt | messages, response}; the response is a string, maybe empty."""
+    _, record = parse_prompt_row(row, path, line)
+    if "response" not in row:
+        raise InputError("missing field", path=path, line=line, field="response")
+    return record.prompt, string_field(row["response"], path, line, "response"), line
+
+
+def read_responses(path, skip_invalid: bool = False) -> list[tuple]:
+    """(prompt, response, line) rows of a JSONL file; invalid rows as in `tether.data.read_pairs`."""
+    rows, problems = read_records(path, parse_response_row)
+    return settle(rows, problems, path, skip_invalid)
+
+
+def fit_rows(rows, tokenizer, rule: LengthRule) -> tuple[list[tuple], list[tuple[list[int], list[int]]]]:
+    """(the rows kept, their (prompt ids, response ids)) under the reward model's length rule; the rows
+    over max_length are counted in one line on stderr."""
+    kept, ids = [], []
+    for prompt, response, line in rows:
+        fitted = rule.fit(encode_prompt(tokenizer, prompt), [encode_response(tokenizer, response)], line, ("response",))
+        if fitted is not None:
+            kept.append((prompt, response))
+            ids.append((fitted[0], fitted[1][0]))
+    rule.report("rows", len(rows))
+    return kept, ids
 
 
 @torch.no_grad()
-def score_rows(policy, ref, reward_fn, tokenizer, rows, betas, batch_size, device) -> list[dict]:
-    """For each (prompt, response): reward, KL = Σ_t (log π − log π_ref) and r − β·KL per β."""
+def score_rows(policy, ref, reward_fn, tokenizer, rows, ids, betas, batch_size, device) -> list[dict]:
+    """For each (prompt, response) with its token ids (`fit_rows`): reward, KL = Σ_t (log π − log π_ref)
+    and r − β·KL per β."""
     out = []
     for i in range(0, len(rows), batch_size):
         chunk = rows[i:i + batch_size]
-        prompt_ids, prompt_mask = pad_left([encode_prompt(tokenizer, p) for p, _ in chunk], tokenizer.pad_token_id)
-        responses = [encode_response(tokenizer, r) for _, r in chunk]
+        prompt_ids, prompt_mask = pad_left([p for p, _ in ids[i:i + batch_size]], tokenizer.pad_token_id)
+        responses = [r for _, r in ids[i:i + batch_size]]
         width = max(map(len, responses))
         resp_ids = torch.tensor([r + [tokenizer.pad_token_id] * (width - len(r)) for r in responses])
         resp_mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in responses])
@@ -94,16 +123,20 @@ def run_score(cfg: ScoreConfig) -> list[dict]:
     policy = load_causal_lm(cfg.policy, device, field="policy")
     ref = load_causal_lm(cfg.ref_policy, device, field="ref_policy")
     reward_fn = RewardFunction([cfg.reward_model], tokenizer, device)
+    max_length, truncation = trained_length_rule(cfg.reward_model, reward_fn.model.config, cfg.max_length,
+                                                 cfg.truncation, field="reward_model")
     if cfg.responses:
-        rows = read_responses(cfg.responses)
+        rows = read_responses(cfg.responses, cfg.skip_invalid)
     else:
-        prompts = [r.prompt for r in read_prompts(cfg.prompts)]
+        records = read_prompts(cfg.prompts, skip_invalid=cfg.skip_invalid)
         sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, eos_token_id=tokenizer.eos_token_id,
                                   pad_token_id=tokenizer.pad_token_id)
         generator = torch.Generator(device=device).manual_seed(cfg.seed)
-        texts, _ = sample_responses(policy, tokenizer, [encode_prompt(tokenizer, p) for p in prompts], sampling, generator, cfg.batch_size)
-        rows = list(zip(prompts, texts))
-    scored = score_rows(policy, ref, reward_fn, tokenizer, rows, cfg.betas, cfg.batch_size, device)
+        texts, _ = sample_responses(policy, tokenizer, [encode_prompt(tokenizer, r.prompt) for r in records], sampling,
+                                    generator, cfg.batch_size)
+        rows = [(r.prompt, text, r.source_line) for r, text in zip(records, texts)]
+    rows, ids = fit_rows(rows, tokenizer, LengthRule(max_length, truncation, cfg.responses or cfg.prompts))
+    scored = score_rows(policy, ref, reward_fn, tokenizer, rows, ids, cfg.betas, cfg.batch_size, device)
     out = prepare_run_dir(cfg.out, cfg)
     means = {"reward": sum(r["reward"] for r in scored) / len(scored), "kl": sum(r["kl"] for r in scored) / len(scored)}
     means["objective"] = {f"{b:g}": means["reward"] - b * means["kl"] for b in cfg.betas}

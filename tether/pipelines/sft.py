@@ -33,9 +33,9 @@ from tqdm.auto import tqdm
 from tether.algos import token_logprobs
 from tether.config import check_fields, opt, require
 from tether.data import encode_prompt, encode_response, pad_right, read_sft_examples
+from tether.data.collate import TRUNCATIONS, LengthRule
 from tether.distributed import (full_state_dict, full_value, init_replica, is_sharded, local_slice, mean_across,
                                 share_weight, shutdown, wrap)
-from tether.errors import InputError
 from tether.models import load_causal_lm, load_tokenizer, save_pretrained_atomic, set_seed
 from tether.models.loading import disable_dropout
 from tether.pipelines.common import (autocast, check_finite, cosine_lr, length_bucketed_batches, prepare_run_dir,
@@ -60,7 +60,9 @@ class SFTConfig:
     weight_decay: float = opt(0.0, "AdamW weight decay", ge=0)
     max_grad_norm: float = opt(0.0, "clip the gradient's global norm to this (0: no clipping, the default: see the module docstring)", ge=0)
     average_last: float = opt(0.0, "save the average of the weights over this last fraction of the steps (0: the last weights; see the module docstring)", ge=0, lt=1)
-    max_length: int = opt(128, "longest prompt+completion in tokens; longer rows are an error", ge=1)
+    max_length: int = opt(128, "longest prompt+completion in tokens", ge=2)
+    truncation: str = opt("right", "longer rows: right (cut the completion's end), left (cut the prompt's start), skip or error; counted on stderr")
+    skip_invalid: bool = opt(False, "skip invalid rows of --data and --eval-data and report them by reason, instead of stopping at the first")
     seed: int = opt(0, "random seed (init, data order)")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
     bf16: bool = opt(False, "bfloat16 autocast for forward passes (GPUs with bf16; weights stay fp32)")
@@ -71,6 +73,7 @@ class SFTConfig:
     def __post_init__(self):
         check_fields(self)
         require(bool(self.data), "data", "a training file is required (--data FILE.jsonl)")
+        require(self.truncation in TRUNCATIONS, "truncation", f"must be one of {', '.join(TRUNCATIONS)}, got {self.truncation!r}")
         require(len(self.adam_betas) == 2, "adam_betas", f"expected two values (beta1 beta2), got {self.adam_betas}")
 
 
@@ -107,15 +110,19 @@ def init_policy(model: str, seed: int, device):
     return load_causal_lm(model, device), load_tokenizer(model)
 
 
-def tokenize_sft(examples, tokenizer, max_length: int, path) -> list[tuple[list[int], int]]:
-    """(prompt + completion token ids, prompt length) per example; too-long rows are an error naming the line."""
+def tokenize_sft(examples, tokenizer, max_length: int, path, truncation: str = "error") -> list[tuple[list[int], int]]:
+    """(prompt + completion token ids, prompt length) per example. A row over max_length is cut by
+    `truncate_to_fit` ("right", "left"), left out ("skip") or an error naming the line ("error");
+    the rows over it are counted in one line on stderr (`LengthRule`)."""
+    rule = LengthRule(max_length, truncation, path)
     rows = []
     for ex in examples:
-        prompt_ids = encode_prompt(tokenizer, ex.prompt)
-        ids = prompt_ids + encode_response(tokenizer, ex.completion)
-        if len(ids) > max_length:
-            raise InputError(f"{len(ids)} tokens > max_length {max_length}", path=path, line=ex.source_line, field="completion")
-        rows.append((ids, len(prompt_ids)))
+        fitted = rule.fit(encode_prompt(tokenizer, ex.prompt), [encode_response(tokenizer, ex.completion, prompt=ex.prompt)],
+                          ex.source_line, ("completion",))
+        if fitted is not None:
+            prompt_ids, (completion,) = fitted
+            rows.append((prompt_ids + completion, len(prompt_ids)))
+    rule.report("rows", len(examples))
     return rows
 
 
@@ -157,10 +164,12 @@ def run_sft(cfg: SFTConfig) -> dict:
     device = replica.device
     model, tokenizer = init_policy(cfg.model, cfg.seed, device)
     ddp_model = wrap(model, replica, cfg.fsdp)
-    train = tokenize_sft(read_sft_examples(cfg.data), tokenizer, cfg.max_length, cfg.data)
+    train = tokenize_sft(read_sft_examples(cfg.data, skip_invalid=cfg.skip_invalid), tokenizer, cfg.max_length, cfg.data,
+                         cfg.truncation)
     rng = random.Random(cfg.seed)
     if cfg.eval_data:
-        held = tokenize_sft(read_sft_examples(cfg.eval_data), tokenizer, cfg.max_length, cfg.eval_data)
+        held = tokenize_sft(read_sft_examples(cfg.eval_data, skip_invalid=cfg.skip_invalid), tokenizer, cfg.max_length,
+                            cfg.eval_data, cfg.truncation)
     else:
         held, train = split_held_out(train, cfg.eval_fraction, rng)
     out = prepare_run_dir(cfg.out, cfg) if replica.is_main else Path(cfg.out)

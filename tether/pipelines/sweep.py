@@ -209,7 +209,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
     set_seed(ppo.seed)
     tokenizer = load_tokenizer(ppo.policy, field="policy")
     sft = load_causal_lm(ppo.policy, device, field="policy").requires_grad_(False)
-    eval_records = read_prompts(ppo.eval_prompts or ppo.prompts)
+    eval_records = read_prompts(ppo.eval_prompts or ppo.prompts, skip_invalid=ppo.skip_invalid)
     reward_fn = RewardFunction([ppo.reward_model], tokenizer, device)
     gold = resolve_gold(ppo.gold)
     sampling = SamplingConfig(max_new_tokens=ppo.max_new_tokens, temperature=ppo.temperature,
