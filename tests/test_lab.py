@@ -143,6 +143,20 @@ def user_models(tmp_path_factory):
     return {"policy": policy, "gold": root / "gold" / "model", "prompts": prompts, "root": root}
 
 
+def test_lab_settings_are_checked_before_any_work(tiny_dirs):
+    from tether.errors import InputError
+    from tether.pipelines.lab import LabConfig
+    base = dict(policy=str(tiny_dirs["policy"]), gold=str(tiny_dirs["rm"]), prompts=str(tiny_dirs["prompts"]))
+    with pytest.raises(InputError, match=r'^"ppo.lrr": not a setting of the lab\'s ppo'):
+        LabConfig(**base, ppo={"lrr": 1.0})
+    with pytest.raises(InputError, match=r'^"ppo.steps": not a setting'):  # the lab's own --ppo-steps
+        LabConfig(**base, ppo={"steps": 3})
+    with pytest.raises(InputError, match=r'^"rm.init": not a setting'):
+        LabConfig(**base, rm={"init": "x"})
+    with pytest.raises(InputError, match=r'^"ensemble": members learn the pairs drawn again'):
+        LabConfig(**{**base, "gold": "assistant"}, ensemble=2)
+
+
 @pytest.mark.slow
 def test_lab_runs_end_to_end_with_a_reward_model_as_gold_and_resumes(user_models, tmp_path, browser, capsys):
     from tether.cli import main

@@ -73,7 +73,9 @@ class LabConfig:
         for name in ("policy", "gold", "prompts"):
             require(bool(getattr(self, name)), name, f"--{name} is required")
         require(self.bon_max & (self.bon_max - 1) == 0, "bon_max", "must be a power of two")
-        resolve_gold(self.gold)  # InputError naming the known golds
+        gold = resolve_gold(self.gold)  # InputError naming the known golds
+        require(self.ensemble == 1 or isinstance(gold, RewardModelGold), "ensemble",
+                "members learn the pairs drawn again from a reward-model gold's scores; a world's gold has none")
         for key, cls, taken in (("ppo", PPOConfig, LAB_PPO_FIELDS + PER_RUN), ("rm", RMTrainConfig, LAB_RM_FIELDS)):
             known = {f.name for f in fields(cls)} - set(taken)
             for name in getattr(self, key):
@@ -122,7 +124,6 @@ def run_lab(cfg: LabConfig) -> dict:
     pairs = out / "collect" / "pairs.jsonl"
     members = [str(pairs)]
     if cfg.ensemble > 1:
-        require(isinstance(gold, RewardModelGold), "ensemble", "members are relabelled from a reward-model gold's scores")
         members += stage("relabel ensemble pairs", relabel_members, pairs, gold, tau, cfg.ensemble, cfg.seed, data)
     rm_dirs, rm_eval = train_reward_models(stage, cfg.policy, members, out / "collect_eval" / "pairs.jsonl", out,
                                            cfg.seed, cfg.device, **cfg.rm)
