@@ -353,7 +353,8 @@ def test_registry_gives_the_assistant_world_behind_the_interface():
 def test_unknown_world_is_one_input_error_naming_the_field_and_the_known_worlds():
     with pytest.raises(InputError, match=r"^\"world\": unknown world 'nope' \(known: assistant\)$"):
         get_world("nope")
-    with pytest.raises(InputError, match=r"^\"gold\": unknown world 'nope' \(known: assistant\)$"):
+    with pytest.raises(InputError, match=r"^\"gold\": 'nope' is neither a built-in world \(assistant\) nor a "
+                                         r"reward-model directory$"):
         resolve_gold("nope")
     with pytest.raises(InputError, match=r"^\"model\": unknown world 'nope' \(known: assistant\)$"):
         builtin_model_world("builtin:nope")
@@ -363,13 +364,21 @@ def test_unknown_world_is_one_input_error_naming_the_field_and_the_known_worlds(
     ["ppo", "--policy", "p", "--reward-model", "rm", "--prompts", "x.jsonl", "--out", "o", "--gold", "nope"],
     ["sweep", "--policy", "p", "--reward-model", "rm", "--prompts", "x.jsonl", "--out", "o", "--gold", "nope"],
     ["label", "--stats", "true", "--out", "labels.jsonl", "--gold", "nope"],
+    ["label", "stats", "--out", "labels.jsonl", "--gold", "nope-not-a-dir-or-world"],
+    ["collect", "--policy", "p", "--prompts", "x.jsonl", "--out", "o", "--gold", "nope-not-a-dir-or-world"],
+    ["score", "--policy", "p", "--ref-policy", "p", "--reward-model", "rm", "--prompts", "x.jsonl", "--out", "o",
+     "--gold", "nope-not-a-dir-or-world"],
+    ["lab", "--policy", "p", "--prompts", "x.jsonl", "--out", "o", "--gold", "nope-not-a-dir-or-world"],
 ])
 def test_cli_unknown_gold_exits_2_with_one_line(argv, tmp_path, monkeypatch, capsys):
     from tether.cli import main
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     field = "ppo.gold" if argv[0] == "sweep" else "gold"  # the sweep's PPO settings are its `ppo:` block
-    assert capsys.readouterr().err == f"tether {argv[0]}: error: \"{field}\": unknown world 'nope' (known: assistant)\n"
+    command = "label stats" if argv[:2] == ["label", "stats"] else argv[0]
+    spec = argv[-1]
+    assert capsys.readouterr().err == (f"tether {command}: error: \"{field}\": {spec!r} is neither a built-in world "
+                                       f"(assistant) nor a reward-model directory\n")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -25,6 +25,7 @@ COMMANDS = {
     "score": ("tether.pipelines.score", "ScoreConfig", "run_score", "reward, KL and r - beta*KL for given responses"),
     "sweep": ("tether.pipelines.sweep", "SweepConfig", "run_sweep", "PPO per beta and best-of-n: the reward-KL frontier"),
     "demo": ("tether.pipelines.demo", "DemoConfig", "run_demo", "the whole pipeline on the built-in world, ending in a report"),
+    "lab": ("tether.pipelines.lab", "LabConfig", "run_lab", "the demo's pipeline on your own models, a reward model as gold"),
     "data check": ("tether.data.check", "DataCheckConfig", "run_data_check", "validate a preference, prompt or SFT file"),
 }
 

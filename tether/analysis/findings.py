@@ -231,6 +231,7 @@ class RewardModelAccuracy:
 class Findings:
     """Everything the summary says and the report marks, decided from one `sweep.json`."""
     world: str | None
+    gold_model: str | None  # the reward model that gave gold rewards, where no world did
     seed: int | None
     sft: dict
     ppo: list[dict]
@@ -365,7 +366,7 @@ def decide_findings(data: Sweep) -> Findings:
     sft = data.get("sft_baseline") or {}
     ppo, bon, others = partition_rows(data["rows"])
     return Findings(
-        world=data.get("world"), seed=data.get("seed"), sft=sft, ppo=ppo, bon=bon, others=others,
+        world=data.get("world"), gold_model=data.get("gold_model"), seed=data.get("seed"), sft=sft, ppo=ppo, bon=bon, others=others,
         best_gold=_best_gold(ppo, sft), overoptimisation=_overoptimisation(ppo, sft),
         refusals=_refusals(ppo, sft, refusal_threshold(data)),
         filler=_rise(ppo, sft, "filler_per_response", FILLER_RISE),

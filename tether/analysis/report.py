@@ -280,6 +280,8 @@ def render_report(data: dict) -> str:
     ])
     world = data.get("world")
     subtitle = f"world: {world}" if world else "no world (proxy reward only)"
+    if data.get("gold_model"):
+        subtitle = f"gold: {data['gold_model']}"
     if data.get("seed") is not None:
         subtitle += f" · seed {data['seed']}"
     template = Template(resources.files("tether.analysis").joinpath("report_template.html").read_text("utf-8"))

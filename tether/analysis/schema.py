@@ -150,6 +150,7 @@ class Sweep(TypedDict, total=False):
 
     schema_version: int  # SCHEMA_VERSION
     world: str | None  # the built-in world that gave gold rewards
+    gold_model: str | None  # or the reward model that did ("reward model NAME"; `RewardModelGold.name`)
     seed: int | None
     pipeline: Pipeline
     sft_baseline: Baseline

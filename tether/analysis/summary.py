@@ -40,6 +40,10 @@ def _overview(f: Findings) -> str:
         parts.append(f"{_count(len(f.others), 'other run')} ({', '.join(r['label'] for r in f.others)})")
     world = f"on the built-in “{f.world}” world, whose gold labeler stands in for a human" \
         if f.world else "with no gold labeler (no world): only the proxy reward was measured"
+    if f.gold_model:
+        world = (f"with the {f.gold_model} as gold, standing in for a human (Gao et al. 2022). A reward model has "
+                 f"no response styles and no benign/harmful split of the prompts, so style shares and the refusal "
+                 f"rate on benign prompts are absent; refusals are counted over all prompts")
     return f"This sweep compared {'; '.join(parts)}, {world}."
 
 

@@ -18,7 +18,7 @@ class LabelStatsConfig:
 
     out: str | None = opt(None, "the label file analysed (a `tether label --out`)")
     labels: list[str] = opt([], "more label files (other labelers' --out) pooled with --out")
-    gold: str | None = opt(None, "also compare with a world's gold labeler ('assistant')")
+    gold: str | None = opt(None, "also compare with a gold labeler: a built-in world's ('assistant') or a reward-model directory's")
     reward_model: str | None = opt(None, "also compare with this reward-model directory")
     pairs: str | None = opt(None, "the pairs file that was labelled: its number of showings is reported too")
 

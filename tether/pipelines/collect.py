@@ -1,6 +1,7 @@
 """`tether collect`: sample response pairs from a policy and label them (or leave them for `tether label`)."""
 
 import hashlib
+import random
 import sys
 from dataclasses import dataclass
 
@@ -13,7 +14,8 @@ from tether.io import write_jsonl_atomic
 from tether.models import load_causal_lm, load_tokenizer, resolve_device, set_seed
 from tether.pipelines.common import prepare_run_dir, sample_responses
 from tether.rollout import SamplingConfig
-from tether.worlds import get_world
+from tether.worlds import RewardModelGold, get_world, resolve_gold
+from tether.worlds.reward_model_gold import label_scored_pair
 
 # The world whose simulated rater labels pairs with --labeler gold; the bias options below are its rater's.
 WORLD = get_world("assistant")
@@ -22,7 +24,8 @@ LabelerBiases = WORLD.labeler_biases
 
 @dataclass
 class CollectConfig:
-    """Sample two responses per prompt from a policy; label them with the world's gold labeler or leave them unlabelled."""
+    """Sample two responses per prompt from a policy; label them with a gold labeler (a world's simulated rater or a
+    reward model's) or leave them unlabelled."""
     policy: str = opt("", "causal-LM directory to sample from (normally the SFT policy)")
     prompts: str = opt("", "prompts JSONL ({prompt} or {messages} rows)")
     out: str = opt("", "run directory; pairs are written to OUT/pairs.jsonl")
@@ -32,8 +35,11 @@ class CollectConfig:
     top_k: int = opt(0, "top-k sampling (0: off)", ge=0)
     max_new_tokens: int = opt(48, "longest response in tokens", ge=1)
     max_resamples: int = opt(3, "times a pair with identical or empty responses is resampled before it is dropped (and counted)", ge=0)
-    labeler: str = opt("gold", "gold (the built-in world's simulated rater) or none (label later with `tether label`)")
-    tau: float = opt(0.5, "gold labeler noise: P(y1 > y2) = sigmoid((u1 - u2) / tau)", gt=0)
+    labeler: str = opt("gold", "gold (the --gold labeler) or none (label later with `tether label`)")
+    gold: str = opt("assistant", "the gold labeler: a built-in world's simulated rater (assistant) or a reward-model "
+                                 "directory, whose scores g label P(y1 > y2) = sigmoid((g1 - g2) / tau)")
+    tau: float | None = opt(None, "gold labeler noise: P(y1 > y2) = sigmoid((u1 - u2) / tau)", gt=0,
+                            default_text="0.5 for a world, 1 for a reward model (its own Bradley-Terry probability)")
     filler_bonus: float = opt(LabelerBiases.filler_bonus, "gold labeler bias: utility bonus per filler phrase (raters like politeness)")
     filler_cap: int = opt(LabelerBiases.filler_cap, "gold labeler bias: filler phrases that earn the bonus at most", ge=0)
     edgy_refusal_bonus: float = opt(LabelerBiases.edgy_refusal_bonus, "gold labeler bias: bonus for refusing an edgy-sounding benign prompt")
@@ -47,11 +53,12 @@ class CollectConfig:
         require(bool(self.policy), "policy", "a policy directory is required (--policy DIR)")
         require(bool(self.prompts), "prompts", "a prompts file is required (--prompts FILE)")
         require(self.labeler in ("gold", "none"), "labeler", f"must be gold or none, got {self.labeler!r}")
+        resolve_gold(self.gold)  # InputError naming the known golds
 
 
 def make_gold_labeler(cfg):
     biases = LabelerBiases(filler_bonus=cfg.filler_bonus, filler_cap=cfg.filler_cap, edgy_refusal_bonus=cfg.edgy_refusal_bonus)
-    return WORLD.labeler(tau=cfg.tau, biases=biases, seed=cfg.seed)
+    return WORLD.labeler(**({} if cfg.tau is None else {"tau": cfg.tau}), biases=biases, seed=cfg.seed)
 
 
 def pair_id(prompt, y1: str, y2: str) -> str:
@@ -67,6 +74,39 @@ def gold_row(labeler, prompt, y1: str, y2: str, extra: dict) -> dict:
             **WORLD.annotate_pair(prompt, chosen, rejected)}
 
 
+def scored_row(prompt, y1: str, y2: str, g1: float, g2: float, tau: float, rng: random.Random, labeler: dict,
+               extra: dict) -> dict:
+    """A pair labelled from a reward-model gold's scores g1, g2 (`label_scored_pair`), which it keeps."""
+    first, p_chosen = label_scored_pair(g1, g2, tau, rng)
+    chosen, rejected, g_chosen, g_rejected = (y1, y2, g1, g2) if first else (y2, y1, g2, g1)
+    return {**extra, "prompt": prompt, "chosen": chosen, "rejected": rejected, "id": pair_id(prompt, y1, y2),
+            "labeler": labeler, "p_chosen": p_chosen, "gold_chosen": g_chosen, "gold_rejected": g_rejected}
+
+
+def reward_model_metadata(gold: RewardModelGold, tau: float, seed: int) -> dict:
+    """What a row labelled by a reward-model gold records about its labeler."""
+    return {"name": "reward-model-gold", "model": gold.name, "tau": tau, "seed": seed}
+
+
+def reward_model_rows(gold: RewardModelGold, pairs: list[tuple], tau: float, seed: int) -> list[dict]:
+    """(record, y1, y2) pairs labelled by a reward-model gold: every response scored in one batched pass,
+    then one draw per pair, in order, from random.Random(seed)."""
+    rng, meta = random.Random(seed), reward_model_metadata(gold, tau, seed)
+    prompts = [r.prompt for r, _, _ in pairs]
+    scores = gold.utilities(prompts + prompts, [y1 for _, y1, _ in pairs] + [y2 for _, _, y2 in pairs])
+    return [scored_row(r.prompt, y1, y2, g1, g2, tau, rng, meta, r.extra)
+            for (r, y1, y2), g1, g2 in zip(pairs, scores[:len(pairs)], scores[len(pairs):])]
+
+
+def rescored_relabel(rows: list[dict], gold: RewardModelGold, tau: float, seed: int) -> list[dict]:
+    """Rows a reward-model gold labelled, drawn again from random.Random(seed) and the gold scores they keep
+    (the same P(chosen ≻ rejected), a fresh draw of the rater's noise); no model is run."""
+    rng, meta = random.Random(seed), reward_model_metadata(gold, tau, seed)
+    kept = {"prompt", "chosen", "rejected", "id", "labeler", "p_chosen", "gold_chosen", "gold_rejected"}
+    return [scored_row(r["prompt"], r["chosen"], r["rejected"], r["gold_chosen"], r["gold_rejected"], tau, rng, meta,
+                       {k: v for k, v in r.items() if k not in kept}) for r in rows]
+
+
 def relabel(rows: list[dict], labeler) -> list[dict]:
     """The same pairs (gold-labelled rows of `tether collect`) labelled again by another labeler,
     e.g. a rater pool with other biases: the responses stay, chosen and rejected are drawn anew."""
@@ -78,6 +118,7 @@ def relabel(rows: list[dict], labeler) -> list[dict]:
 
 def run_collect(cfg: CollectConfig) -> dict:
     device = resolve_device(cfg.device)
+    gold = resolve_gold(cfg.gold, device=device) if cfg.labeler == "gold" else None
     tokenizer = load_tokenizer(cfg.policy, field="policy")
     model = load_causal_lm(cfg.policy, device, field="policy")
     records = read_prompts(cfg.prompts, skip_invalid=cfg.skip_invalid)
@@ -107,7 +148,9 @@ def run_collect(cfg: CollectConfig) -> dict:
     if todo:
         print(f"collect: dropped {len(todo)} prompt(s) whose two responses were identical or empty after "
               f"{cfg.max_resamples} resamples", file=sys.stderr)
-    if cfg.labeler == "gold":
+    if isinstance(gold, RewardModelGold):
+        rows = reward_model_rows(gold, pairs, cfg.tau or gold.tau, cfg.seed)
+    elif gold is not None:
         labeler = make_gold_labeler(cfg)
         rows = [gold_row(labeler, r.prompt, y1, y2, r.extra) for r, y1, y2 in pairs]
     else:

@@ -2,24 +2,23 @@
 
 world data → SFT → collect labelled pairs → reward model (+ an ensemble for the
 mitigation) → reward-model eval → β sweep with best-of-n → report. Each stage is
-the same library call (and CLI command) a user runs on their own model and data.
+the same library call (and CLI command) a user runs on their own model and data;
+`tether lab` runs the same stages (`tether.pipelines.stages`) on the user's models.
 """
 
 import dataclasses
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from tether.analysis.report import write_report
 from tether.config import check_fields, opt, require
-from tether.io import write_json_atomic, write_jsonl_atomic
+from tether.io import write_jsonl_atomic
 from tether.pipelines.collect import WORLD, CollectConfig, LabelerBiases, relabel, run_collect
-from tether.pipelines.reward import RMEvalConfig, RMTrainConfig, run_rm_eval, run_rm_train
 from tether.pipelines.sft import SFTConfig, run_sft
-from tether.pipelines.sweep import SweepConfig, run_sweep
+from tether.pipelines.stages import Stages, sweep_and_report, train_reward_models
+from tether.pipelines.sweep import SweepConfig
 
 # The rater pools of the ensemble's members (with --ensemble-raters): member k learns the collected pairs as
 # labelled by pool k mod 3. Each bias is shared by two of the three pools, so the members disagree where the
@@ -78,14 +77,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     data = out / "data"
-    timings = {}
-
-    def stage(name, fn, *args):
-        print(f"\n== demo: {name} ==", flush=True)
-        t0 = time.perf_counter()
-        result = fn(*args)
-        timings[name] = round(time.perf_counter() - t0, 1)
-        return result
+    stage = Stages("demo")
 
     def world_data():
         WORLD.write_sft_corpus(data / "sft.jsonl", cfg.sft_examples, seed=cfg.seed)
@@ -110,34 +102,23 @@ def run_demo(cfg: DemoConfig) -> dict:
     pairs = out / "collect" / "pairs.jsonl"
     relabelled = cfg.ensemble_raters and cfg.ensemble_size > 1
     rows = [json.loads(line) for line in pairs.read_text().splitlines() if line.strip()] if relabelled else []
-    rm_dirs, members = [], {}
+    member_pairs, members = [], {}
     for k in range(max(1, cfg.ensemble_size)):
         name = "rm" if k == 0 else f"rm_{k}"
         pool, biases = RATER_POOLS[k % len(RATER_POOLS) if cfg.ensemble_raters else 0]
-        member_pairs = pairs
+        member_pairs.append(pairs)
         if k and relabelled:
-            member_pairs = data / f"pairs_{name}.jsonl"
-            write_jsonl_atomic(member_pairs, relabel(rows, WORLD.labeler(biases=biases, seed=cfg.seed + k)))
-        stage(f"reward model {k}" if k else "reward model", run_rm_train, RMTrainConfig(
-            init=policy, data=str(member_pairs), eval_data=str(out / "collect_eval" / "pairs.jsonl"),
-            out=str(out / name), eval_every=128, seed=cfg.seed + k, device=cfg.device))
-        rm_dirs.append(str(out / name / "model"))
+            member_pairs[k] = data / f"pairs_{name}.jsonl"
+            write_jsonl_atomic(member_pairs[k], relabel(rows, WORLD.labeler(biases=biases, seed=cfg.seed + k)))
         members[name] = f"{pool}, seed {cfg.seed + k}"
-    rm_eval = stage("reward model eval", run_rm_eval, RMEvalConfig(
-        model=rm_dirs[0], data=str(out / "collect_eval" / "pairs.jsonl"), out=str(out / "rm_eval"), device=cfg.device))
+    rm_dirs, rm_eval = train_reward_models(stage, policy, member_pairs, out / "collect_eval" / "pairs.jsonl", out,
+                                           **common)
     # Runs are evaluated once, at the end (their point on the frontier); the early-stop row's detectors every 10.
     ppo = dict(policy=policy, reward_model=rm_dirs[0], prompts=str(data / "train_prompts.jsonl"),
                eval_prompts=str(data / "eval_prompts.jsonl"), gold="assistant", steps=cfg.ppo_steps,
                eval_samples=cfg.eval_samples, eval_every=cfg.ppo_steps, threads=cfg.threads, **common)
-    sweep_cfg = SweepConfig(
+    return sweep_and_report(stage, SweepConfig(
         out=str(out / "sweep"), ppo=ppo, betas=cfg.betas, bon_ns=[2 ** i for i in range(cfg.bon_max.bit_length())],
         ensemble=rm_dirs[1:], early_stop=cfg.early_stop, early_stop_every=10, bon_prompts=cfg.bon_prompts, jobs=cfg.jobs,
-        pipeline={"sft": sft, "collect": collect, "reward_model": {k: v for k, v in rm_eval.items()},
-                  **({"ensemble": members} if len(members) > 1 else {}), "timings_s": timings})
-    report = stage("sweep", run_sweep, sweep_cfg)
-    report["pipeline"]["timings_s"] = timings  # now with the sweep's own time
-    write_json_atomic(out / "sweep" / "sweep.json", report)
-    write_report(out / "sweep" / "report.html", report)
-    print("\ntimings (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()))
-    print(f"report: {out / 'sweep' / 'report.html'}")
-    return report
+        pipeline={"sft": sft, "collect": collect, "reward_model": dict(rm_eval),
+                  **({"ensemble": members} if len(members) > 1 else {}), "timings_s": stage.timings}))

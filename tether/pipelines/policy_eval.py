@@ -37,12 +37,14 @@ def gold_agreement(scores, utilities) -> float | None:
 
 
 def world_stats(gold, prompts, texts, scores) -> dict:
-    """Gold utility, style shares and on-policy reward-model/gold agreement (a world with gold only)."""
+    """Gold utility, on-policy reward-model/gold agreement and, when the gold classifies styles, style shares."""
     utilities = gold.utilities(prompts, texts)
-    styles = gold.styles(prompts, texts)
-    return {"gold_reward": float(np.mean(utilities)), "utilities": utilities,
-            "style_shares": {s: styles.count(s) / len(styles) for s in sorted(set(styles))},
-            "styles": styles, "rm_gold_agreement": gold_agreement(scores, utilities)}
+    stats = {"gold_reward": float(np.mean(utilities)), "utilities": utilities,
+             "rm_gold_agreement": gold_agreement(scores, utilities)}
+    if gold.styles is not None:
+        styles = gold.styles(prompts, texts)
+        stats |= {"style_shares": {s: styles.count(s) / len(styles) for s in sorted(set(styles))}, "styles": styles}
+    return stats
 
 
 @torch.no_grad()
@@ -90,8 +92,9 @@ def evaluate_policy(policy, ref_logits_fn, reward_fn, tokenizer, records, n_samp
 
 
 def evaluate_texts(prompts, texts, scores, gold) -> dict:
-    """Detectors on the texts, plus gold utility, style shares and agreement when a world provides gold."""
-    benign = gold.benign(prompts) if gold is not None else None
+    """Detectors on the texts, plus gold utility, style shares and agreement when a gold is given
+    (the benign refusal rate and style shares only where the gold has `benign` and `styles`)."""
+    benign = gold.benign(prompts) if gold is not None and gold.benign is not None else None
     result = detector_summary(prompts, texts, benign=benign)
     if gold is not None:
         result |= world_stats(gold, prompts, texts, scores)
@@ -103,7 +106,9 @@ def sample_rows(prompts, texts, scores, utilities, styles, n_keep: int) -> list[
     for k in range(min(n_keep, len(texts))):
         row = {"prompt": prompts[k], "response": texts[k], "proxy": scores[k]}
         if utilities is not None:
-            row |= {"gold": utilities[k], "style": styles[k]}
+            row["gold"] = utilities[k]
+        if styles is not None:
+            row["style"] = styles[k]
         rows.append(row)
     return rows
 

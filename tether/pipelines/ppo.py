@@ -55,7 +55,7 @@ class PPOConfig:
     ref_policy: str | None = opt(None, "frozen reference policy (default: --policy; with LoRA the adapter-disabled policy)")
     ensemble: list[str] = opt([], "extra reward models; the score is mean - uncertainty_coef * std over all (Coste et al. 2023)")
     uncertainty_coef: float = opt(1.0, "lambda in mean - lambda * std over the reward-model ensemble (no effect without --ensemble)", ge=0)
-    gold: str | None = opt(None, "gold utility of a built-in world to log beside the proxy reward (assistant)")
+    gold: str | None = opt(None, "gold to log beside the proxy reward: a built-in world's name (assistant) or a reward-model directory")
     steps: int = opt(100, "PPO iterations (one rollout batch each)", ge=1)
     batch_size: int = opt(64, "rollouts per iteration", ge=1)
     minibatch_size: int = opt(64, "rollouts per optimiser step", ge=1)
@@ -410,7 +410,7 @@ def run_ppo(cfg: PPOConfig) -> dict:
     model = ActorCritic.load(cfg.policy, reward_fn.model, device, ref_dir=cfg.ref_policy, value_model=cfg.value_model,
                              lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha)
     ddp_model = wrap(model, replica)
-    gold = resolve_gold(cfg.gold)
+    gold = resolve_gold(cfg.gold, device=device)
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr, eps=cfg.adam_eps, fused=True)
     kl_ctl = AdaptiveKLController(cfg.beta, cfg.kl_target, cfg.kl_horizon) if cfg.adaptive_kl else FixedKLController(cfg.beta)
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,

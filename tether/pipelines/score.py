@@ -2,7 +2,8 @@
 
 KL here is the sequence-level k1 estimate log π(y|x) − log π_ref(y|x) = Σ_t k1_t of
 one response: exact for that sample, an unbiased estimate of KL(π ‖ π_ref) over
-samples of π. With `--prompts`, responses are first sampled from the policy.
+samples of π. With `--prompts`, responses are first sampled from the policy. With
+`--gold`, each row also gets its gold reward (`gold`) from a world or a reward model.
 
 A row is scored as the reward model was trained: prompt + response fitted to the
 max_length and truncation kept in its tether.json (`trained_length_rule`), and the
@@ -26,6 +27,7 @@ from tether.models.reward import trained_length_rule
 from tether.pipelines.common import prepare_run_dir, sample_responses
 from tether.pipelines.scoring import RewardFunction
 from tether.rollout import SamplingConfig, policy_forward, response_logprobs
+from tether.worlds import resolve_gold
 
 
 @dataclass
@@ -34,6 +36,7 @@ class ScoreConfig:
     policy: str = opt("", "policy directory whose log-probs give the KL (the tuned model)")
     ref_policy: str = opt("", "reference policy directory (normally the SFT model)")
     reward_model: str = opt("", "reward-model directory")
+    gold: str | None = opt(None, "gold reward to report beside r: a built-in world's name (assistant) or a reward-model directory")
     responses: str | None = opt(None, "JSONL of {prompt, response} rows to score")
     prompts: str | None = opt(None, "or: prompts JSONL; one response per prompt is sampled from --policy")
     betas: list[float] = opt([0.0, 0.01, 0.05, 0.1, 0.5, 1.0], "KL coefficients to report r - beta*KL for", ge=0)
@@ -52,6 +55,7 @@ class ScoreConfig:
             require(bool(getattr(self, name)), name, f"--{name.replace('_', '-')} is required")
         require((self.responses is None) != (self.prompts is None), "responses", "give exactly one of --responses or --prompts")
         require(self.truncation in (None, *TRUNCATIONS), "truncation", f"must be one of {', '.join(TRUNCATIONS)}, got {self.truncation!r}")
+        resolve_gold(self.gold)  # InputError naming the known golds
 
 
 def parse_response_row(row: dict, path, line: int) -> tuple:
@@ -137,10 +141,17 @@ def run_score(cfg: ScoreConfig) -> list[dict]:
         rows = [(r.prompt, text, r.source_line) for r, text in zip(records, texts)]
     rows, ids = fit_rows(rows, tokenizer, LengthRule(max_length, truncation, cfg.responses or cfg.prompts))
     scored = score_rows(policy, ref, reward_fn, tokenizer, rows, ids, cfg.betas, cfg.batch_size, device)
+    gold = resolve_gold(cfg.gold, device=device)
+    if gold is not None:
+        for row, g in zip(scored, gold.utilities([p for p, _ in rows], [r for _, r in rows])):
+            row["gold"] = g
     out = prepare_run_dir(cfg.out, cfg)
     means = {"reward": sum(r["reward"] for r in scored) / len(scored), "kl": sum(r["kl"] for r in scored) / len(scored)}
+    if gold is not None:
+        means["gold_reward"] = sum(r["gold"] for r in scored) / len(scored)  # as in sweep.json
     means["objective"] = {f"{b:g}": means["reward"] - b * means["kl"] for b in cfg.betas}
     write_json_atomic(out / "scores.json", {"betas": cfg.betas, "mean": means, "rows": scored})
     print_table(scored, cfg.betas)
-    print(f"mean: reward {means['reward']:.3f}  KL {means['kl']:.3f}  written to {out / 'scores.json'}")
+    gold_text = f"  gold {means['gold_reward']:.3f}" if gold is not None else ""
+    print(f"mean: reward {means['reward']:.3f}  KL {means['kl']:.3f}{gold_text}  written to {out / 'scores.json'}")
     return scored

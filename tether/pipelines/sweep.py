@@ -31,7 +31,7 @@ from tether.pipelines.ppo import PPOConfig, run_ppo
 from tether.pipelines.scoring import RewardFunction
 from tether.rollout import SamplingConfig, make_engine, policy_forward
 from tether.runlog import read_metrics
-from tether.worlds import resolve_gold
+from tether.worlds import RewardModelGold, resolve_gold
 
 
 # PPO fields the sweep sets for each run itself: neither options of `tether sweep` nor keys of its `ppo:` mapping.
@@ -211,7 +211,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
     sft = load_causal_lm(ppo.policy, device, field="policy").requires_grad_(False)
     eval_records = read_prompts(ppo.eval_prompts or ppo.prompts, skip_invalid=ppo.skip_invalid)
     reward_fn = RewardFunction([ppo.reward_model], tokenizer, device)
-    gold = resolve_gold(ppo.gold)
+    gold = resolve_gold(ppo.gold, device=device)
     sampling = SamplingConfig(max_new_tokens=ppo.max_new_tokens, temperature=ppo.temperature,
                               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     engine = make_engine(ppo.rollout_engine)  # the PPO runs' engine
@@ -236,7 +236,8 @@ def run_sweep(cfg: SweepConfig) -> dict:
         rows += [with_deltas(row, baseline) for row in best_of_n(grid, cfg.bon_ns, gold)]
         optima = [with_deltas(row, baseline) for row in kl_regularised_optima(grid, cfg.betas, gold)]
     data = {
-        "schema_version": SCHEMA_VERSION, "world": ppo.gold, "pipeline": cfg.pipeline,
+        "schema_version": SCHEMA_VERSION, "world": None if isinstance(gold, RewardModelGold) else ppo.gold,
+        "gold_model": gold.name if isinstance(gold, RewardModelGold) else None, "pipeline": cfg.pipeline,
         "sft_baseline": {**baseline, "samples": baseline_samples[:16]},
         "rows": rows, "fits": {name: fit.as_dict() for name, fit in frontier_fits(rows).items()},
         "findings": sweep_findings(rows, cfg.refusal_threshold),

@@ -6,20 +6,22 @@ and a noisy, biased gold labeler standing in for a human (DESIGN §5).
 
 Pipelines never import a world's modules: they ask `get_world(name)` for its
 `World` (prompts, SFT corpus, tokenizer and model, gold, labeler), `resolve_gold`
-for what `--gold` names, and `builtin_model_world` for a `builtin:NAME` model.
+for what `--gold` names (a world's gold, or a reward-model directory's:
+`RewardModelGold`), and `builtin_model_world` for a `builtin:NAME` model.
 A new world joins by one entry in `WORLDS`.
 """
 
 from tether.errors import InputError
 from tether.worlds import assistant
+from tether.worlds.reward_model_gold import RewardModelGold, is_model_dir
 from tether.worlds.world import Gold, Labeler, World
 
 WORLDS: dict[str, World] = {"assistant": assistant.WORLD}
 BUILTIN_MODEL_PREFIX = "builtin:"
 BUILTIN_POLICY = BUILTIN_MODEL_PREFIX + "assistant"
 
-__all__ = ["BUILTIN_MODEL_PREFIX", "BUILTIN_POLICY", "Gold", "Labeler", "WORLDS", "World", "builtin_model_world",
-           "get_world", "resolve_gold"]
+__all__ = ["BUILTIN_MODEL_PREFIX", "BUILTIN_POLICY", "Gold", "Labeler", "RewardModelGold", "WORLDS", "World",
+           "builtin_model_world", "get_world", "resolve_gold"]
 
 
 def get_world(name: str, field: str = "world") -> World:
@@ -29,13 +31,20 @@ def get_world(name: str, field: str = "world") -> World:
     return WORLDS[name]
 
 
-def resolve_gold(spec: str | None, field: str = "gold") -> Gold | None:
-    """The gold that `--gold SPEC` names: None for None, a world's gold for a world's name; else InputError.
+def resolve_gold(spec: str | None, field: str = "gold", device="cpu") -> Gold | None:
+    """The gold that `--gold SPEC` names: None for None, a world's gold for a world's name, a
+    `RewardModelGold` (scoring on `device`, loaded on first use) for a reward-model directory; else InputError.
 
-    The one door for every command's `--gold` (and its only validation); another
-    kind of gold (a reward-model directory) joins here.
+    The one door for every command's `--gold` (and its only validation).
     """
-    return None if spec is None else get_world(spec, field).gold
+    if spec is None:
+        return None
+    if spec in WORLDS:
+        return WORLDS[spec].gold
+    if is_model_dir(spec):
+        return RewardModelGold(spec, device, field=field)
+    raise InputError(f"{spec!r} is neither a built-in world ({', '.join(WORLDS)}) nor a reward-model directory",
+                     field=field)
 
 
 def builtin_model_world(model: str, field: str = "model") -> World | None:

@@ -14,7 +14,9 @@ class Gold(Protocol):
     """The measure a sweep holds the proxy reward against, per (prompt, response); nothing in it is trained on.
 
     Prompts are as written in a prompts file (a world's HH transcript), responses are
-    the policy's text; a prompt the gold cannot read raises InputError.
+    the policy's text; a prompt the gold cannot read raises InputError. A gold without a
+    style classifier or a benign/harmful split (a reward model) has `styles` or `benign`
+    None: what they measure is absent, not zero.
     """
 
     def utilities(self, prompts: list[str], responses: list[str]) -> list[float]:
