@@ -23,7 +23,7 @@ from tether.distributed import (full_state_dict, gathered, init_replica, is_shar
 from tether.models import (PairScorer, apply_lora, load_reward_model, load_tokenizer, resolve_device, reward_model_from_policy,
                            save_pretrained_atomic, score_pairs, set_seed)
 from tether.pipelines.common import (autocast, check_finite, cosine_lr, length_bucketed_batches, prepare_run_dir,
-                                     set_lr, split_held_out)
+                                     read_pair_splits, set_lr)
 from tether.runlog import MetricsLogger, read_metrics
 
 
@@ -110,14 +110,8 @@ def run_rm_train(cfg: RMTrainConfig) -> dict:
     replica = init_replica(cfg.device)
     device = replica.device
     tokenizer = load_tokenizer(cfg.init, field="init")
-    pairs = read_preferences(cfg.data, cfg.format)
     rng = random.Random(cfg.seed)
-    if cfg.eval_data:
-        held = read_preferences(cfg.eval_data, cfg.format)
-    else:
-        held, pairs = split_held_out(pairs, cfg.eval_fraction, rng)
-    train_tok = tokenize_pairs(pairs, tokenizer, cfg.max_length, cfg.truncation, path=cfg.data)
-    held_tok = tokenize_pairs(held, tokenizer, cfg.max_length, cfg.truncation, path=cfg.eval_data or cfg.data) if held else None
+    pairs, held, train_tok, held_tok = read_pair_splits(cfg, tokenizer, rng)
     out = prepare_run_dir(cfg.out, cfg) if replica.is_main else Path(cfg.out)
     set_seed(cfg.seed)
     model = reward_model_from_policy(cfg.init, tokenizer.pad_token_id, device)
