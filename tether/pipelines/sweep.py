@@ -66,7 +66,7 @@ class SweepConfig:
     dpo_data: str = opt("", "dpo: the labelled pairs (normally those the reward model learned from)")
     dpo_eval_data: str | None = opt(None, "dpo: held-out labelled pairs for its margins (default: a split of --dpo-data)")
     dpo_epochs: int = opt(1, "dpo: passes over the pairs (DPOConfig.epochs)", ge=1)
-    dpo_lr: float = opt(1e-4, "dpo: peak learning rate (DPOConfig.lr)", gt=0)
+    dpo_lr: float = opt(2e-4, "dpo: peak learning rate (DPOConfig.lr; PPO's default lr)", gt=0)
     dpo_batch_size: int = opt(32, "dpo: pairs per step (DPOConfig.batch_size)", ge=1)
     kl_targets: list[float] = opt([], "adaptive-KL runs, one per target KL (Ziegler et al. 2019)", gt=0)
     bon_ns: list[int] = opt([1, 2, 4, 8, 16, 32, 64, 128, 256], "best-of-n sizes (powers of two dividing the largest)", ge=1)
