@@ -85,19 +85,12 @@ class ExactKL:
         return beta * kl / advantage_scale, {"kl": kl}
 
 
-class LossKL:
+class LossKL(SampledKL):
     """kl_t = k3 of the sampled token, none of it in the reward; the loss carries β·mean_m k3(log π_θ, log π_ref) / s
     (GRPO's KL term, Shao et al. 2024, eq. 3-4), s being the scale whitening divided the advantages by.
 
-    estimator: elementwise (`kl_k3`), differentiable in the current policy's log-probs.
+    estimator: elementwise (`kl_k3`), differentiable in the current policy's log-probs. Scores as `SampledKL`.
     """
-
-    def __init__(self, estimator):
-        self.estimator = estimator
-
-    def scoring_outputs(self, dist: torch.Tensor, ref_dist: torch.Tensor, batch_bytes: int) -> dict:
-        """Nothing per state: the sampled tokens' log-probs are all this estimator reads."""
-        return {}
 
     def token_kl(self, logp, ref_logp, scored: dict, mask) -> tuple[torch.Tensor, torch.Tensor]:
         """(kl (B, R), 0 (B, R)): the estimator's value for the logs, nothing of it in the reward."""
