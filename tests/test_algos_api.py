@@ -12,6 +12,8 @@ CONTRACT = {
     "masked_mean", "masked_var", "masked_whiten", "explained_variance",
     "kl_k1", "kl_k2", "kl_k3", "kl_exact", "kl_of_next_state", "FixedKLController", "AdaptiveKLController", "best_of_n_kl",
     "last_token_index", "per_token_rewards", "gae", "ppo_policy_loss", "ppo_value_loss",
+    "masked_aggregate", "rloo_advantages", "grpo_advantages",
+    "logratio_margin", "dpo_implicit_reward", "dpo_loss", "ipo_loss", "dpo_hinge_loss",
 }  # fmt: skip
 
 

@@ -172,3 +172,24 @@ def test_reward_model_shortfall_against_the_ceiling():
     assert (rm.accuracy, rm.n_pairs, rm.ceiling, rm.shortfall_points) == (0.75, 600, 0.875, 12.5)
     assert decide(pipeline={"reward_model": {"accuracy": 0.75}}).reward_model.shortfall_points is None
     assert decide(pipeline={"reward_model": {"loss": 0.5}}).reward_model is None
+
+
+def test_methods_on_one_frontier_compare_gold_at_a_common_kl_and_name_who_peaks_first():
+    """Two methods with three β each (hand-made rows): PPO's gold rises then falls, DPO's falls from the start while
+    its margin and proxy rise; each gets its own fit, compared at the smaller of their largest √KL."""
+    from tether.analysis.findings import decide_findings
+    sft = {"proxy_reward": 0.0, "gold_reward": 0.0}
+    row = lambda kind, beta, kl, gold, proxy, **kw: {"kind": kind, "label": f"{kind} {beta}", "beta": beta, "kl": kl,
+                                                    "gold_reward": gold, "proxy_reward": proxy, "gold_delta": gold,
+                                                    "proxy_delta": proxy, **kw}
+    rows = [row("ppo", 1.0, 1.0, 0.5, 0.5), row("ppo", 0.1, 4.0, 0.8, 1.0), row("ppo", 0.01, 16.0, 0.2, 2.0),
+            row("dpo", 1.0, 0.25, 0.3, 0.2, dpo_margin=1.0), row("dpo", 0.3, 1.0, 0.1, 0.4, dpo_margin=2.0),
+            row("dpo", 0.1, 4.0, -0.5, 0.9, dpo_margin=5.0)]
+    m = decide_findings({"rows": rows, "sft_baseline": sft}).methods
+    by_kind = {p.kind: p for p in m.points}
+    assert set(by_kind) == {"ppo", "dpo"} and m.common_sqrt_kl == 2.0  # DPO measured up to √4
+    assert by_kind["ppo"].best.row["beta"] == 0.1 and by_kind["dpo"].best.row["beta"] == 1.0
+    assert by_kind["dpo"].smallest_beta_hacked and by_kind["ppo"].smallest_beta_hacked
+    assert by_kind["ppo"].gold_at_common == pytest.approx(float(by_kind["ppo"].fit.predict(2.0)))
+    assert m.most_gold_at_common == "ppo" and m.first_to_peak == "dpo"
+    assert by_kind["dpo"].fit.peak_d < by_kind["ppo"].fit.peak_d

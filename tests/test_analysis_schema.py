@@ -35,7 +35,7 @@ def test_read_sweep_names_the_file(tmp_path):
     with pytest.raises(InputError, match=r'sweep.json: "schema_version": sweep.json schema version 99 .* version 1'):
         read_sweep(path)
     path.write_text(json.dumps({"rows": [{"kind": "ppo", "label": "β=1", "beta": 1.0}]}))
-    with pytest.raises(InputError, match=r'sweep.json: "rows\[0\].kl": a ppo or bon row needs kl or sqrt_kl'):
+    with pytest.raises(InputError, match=r'sweep.json: "rows\[0\].kl": a ppo row needs kl or sqrt_kl'):
         read_sweep(path)
     path.write_text("{not json")
     with pytest.raises(InputError, match="sweep.json: cannot read a sweep.json"):

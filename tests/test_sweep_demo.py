@@ -14,6 +14,7 @@ import pytest
 
 from tether.analysis.formats import fmt
 from tether.config import build_config
+from tether.analysis.summary import summarize
 from tether.pipelines.demo import DemoConfig
 from tether.pipelines.sweep import SweepConfig, expected_cost, ppo_config, run_specs, run_sweep
 
@@ -70,6 +71,21 @@ def test_sweep_has_a_ppo_row_per_beta_and_best_of_n_rows_with_their_analytic_kl(
     for n, row in bon.items():
         assert row["kl"] == pytest.approx(math.log(n) - (n - 1) / n, abs=1e-12), n
     assert {r["kind"] for r in rows} >= {"ppo", "bon", "ppo_ensemble", "ppo_early_stop"}
+
+
+def test_demo_puts_grpo_and_dpo_on_the_frontier_with_kl_measured_like_ppo(demo):
+    """A row per (method, β), each a finished run whose KL comes from its own samples against the reference; DPO's
+    held-out implicit margin beside the reward model's score; a gold fit per method with two or more points."""
+    rows, sweep = demo["sweep"]["rows"], demo["sweep"]
+    for kind, betas in (("grpo", QUICK.grpo_betas), ("dpo", QUICK.dpo_betas)):
+        runs = [r for r in rows if r["kind"] == kind]
+        assert sorted(r["beta"] for r in runs) == sorted(betas), kind
+        for row in runs:
+            finished = json.loads((demo["out"] / "sweep" / row["run_dir"] / "eval.json").read_text())
+            assert row["kl"] == finished["kl"] and row["kl"] >= 0 and math.isfinite(row["gold_reward"])
+    assert all(math.isfinite(r["dpo_margin"]) and 0 <= r["dpo_accuracy"] <= 1 for r in rows if r["kind"] == "dpo")
+    assert {"gold_grpo", "gold_dpo"} <= set(sweep["fits"])
+    assert any(p.startswith("Methods on one frontier") for p in summarize(sweep))
 
 
 class TableParser(HTMLParser):
@@ -139,11 +155,12 @@ def test_report_images_load_in_headless_chromium(demo, browser):
 
 
 def test_rerun_sweep_does_not_redo_finished_runs(demo, tmp_path, capsys):
-    """The quick demo's sweep, copied and run again (small best-of-n): every PPO run is read back, not redone."""
+    """The quick demo's sweep, copied and run again (small best-of-n): every PPO, GRPO and DPO run is read back, not redone."""
     sweep_dir = tmp_path / "sweep"
     shutil.copytree(demo["out"] / "sweep", sweep_dir)
     metrics = sorted(sweep_dir.glob("runs/*/metrics.jsonl"))
-    assert len(metrics) == len(QUICK.betas) + 2  # the β runs, the ensemble and the early-stopping row
+    # the β runs of PPO, GRPO and DPO, the ensemble and the early-stopping row
+    assert len(metrics) == len(QUICK.betas) + len(QUICK.grpo_betas) + len(QUICK.dpo_betas) + 2
     mtimes = {p: p.stat().st_mtime_ns for p in metrics}
     cfg = build_config(SweepConfig, {"out": str(sweep_dir), "bon_ns": [1, 2], "bon_prompts": 4},
                        sweep_dir / "config.yaml")

@@ -22,6 +22,7 @@ COMMANDS = {
     "rm train": ("tether.pipelines.reward", "RMTrainConfig", "run_rm_train", "train a Bradley-Terry reward model"),
     "rm eval": ("tether.pipelines.reward", "RMEvalConfig", "run_rm_eval", "evaluate a reward model on labelled pairs"),
     "ppo": ("tether.pipelines.ppo", "PPOConfig", "run_ppo", "PPO against a reward model with a KL penalty"),
+    "dpo": ("tether.pipelines.dpo", "DPOConfig", "run_dpo", "DPO (or IPO, hinge) of a policy on preference pairs"),
     "score": ("tether.pipelines.score", "ScoreConfig", "run_score", "reward, KL and r - beta*KL for given responses"),
     "sweep": ("tether.pipelines.sweep", "SweepConfig", "run_sweep", "PPO per beta and best-of-n: the reward-KL frontier"),
     "demo": ("tether.pipelines.demo", "DemoConfig", "run_demo", "the whole pipeline on the built-in world, ending in a report"),

@@ -1,4 +1,4 @@
-"""Per-token rewards and generalised advantage estimation over response tokens.
+"""Per-token rewards, generalised advantage estimation, and the critic-free group baselines (RLOO, GRPO).
 
 Tensors are (B, T); `mask` is 1 on response tokens (through EOS) and 0 on the
 prompt and on the padding after EOS. A row's response is one contiguous run of
@@ -63,3 +63,40 @@ def gae(
         advantages.append(next_advantage)
     advantages = torch.stack(advantages[::-1], dim=1)
     return advantages, advantages + values
+
+
+def _groups(scores: torch.Tensor, group_size: int) -> torch.Tensor:
+    """(B,) → (B/k, k): row g holds the k samples of prompt g (the batch lists each prompt's k samples together)."""
+    if scores.dim() != 1 or group_size < 1 or scores.shape[0] % group_size:
+        raise ValueError(f"scores {tuple(scores.shape)} do not split into groups of {group_size}")
+    return scores.reshape(-1, group_size)
+
+
+def rloo_advantages(scores: torch.Tensor, group_size: int) -> torch.Tensor:
+    """A_i = R_i − 1/(k−1) Σ_{j≠i} R_j: each sample's return against the mean of the others of its prompt
+    (REINFORCE Leave-One-Out; Kool et al. 2019, Ahmadian et al. 2024, eq. 6). Equals k/(k−1)·(R_i − mean_j R_j).
+
+    scores: (B,) sequence returns, samples of one prompt adjacent (B = G·k) → (B,). k ≥ 2: with one
+    sample there is no other to compare with.
+    """
+    if group_size < 2:
+        raise ValueError(f"RLOO needs at least 2 samples per prompt, got group_size {group_size}")
+    groups = _groups(scores, group_size)
+    others_mean = (groups.sum(1, keepdim=True) - groups) / (group_size - 1)
+    return (groups - others_mean).reshape(-1)
+
+
+def grpo_advantages(scores: torch.Tensor, group_size: int, scale: bool = True, eps: float = 1e-4) -> torch.Tensor:
+    """A_i = (R_i − mean_g R) / (std_g R + eps): group-normalised returns (Shao et al. 2024, DeepSeekMath, §4.1.2;
+    std unbiased and eps = 1e-4 as TRL). scale=False keeps A_i = R_i − mean_g R (Dr. GRPO, Liu et al. 2025, §3.2:
+    dividing by the std weights easy and hard prompts up).
+
+    scores: (B,) sequence returns, samples of one prompt adjacent (B = G·k) → (B,). A group whose returns are all
+    equal has advantage 0 (its std is 0, hence eps).
+    """
+    groups = _groups(scores, group_size)
+    centred = groups - groups.mean(1, keepdim=True)
+    if scale:
+        std = groups.std(1, keepdim=True) if group_size > 1 else torch.zeros_like(groups)
+        centred = centred / (std + eps)
+    return centred.reshape(-1)

@@ -14,6 +14,12 @@ penalty (`KL_PENALTIES[name]`) and never branches on the estimator's name:
   are the gradient of β·Σ_t KL_t. The loss term needs the reference's response
   distributions again: the scoring pass keeps them when the batch's fit in
   `ref_cache_bytes`, else the loss recomputes them.
+- `LossKL` (k3, placement "loss"): none of it in the reward; the loss carries β·mean_m k3
+  of the current policy's tokens against the reference (GRPO, Shao et al. 2024, eq. 3-4).
+
+`kl_penalty(estimator, placement)` names the object: placement "reward" is one of the first
+two (k1, k3, exact), placement "loss" the last (k3 only: k1's gradient is 0 in expectation).
+In every method β weighs the same per-token KL against the reward model's score.
 
 Shapes: B rollouts, R response tokens, V vocabulary; `mask` (B, R) is 1 on response
 tokens through EOS; `dist`, `ref_dist` (B, R, V) are the logits / temperature that
@@ -46,7 +52,7 @@ class SampledKL:
         kl = self.estimator(logp, ref_logp) * mask
         return kl, kl
 
-    def loss_term(self, dist, ref_dist, mask, beta: float, advantage_scale) -> tuple[float, dict]:
+    def loss_term(self, logp, ref_logp, dist, ref_dist, mask, beta: float, advantage_scale) -> tuple[float, dict]:
         """No term of its own: (0.0, {})."""
         return 0.0, {}
 
@@ -71,7 +77,7 @@ class ExactKL:
         kl = scored["state_kl"] * mask
         return kl, kl_of_next_state(kl, mask)
 
-    def loss_term(self, dist, ref_dist, mask, beta: float, advantage_scale) -> tuple[torch.Tensor, dict]:
+    def loss_term(self, logp, ref_logp, dist, ref_dist, mask, beta: float, advantage_scale) -> tuple[torch.Tensor, dict]:
         """(β·mean_m KL_t / s, {"kl": mean_m KL_t}): the direct gradient of β·Σ_t KL_t in the units of the
         advantages, s being the scale whitening divided them by. dist, ref_dist: callables returning
         (b, R, V), evaluated here only (the other estimators never build them)."""
@@ -79,4 +85,30 @@ class ExactKL:
         return beta * kl / advantage_scale, {"kl": kl}
 
 
+class LossKL(SampledKL):
+    """kl_t = k3 of the sampled token, none of it in the reward; the loss carries β·mean_m k3(log π_θ, log π_ref) / s
+    (GRPO's KL term, Shao et al. 2024, eq. 3-4), s being the scale whitening divided the advantages by.
+
+    estimator: elementwise (`kl_k3`), differentiable in the current policy's log-probs. Scores as `SampledKL`.
+    """
+
+    def token_kl(self, logp, ref_logp, scored: dict, mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """(kl (B, R), 0 (B, R)): the estimator's value for the logs, nothing of it in the reward."""
+        kl = self.estimator(logp, ref_logp) * mask
+        return kl, torch.zeros_like(kl)
+
+    def loss_term(self, logp, ref_logp, dist, ref_dist, mask, beta: float, advantage_scale) -> tuple[torch.Tensor, dict]:
+        """(β·mean_m k3_t / s, {"kl": mean_m k3_t}) of the current policy's log-probs `logp` (B, R)."""
+        kl = masked_mean(self.estimator(logp, ref_logp), mask)
+        return beta * kl / advantage_scale, {"kl": kl}
+
+
 KL_PENALTIES = {"k1": SampledKL(kl_k1), "k3": SampledKL(kl_k3), "exact": ExactKL()}
+KL_IN_LOSS = {"k3": LossKL(kl_k3)}
+KL_PLACEMENTS = ("reward", "loss")
+
+
+def kl_penalty(estimator: str, placement: str = "reward"):
+    """The penalty object of an estimator placed in the reward (`KL_PENALTIES`) or in the loss (`KL_IN_LOSS`);
+    KeyError for a pair that has none."""
+    return (KL_PENALTIES if placement == "reward" else KL_IN_LOSS)[estimator]

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from tether.algos.shapes import require_same_shape
-from tether.algos.stats import masked_mean
+from tether.algos.stats import masked_aggregate, masked_mean
 
 
 def bradley_terry_loss(
@@ -36,12 +36,15 @@ def bradley_terry_accuracy(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> 
 
 
 def ppo_policy_loss(
-    logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip_eps: float
+    logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip_eps: float,
+    aggregation: str = "token_mean", max_len: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """PPO's clipped surrogate (Schulman et al. 2017, eq. 7), as a loss to minimise:
 
         ρ_t = exp(log π_θ − log π_old),   L = mean_m max(−A_t ρ_t, −A_t clip(ρ_t, 1 − ε, 1 + ε))
 
+    mean_m is `masked_aggregate(·, mask, aggregation, max_len)`: the token mean by default, GRPO's
+    per-sequence mean or Dr. GRPO's constant normaliser on request; the stats are token means.
     logp, old_logp, advantages, mask: (B, T) → (loss, stats). stats holds detached
     scalars: clipfrac (share of masked tokens where the clipped term is chosen,
     so the gradient is 0 — TRL's definition), approxkl (mean_m ½(log π_θ − log π_old)²,
@@ -54,7 +57,7 @@ def ppo_policy_loss(
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps)
-    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    loss = masked_aggregate(torch.maximum(unclipped, clipped), mask, aggregation, max_len)
     with torch.no_grad():
         stats = {
             "clipfrac": masked_mean((clipped > unclipped).to(ratio.dtype), mask),

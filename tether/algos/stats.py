@@ -22,6 +22,32 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
     return total / mask.to(total.dtype).sum(dim)
 
 
+LOSS_AGGREGATIONS = ("token_mean", "seq_mean", "constant")
+
+
+def masked_aggregate(x: torch.Tensor, mask: torch.Tensor, aggregation: str = "token_mean",
+                     max_len: int | None = None) -> torch.Tensor:
+    """A per-token loss x (B, T) reduced to a scalar over the masked tokens, m = mask, n_b = Σ_t m_bt:
+
+        token_mean: Σ_bt m·x / Σ_bt m          every token one vote (PPO here; DAPO, Yu et al. 2025)
+        seq_mean:   1/B Σ_b (Σ_t m·x / n_b)    every sequence one vote (GRPO, Shao et al. 2024, eq. 3)
+        constant:   Σ_bt m·x / (B · max_len)   a fixed normaliser (Dr. GRPO, Liu et al. 2025, eq. 3):
+                                               no length bias in the gradient
+
+    max_len (the generation budget) is needed by "constant" only.
+    """
+    if aggregation == "token_mean":
+        return masked_mean(x, mask)
+    if aggregation == "seq_mean":
+        return masked_mean(x, mask, dim=1).mean()
+    if aggregation == "constant":
+        if max_len is None:
+            raise ValueError('aggregation "constant" needs max_len')
+        require_same_shape(x=x, mask=mask)
+        return torch.where(mask.bool(), x, 0).sum() / (x.shape[0] * max_len)
+    raise ValueError(f"unknown aggregation {aggregation!r}; known: {', '.join(LOSS_AGGREGATIONS)}")
+
+
 def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
     """Var_m(x) = mean_m((x − mean_m x)²), times n/(n − 1) if unbiased (Bessel), n = Σ m.
 

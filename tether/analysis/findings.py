@@ -8,7 +8,7 @@ is its `sft_baseline`, the policy every gain is measured from.
 
 from dataclasses import dataclass
 
-from tether.analysis.frontier import Fit, fixed_beta_rows, frontier_fits
+from tether.analysis.frontier import FIT_KINDS, Fit, fixed_beta_rows, frontier_fits
 from tether.analysis.schema import Sweep, is_number
 
 REFUSAL_THRESHOLD = 0.2
@@ -250,6 +250,7 @@ class Findings:
     fit_peaks: list[FitPeak]
     other_runs: list[OtherRun]
     reward_model: RewardModelAccuracy | None
+    methods: "MethodComparison | None" = None
 
     @property
     def readable_hacks(self) -> list[str]:
@@ -347,7 +348,7 @@ def _fit_peaks(fits: dict[str, Fit]) -> list[FitPeak]:
 
 
 def _other_run(row: dict, ppo: list[dict], sft: dict) -> OtherRun:
-    plain = next((r for r in ppo if r.get("beta") == row.get("beta")), None)
+    plain = next((r for r in ppo if r.get("beta") == row.get("beta")), None) if row["kind"].startswith("ppo_") else None
     measured = plain is not None and is_number(row.get("gold_reward")) and is_number(plain.get("gold_reward"))
     return OtherRun(gains(row, sft), row["gold_reward"] - plain["gold_reward"] if measured else None)
 
@@ -359,6 +360,62 @@ def _reward_model(pipeline: dict) -> RewardModelAccuracy | None:
     ceiling = rm.get("label_ceiling", rm.get("ceiling"))
     return RewardModelAccuracy(rm["accuracy"], rm.get("n_pairs"), ceiling,
                                None if ceiling is None else 100 * (ceiling - rm["accuracy"]))
+
+
+@dataclass(frozen=True)
+class MethodPoint:
+    """One method's place on the frontier: its best run, its gold fit's peak, the fit's gold at the common √KL,
+    and whether its smallest β overoptimised against its next one (gold fell while the proxy — and for DPO
+    its implicit margin — rose)."""
+    kind: str
+    best: Run
+    fit: Fit | None
+    peak_status: str | None
+    gold_at_common: float | None
+    smallest_beta_hacked: bool | None  # None: fewer than two β, or gold unknown
+
+
+@dataclass(frozen=True)
+class MethodComparison:
+    """The methods (PPO, RLOO, GRPO, DPO, best-of-n) compared on one frontier: each one's `MethodPoint`; the
+    common √KL (the smallest of the methods' largest measured √KL, so no fit extrapolates there); which keeps
+    the most gold there, and which one's gold fit peaks at the smallest √KL (overoptimises first)."""
+    points: list[MethodPoint]
+    common_sqrt_kl: float | None
+    most_gold_at_common: str | None
+    first_to_peak: str | None
+
+
+def _smallest_beta_hacked(runs: list[dict], sft: dict) -> bool | None:
+    scored = sorted((r for r in runs if r.get("beta") is not None and reward_delta(r, sft, "gold") is not None),
+                    key=lambda r: r["beta"])
+    if len(scored) < 2:
+        return None
+    low, next_up = scored[0], scored[1]
+    rose = lambda key: (low.get(key) or 0) > (next_up.get(key) or 0)
+    margin_rose = low["kind"] != "dpo" or rose("dpo_margin")
+    return low["gold_reward"] < next_up["gold_reward"] and rose("proxy_reward") and margin_rose
+
+
+def _methods(rows: list[dict], sft: dict, fits: dict[str, Fit]) -> MethodComparison | None:
+    fit_of = {row_kind: fits.get(f"gold_{name}") for name, row_kind in FIT_KINDS.items()}
+    kinds = [k for k in FIT_KINDS.values() if any(r["kind"] == k for r in rows)]
+    if len(kinds) < 2:
+        return None
+    measured = [f.d_max for f in fit_of.values() if f is not None and f.d_max is not None]
+    common = min(measured) if measured else None
+    points = []
+    for kind in kinds:
+        runs = [r for r in rows if r["kind"] == kind]
+        best = max((gains(r, sft) for r in runs), key=lambda g: g.gold_delta if g.gold_delta is not None else float("-inf"))
+        fit = fit_of[kind]
+        at_common = float(fit.predict(common)) if fit is not None and common is not None else None
+        points.append(MethodPoint(kind, best, fit, None if fit is None else peak_status(fit), at_common,
+                                  None if kind == "bon" else _smallest_beta_hacked(runs, sft)))
+    with_gold = [p for p in points if p.gold_at_common is not None]
+    peaking = [p for p in points if p.peak_status in ("measured", "extrapolated")]
+    return MethodComparison(points, common, max(with_gold, key=lambda p: p.gold_at_common).kind if with_gold else None,
+                            min(peaking, key=lambda p: p.fit.peak_d).kind if peaking else None)
 
 
 def decide_findings(data: Sweep) -> Findings:
@@ -374,4 +431,5 @@ def decide_findings(data: Sweep) -> Findings:
         longest=_longest(ppo, sft), top_style=_top_style(ppo, sft), reference=_reference(ppo),
         optimum=_optimum(ppo, data.get("optimum") or []), best_of_n=_best_of_n(bon, ppo, sft),
         fit_peaks=_fit_peaks(sweep_fits(data)), other_runs=[_other_run(r, ppo, sft) for r in others],
-        reward_model=_reward_model(data.get("pipeline") or {}))
+        reward_model=_reward_model(data.get("pipeline") or {}),
+        methods=_methods(data["rows"], sft, sweep_fits(data)))

@@ -9,7 +9,9 @@ eq. 1–2: with d = √KL(π ‖ π_init) and R the gold reward *relative to the
 
 Both are linear in (α, β), so each fit is one exact least-squares solve. A row of
 `sweep.json` is a dict (`tether.analysis.schema.Row`); PPO rows with
-a fixed β have `kind == "ppo"`, best-of-n rows `kind == "bon"`.
+a fixed β have `kind == "ppo"`, best-of-n rows `kind == "bon"`; RLOO, GRPO and DPO rows
+`"rloo"`, `"grpo"`, `"dpo"`, each fitted with the RL form (Rafailov et al. 2024 fit the
+same form to direct alignment).
 """
 
 import math
@@ -18,8 +20,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-FIT_KINDS = {"rl": "ppo", "bon": "bon"}
-"""Fit kind → the row kind whose points it is fitted to."""
+FIT_KINDS = {"rl": "ppo", "bon": "bon", "rloo": "rloo", "grpo": "grpo", "dpo": "dpo"}
+"""Fit name → the row kind whose points it is fitted to; the "bon" fit has the best-of-n form, every other the RL form."""
 
 
 def _features(kind: str, d: np.ndarray) -> np.ndarray:
@@ -130,18 +132,19 @@ def row_sqrt_kl(row: dict) -> float:
 
 
 def frontier_fits(rows: list[dict]) -> dict[str, Fit]:
-    """Fits `gold_rl`, `gold_bon`, `proxy_rl`, `proxy_bon` of `{reward}_delta` against √KL.
+    """Fits `{reward}_{name}` of `{reward}_delta` against √KL, reward gold or proxy, name a key of FIT_KINDS:
+    `gold_rl` (PPO), `gold_bon`, `gold_rloo`, `gold_grpo`, `gold_dpo`, and the proxy's.
 
-    RL fits use the fixed-β PPO rows, best-of-n fits the "bon" rows. A fit is left out
+    RL fits use the fixed-β PPO rows, best-of-n fits the "bon" rows, each other method its own rows. A fit is left out
     when its rows have fewer than two distinct √KL > 0 with that reward measured.
     """
     fits = {}
     for reward in ("gold", "proxy"):
-        for kind, row_kind in FIT_KINDS.items():
+        for name, row_kind in FIT_KINDS.items():
             points = [(row_sqrt_kl(row), row[f"{reward}_delta"]) for row in rows
                       if row.get("kind") == row_kind and row.get(f"{reward}_delta") is not None]
             if len({d for d, _ in points if d > 0}) >= 2:
-                fits[f"{reward}_{kind}"] = _fit(kind, *zip(*points))
+                fits[f"{reward}_{name}"] = _fit("bon" if name == "bon" else "rl", *zip(*points))
     return fits
 
 

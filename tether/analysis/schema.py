@@ -20,10 +20,13 @@ SCHEMA_VERSION = 1
 
 NUMBER_FIELDS = ("beta", "n", "kl", "sqrt_kl", "proxy_reward", "gold_reward", "proxy_delta", "gold_delta",
                  "refusal_rate", "benign_refusal_rate", "filler_per_response", "repetition_rate", "mean_length",
-                 "distinct_1", "distinct_2", "entropy")
+                 "distinct_1", "distinct_2", "entropy", "dpo_margin", "dpo_accuracy")
 """The row keys that hold a finite number or null."""
 ROW_KINDS = {"ppo": "PPO, fixed β", "bon": "best-of-n", "ppo_adaptive": "PPO, adaptive KL",
-             "ppo_ensemble": "PPO, RM ensemble", "ppo_early_stop": "PPO, early stop"}
+             "ppo_ensemble": "PPO, RM ensemble", "ppo_early_stop": "PPO, early stop",
+             "rloo": "RLOO, fixed β", "grpo": "GRPO, fixed β", "dpo": "DPO"}
+FRONTIER_KINDS = ("ppo", "rloo", "grpo", "dpo", "bon")
+"""The kinds that are points of a method's frontier: each needs its KL."""
 """Row kind → its name in the report; a row of another kind is shown under its kind."""
 
 
@@ -37,7 +40,7 @@ class Sample(TypedDict, total=False):
 
 
 class Row(TypedDict, total=False):
-    """One run of the sweep: a PPO policy at one β, best-of-n at one n, or a mitigation.
+    """One run of the sweep: a PPO, RLOO, GRPO or DPO policy at one β, best-of-n at one n, or a mitigation.
 
     `kl` is KL(π ‖ π_ref) in nats and `sqrt_kl` its square root; rewards are means over
     held-out prompts and `*_delta` the same minus the SFT policy's (the frontier's y axis).
@@ -46,7 +49,7 @@ class Row(TypedDict, total=False):
 
     kind: str  # a key of ROW_KINDS
     label: str  # shown everywhere; unique
-    beta: float | None  # β of a PPO row
+    beta: float | None  # β of a PPO, RLOO, GRPO or DPO row
     n: int | None  # n of a best-of-n row
     kl: float | None
     sqrt_kl: float | None
@@ -67,6 +70,8 @@ class Row(TypedDict, total=False):
     n_responses: int | None
     n_benign: int | None
     rm_gold_agreement: float | None  # share of same-prompt sample pairs the reward model orders as gold does
+    dpo_margin: float | None  # a DPO row's implicit reward margin β·h on held-out pairs (TRL's eval rewards/margins)
+    dpo_accuracy: float | None  # its share of held-out pairs with a positive margin
     steps_done: int | None  # PPO iterations run (fewer when the early-stop row stopped)
     early_stop: dict | None  # {"step", "reason"} when the early-stop row stopped
     style_shares: dict[str, float] | None  # the world's style → share of responses
@@ -155,7 +160,7 @@ class Sweep(TypedDict, total=False):
     pipeline: Pipeline
     sft_baseline: Baseline
     rows: list[Row]
-    fits: dict[str, FitRecord]  # "gold_rl" | "gold_bon" | "proxy_rl" | "proxy_bon"
+    fits: dict[str, FitRecord]  # "{gold|proxy}_{rl|bon|rloo|grpo|dpo}" (rl: PPO)
     optimum: list[Optimum]
     findings: FindingsRecord
 
@@ -188,8 +193,8 @@ def _check_rows(rows) -> None:
             if not isinstance(row.get(key), str) or not row[key]:
                 raise InputError("expected a non-empty string", field=f"rows[{i}].{key}")
         _check_numbers(row, NUMBER_FIELDS, f"rows[{i}]")
-        if row["kind"] in ("ppo", "bon") and row.get("kl") is None and row.get("sqrt_kl") is None:
-            raise InputError("a ppo or bon row needs kl or sqrt_kl", field=f"rows[{i}].kl")
+        if row["kind"] in FRONTIER_KINDS and row.get("kl") is None and row.get("sqrt_kl") is None:
+            raise InputError(f"a {row['kind']} row needs kl or sqrt_kl", field=f"rows[{i}].kl")
     labels = [row["label"] for row in rows]
     if len(set(labels)) != len(labels):
         raise InputError(f"labels must be unique, got {labels}", field="rows[].label")

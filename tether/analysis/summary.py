@@ -231,6 +231,36 @@ def _others_paragraph(f: Findings) -> str | None:
     return "Other runs: " + "; ".join(parts) + "."
 
 
+def _method_sentence(p) -> str:
+    name = ROW_KINDS.get(p.kind, p.kind)
+    best = p.best.row
+    text = f"{name}: best gold {signed(p.best.gold_delta)} over SFT ({best['label']}, KL = {fmt(best.get('kl'))} nats"
+    if best.get("dpo_margin") is not None:
+        text += f", implicit margin {fmt(best['dpo_margin'])} beside a proxy of {signed(p.best.proxy_delta)}"
+    text += ")"
+    if p.fit is not None:
+        text += (f"; its gold fit peaks at √KL = {fmt(p.fit.peak_d)}" if p.peak_status in ("measured", "extrapolated")
+                 else "; its gold fit shows no peak in reach")
+    if p.smallest_beta_hacked is not None:
+        text += ("; at its smallest β gold fell while the proxy" + (" and the margin" if p.kind == "dpo" else "") + " rose"
+                 if p.smallest_beta_hacked else "; its smallest β did not overoptimise against the next")
+    return text
+
+
+def _methods_paragraph(f: Findings) -> str | None:
+    m = f.methods
+    if m is None:
+        return None
+    text = "Methods on one frontier (KL of each policy's own samples against the reference). " + "; ".join(
+        _method_sentence(p) for p in m.points) + "."
+    if m.most_gold_at_common is not None:
+        text += (f" At the same √KL = {fmt(m.common_sqrt_kl)} (every fitted method measured that far), "
+                 f"{ROW_KINDS.get(m.most_gold_at_common, m.most_gold_at_common)} keeps the most gold.")
+    if m.first_to_peak is not None:
+        text += f" {ROW_KINDS.get(m.first_to_peak, m.first_to_peak)} overoptimises first (its gold fit peaks at the smallest √KL)."
+    return text
+
+
 def summary_paragraphs(f: Findings) -> list[str]:
     """The summary of `f`, one string per paragraph.
 
@@ -246,7 +276,7 @@ def summary_paragraphs(f: Findings) -> list[str]:
     if f.ppo:
         paragraphs += [_gold_paragraph(f), _overoptimisation_paragraph(f), _hacks_paragraph(f),
                        _reference_paragraph(f.reference), _optimum_paragraph(f.optimum)]
-    paragraphs += [_bon_paragraph(f.best_of_n), _fits_paragraph(f.fit_peaks), _others_paragraph(f),
+    paragraphs += [_bon_paragraph(f.best_of_n), _fits_paragraph(f.fit_peaks), _methods_paragraph(f), _others_paragraph(f),
                    _rm_paragraph(f.reward_model)]
     return [p for p in paragraphs if p]
 

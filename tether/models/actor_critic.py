@@ -2,7 +2,8 @@
 
 The value function is a separate critic initialised from the reward model, or a
 value head on the policy's own trunk initialised from the reward model's head
-(Ziegler et al. 2019; Huang et al. 2024). The reference is a separate frozen
+(Ziegler et al. 2019; Huang et al. 2024), or none at all for the critic-free
+methods (RLOO, GRPO), whose baseline is the other samples of the same prompt. The reference is a separate frozen
 copy of the initial policy or, with LoRA, the policy with its adapter disabled.
 """
 
@@ -23,13 +24,17 @@ class ActorCritic(torch.nn.Module):
     policy: the causal LM being trained (a PEFT model when `ref` is None).
     ref: the frozen reference policy, or None to use `policy` with its LoRA adapter disabled.
     reward_model: the loaded reward model; the critic (value_model="critic") is a deep copy of it, the
-        shared value head (value_model="shared") a copy of its scalar head when the widths match.
+        shared value head (value_model="shared") a copy of its scalar head when the widths match;
+        value_model="none" keeps no value function (values are 0).
     """
 
     def __init__(self, policy, ref, reward_model, value_model: str):
         super().__init__()
         self.ref = ref
-        if value_model == "shared":
+        self.has_values = value_model != "none"
+        if value_model == "none":
+            self.actor, self.critic = policy, None
+        elif value_model == "shared":
             if reward_model.config.hidden_size == getattr(policy.config, "hidden_size", None):
                 head = copy.deepcopy(score_head(reward_model))  # value head initialised from the reward model's head
             else:
@@ -53,12 +58,15 @@ class ActorCritic(torch.nn.Module):
 
     def forward(self, sequences, attention_mask, response_start: int):
         """-> (logits of the rows that score the response (B, R + 1, V) as `policy_forward`,
-        values V(s_t) of the state before each response token (B, R)).
+        values V(s_t) of the state before each response token (B, R); 0 without a value function).
 
         sequences, attention_mask: (B, P + R), the response starting at column P = response_start.
         The value of response token j is read at position P + j − 1, the last token before it:
         values[:, P − 1:−1] of the per-position values (B, P + R).
         """
+        if not self.has_values:
+            logits = policy_forward(self.policy, sequences, attention_mask, response_start)
+            return logits, logits.new_zeros(sequences.shape[0], sequences.shape[1] - response_start)
         if self.critic is None:
             logits, values = self.actor(sequences, attention_mask, response_start)
         else:

@@ -7,6 +7,8 @@ from pathlib import Path
 import torch
 
 from tether.config import build_config, save_config, to_dict
+from tether.data import read_preferences, tokenize_pairs
+from tether.data.collate import report_too_long
 from tether.errors import InputError, RunError
 from tether.io import remove_stale_temp
 from tether.rollout import DEFAULT_ENGINE, make_engine
@@ -66,6 +68,28 @@ def split_held_out(items: list, fraction: float, rng: random.Random) -> tuple[li
     rng.shuffle(order)
     n_held = int(len(items) * fraction)
     return [items[i] for i in order[:n_held]], [items[i] for i in order[n_held:]]
+
+
+def read_pair_splits(cfg, tokenizer, rng: random.Random):
+    """(train pairs, held-out pairs, their tokens, the held-out tokens or None) as `rm train` and `dpo` read them:
+    `cfg.data` in `cfg.format`; held out `cfg.eval_data`, else a `cfg.eval_fraction` split of `cfg.data` drawn
+    with `rng`; invalid rows skipped and reported with `cfg.skip_invalid`; tokenised to `cfg.max_length` by
+    `cfg.truncation`, one line per file counting the rows cut or skipped."""
+    pairs = read_preferences(cfg.data, cfg.format, skip_invalid=cfg.skip_invalid)
+    if cfg.eval_data:
+        held = read_preferences(cfg.eval_data, cfg.format, skip_invalid=cfg.skip_invalid)
+    else:
+        held, pairs = split_held_out(pairs, cfg.eval_fraction, rng)
+    train_tok = tokenize_pairs(pairs, tokenizer, cfg.max_length, cfg.truncation, path=cfg.data)
+    held_tok = tokenize_pairs(held, tokenizer, cfg.max_length, cfg.truncation, path=cfg.eval_data or cfg.data) if held else None
+    held_too_long = held_tok.too_long if held_tok else []
+    if cfg.eval_data:  # one line per file
+        report_too_long("pairs", train_tok.too_long, len(pairs), cfg.max_length, cfg.truncation, cfg.data)
+        report_too_long("pairs", held_too_long, len(held), cfg.max_length, cfg.truncation, cfg.eval_data)
+    else:
+        report_too_long("pairs", train_tok.too_long + held_too_long, len(pairs) + len(held), cfg.max_length,
+                        cfg.truncation, cfg.data)
+    return pairs, held, train_tok, held_tok
 
 
 def length_bucketed_batches(lengths: list[int], batch_size: int, rng: random.Random, pool: int = 50) -> list[list[int]]:

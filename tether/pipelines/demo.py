@@ -35,7 +35,7 @@ def sized(full, quick, help: str, **bounds):
 
 @dataclass
 class DemoConfig:
-    """Run SFT, preference collection, reward modelling, a PPO β sweep and best-of-n on the built-in world.
+    """Run SFT, preference collection, reward modelling, a β sweep of PPO, GRPO and DPO, and best-of-n on the built-in world.
 
     The demo's own sizes are fields here; `run_demo` builds every stage's config from them, and
     each stage's other settings are that stage's defaults.
@@ -55,6 +55,10 @@ class DemoConfig:
                                       "members share every bias of the labels and did not help on this world")
     early_stop: bool = opt(True, "add the early-stopping mitigation row (SweepConfig.early_stop)")
     betas: list[float] | None = sized([0.01, 0.05, 0.1, 0.5, 1.0, 5.0], [0.01, 1.0], "KL coefficients of the sweep (SweepConfig.betas)", ge=0)
+    methods: list[str] = opt(["ppo", "grpo", "dpo", "bon"], "methods on the frontier (SweepConfig.methods)")
+    grpo_betas: list[float] | None = sized([0.01, 0.1, 1.0], [0.01, 1.0], "KL coefficients of the GRPO runs (SweepConfig.grpo_betas)", ge=0)
+    rloo_betas: list[float] | None = sized([0.01, 0.1, 1.0], [0.01, 1.0], "KL coefficients of the RLOO runs, with rloo in --methods", ge=0)
+    dpo_betas: list[float] | None = sized([0.03, 0.1, 0.3, 1.0], [0.1, 1.0], "beta of the DPO runs, on the collected pairs (SweepConfig.dpo_betas)", gt=0)
     ppo_steps: int | None = sized(40, 12, "PPO iterations per β (PPOConfig.steps)", ge=1)
     eval_samples: int | None = sized(512, 128, "held-out samples per evaluation (PPOConfig.eval_samples)", ge=1)
     bon_max: int | None = sized(256, 16, "largest n of best-of-n (a power of two)", ge=1)
@@ -119,6 +123,8 @@ def run_demo(cfg: DemoConfig) -> dict:
                eval_samples=cfg.eval_samples, eval_every=cfg.ppo_steps, threads=cfg.threads, **common)
     return sweep_and_report(stage, SweepConfig(
         out=str(out / "sweep"), ppo=ppo, betas=cfg.betas, bon_ns=[2 ** i for i in range(cfg.bon_max.bit_length())],
+        methods=cfg.methods, grpo_betas=cfg.grpo_betas, rloo_betas=cfg.rloo_betas, dpo_betas=cfg.dpo_betas,
+        dpo_data=str(pairs), dpo_eval_data=str(out / "collect_eval" / "pairs.jsonl"),
         ensemble=rm_dirs[1:], early_stop=cfg.early_stop, early_stop_every=10, bon_prompts=cfg.bon_prompts, jobs=cfg.jobs,
         pipeline={"sft": sft, "collect": collect, "reward_model": dict(rm_eval),
                   **({"ensemble": members} if len(members) > 1 else {}), "timings_s": stage.timings}))

@@ -1,4 +1,5 @@
-"""`tether ppo`: maximise r_φ(x, y) − β·KL(π_θ ‖ π_ref) with PPO (Ziegler et al. 2019; Ouyang et al. 2022).
+"""`tether ppo`: maximise r_φ(x, y) − β·KL(π_θ ‖ π_ref) with PPO (Ziegler et al. 2019; Ouyang et al. 2022),
+or with the critic-free RLOO (Ahmadian et al. 2024) and GRPO (Shao et al. 2024): `--advantage rloo|grpo`.
 
 One loop, read top to bottom: rollout → score → per-token rewards → GAE → PPO
 epochs over shuffled minibatches → log → evaluate → checkpoint. The math is in
@@ -6,7 +7,10 @@ epochs over shuffled minibatches → log → evaluate → checkpoint. The math i
 implementation details of RLHF with PPO"): dropout off, log-probs from
 logits / temperature, score at the last real response token, value head
 initialised from the reward model, a fresh shuffle per PPO epoch, an explicit
-penalty for responses without EOS. The rollout engine is the one `--rollout-engine`
+penalty for responses without EOS. RLOO and GRPO are a choice of advantage estimator
+in the same loop, not a second trainer: `group_size` samples per prompt, no value
+function, the sequence's return compared with the other samples of its prompt
+(`tether.algos.rloo_advantages`, `grpo_advantages`). The rollout engine is the one `--rollout-engine`
 names (`tether.rollout.ENGINES`); the KL penalty is one object per estimator
 (`tether.algos.kl_penalty`); the actor–critic is `tether.models.ActorCritic`.
 """
@@ -23,9 +27,10 @@ import torch
 from tqdm.auto import tqdm
 
 from tether.algos import (AdaptiveKLController, FixedKLController, entropy_from_logits, explained_variance, gae,
-                          masked_mean, masked_whiten, per_token_rewards, ppo_policy_loss, ppo_value_loss)
-from tether.algos.kl_penalty import KL_PENALTIES
-from tether.algos.stats import masked_whiten_with_scale
+                          grpo_advantages, masked_mean, masked_whiten, per_token_rewards, ppo_policy_loss,
+                          ppo_value_loss, rloo_advantages)
+from tether.algos.kl_penalty import KL_IN_LOSS, KL_PENALTIES, KL_PLACEMENTS, kl_penalty
+from tether.algos.stats import LOSS_AGGREGATIONS, masked_whiten_with_scale
 from tether.config import check_fields, opt, require
 from tether.data import encode_prompt, read_prompts
 from tether.io import atomic_open, write_json_atomic, write_jsonl_atomic
@@ -41,6 +46,7 @@ from tether.rollout import (DEFAULT_ENGINE, ENGINES, SamplingConfig, length_sort
 from tether.runlog import MetricsLogger, truncate_jsonl
 from tether.worlds import resolve_gold
 
+ADVANTAGES = ("gae", "rloo", "grpo")
 REPLICA_SEED_STRIDE = 7919  # replica k samples and orders its prompts from seed + 7919·k (a prime): its own stream, rank 0 the single-process one
 
 
@@ -70,13 +76,23 @@ class PPOConfig:
     kl_horizon: int = opt(10000, "horizon of the adaptive controller, in rollouts", ge=1)
     kl_estimator: str = opt("exact", "per-token KL: k1 = log p - log p_ref or k3 = (r - 1) - log r of the sampled token (in the reward); "
                                   "exact = the KL over the whole vocabulary at each state (in the reward for later states, its own gradient in the loss): far less noise, so a large beta holds the policy near the reference")
+    kl_placement: str = opt("reward", "where the KL penalty acts: reward (r_t = -beta*kl_t, any estimator) or loss "
+                                      "(beta*mean k3 of the current policy in the loss, GRPO's; k3 only); beta means the same in both")
+    advantage: str = opt("gae", "advantage estimator: gae (PPO, with a value function), rloo (leave-one-out baseline over "
+                                "group_size samples per prompt, Ahmadian et al. 2024) or grpo (group-normalised, Shao et al. 2024); "
+                                "rloo and grpo keep no value function")
+    group_size: int = opt(1, "samples per prompt (k): each iteration takes batch_size/k prompts, each sampled k times; "
+                             "rloo and grpo need k >= 2", ge=1)
+    grpo_scale: bool = opt(True, "grpo: divide by the group's std (Shao et al. 2024); false: only centre it (Dr. GRPO, Liu et al. 2025)")
+    loss_aggregation: str = opt("token_mean", "how the policy loss averages tokens: token_mean (every token one vote), "
+                                              "seq_mean (every response one vote, GRPO) or constant (sum / (rows * max_new_tokens), Dr. GRPO)")
     gamma: float = opt(1.0, "discount", ge=0, le=1)
     lam: float = opt(0.95, "GAE lambda", ge=0, le=1)
     clip_eps: float = opt(0.2, "policy ratio clip", gt=0)
     clip_value: float = opt(0.2, "value clip range", gt=0)
     vf_coef: float = opt(0.1, "value loss weight", ge=0)
     max_grad_norm: float = opt(1.0, "gradient clipping norm", gt=0)
-    whiten_advantages: bool = opt(True, "whiten advantages over the batch's response tokens")
+    whiten_advantages: bool = opt(True, "whiten advantages over the batch's response tokens (gae and rloo; grpo's are normalised per group)")
     whiten_rewards: bool = opt(False, "whiten per-token rewards before GAE")
     score_clip: float | None = opt(None, "clip reward-model scores to [-c, c]", gt=0)
     missing_eos_penalty: float | None = opt(-1.0, "score given to a response that hits max_new_tokens without EOS (None: keep the model's score)")
@@ -105,6 +121,16 @@ class PPOConfig:
         for name in ("policy", "reward_model", "prompts", "out"):
             require(bool(getattr(self, name)), name, f"--{name.replace('_', '-')} is required")
         require(self.kl_estimator in KL_PENALTIES, "kl_estimator", f"must be k1, k3 or exact, got {self.kl_estimator!r}")
+        require(self.kl_placement in KL_PLACEMENTS, "kl_placement", f"must be reward or loss, got {self.kl_placement!r}")
+        require(self.kl_placement == "reward" or self.kl_estimator in KL_IN_LOSS, "kl_estimator",
+                f"the KL in the loss is k3 (GRPO's); {self.kl_estimator} there has no useful gradient")
+        require(self.advantage in ADVANTAGES, "advantage", f"must be gae, rloo or grpo, got {self.advantage!r}")
+        require(self.advantage == "gae" or self.group_size >= 2, "group_size",
+                f"{self.advantage} compares samples of one prompt: needs group_size >= 2, got {self.group_size}")
+        require(self.batch_size % self.group_size == 0, "group_size",
+                f"batch_size {self.batch_size} is not a multiple of group_size {self.group_size}")
+        require(self.loss_aggregation in LOSS_AGGREGATIONS, "loss_aggregation",
+                f"must be {', '.join(LOSS_AGGREGATIONS)}, got {self.loss_aggregation!r}")
         require(not (self.kl_estimator == "exact" and self.whiten_rewards), "whiten_rewards",
                 "whitened rewards lose the scale that the exact KL's loss term is matched to; use one or the other")
         require(self.value_model in ("shared", "critic"), "value_model", f"must be shared or critic, got {self.value_model!r}")
@@ -193,13 +219,15 @@ class Experience:
     prompt_len: P, the column where the responses start.
     response_mask: (B, R) float, 1 on response tokens through EOS.
     old_logprobs, ref_logprobs: (B, R) log π_old(y_j), log π_ref(y_j) under logits / temperature.
-    old_values: (B, R) V(state before response token j), from `ActorCritic`.
+    old_values: (B, R) V(state before response token j), from `ActorCritic` (0 without a value function).
     entropy: (B, R) entropy of π_old at each response state.
+    Rows k·g … k·g + k − 1 answer the same prompt (k = group_size).
     raw_scores: (B,) the reward model's score; scores: (B,) after the no-EOS penalty and clipping.
     score_std: (B,) the reward-model ensemble's std (0 for one model).
     kl: (B, R) the KL penalty's per-token KL (its estimator's).
     rewards: (B, R) −β·(KL part of the reward) per token, the score at the last real token.
-    advantages, returns: (B, R) GAE; advantages whitened when configured.
+    advantages, returns: (B, R) GAE's; for rloo/grpo the sequence's advantage and return Σ_t rewards_t on each of
+        its tokens. Advantages whitened when configured (not grpo's).
     advantage_scale: () what whitening divided the advantages by (1 without whitening).
     beta: the KL coefficient β this batch was scored with.
     ref_dist: (B, R, V) the reference's response distributions (logits / temperature), kept by the
@@ -233,9 +261,9 @@ def make_experience(model, reward_fn, rollout, prompts, texts, beta, cfg) -> Exp
     and the padding after EOS never touch KL, rewards, advantages or losses. The
     forward passes run on length-sorted chunks of micro_batch_size rollouts, each cut
     to the columns it needs (`over_length_chunks`), which also bounds their memory.
-    The KL penalty (`cfg.kl_estimator`) decides the KL, its part in the reward and what it keeps.
+    The KL penalty (`cfg.kl_estimator`, `cfg.kl_placement`) decides the KL, its part in the reward and what it keeps.
     """
-    penalty = KL_PENALTIES[cfg.kl_estimator]
+    penalty = kl_penalty(cfg.kl_estimator, cfg.kl_placement)
     seqs, attn, mask = rollout.sequences, rollout.attention_mask, rollout.response_mask.float()
     P = rollout.prompt_ids.shape[1]
     ref_dist_bytes = len(seqs) * mask.shape[1] * model.policy.config.vocab_size * 4
@@ -257,15 +285,34 @@ def make_experience(model, reward_fn, rollout, prompts, texts, beta, cfg) -> Exp
     rewards = per_token_rewards(scores, kl_in_reward, beta, mask)  # −β·KL per token, the score at the last real token
     if cfg.whiten_rewards:
         rewards = masked_whiten(rewards, mask, shift_mean=False)
-    advantages, returns = gae(rewards, tf["old_values"], mask, cfg.gamma, cfg.lam)
+    advantages, returns = estimate_advantages(rewards, tf["old_values"], mask, cfg)
     advantage_scale = torch.ones(())
-    if cfg.whiten_advantages:
+    if cfg.whiten_advantages and cfg.advantage != "grpo":
         advantages, advantage_scale = masked_whiten_with_scale(advantages, mask)
     return Experience(sequences=seqs, attention_mask=attn, prompt_len=P, response_mask=mask,
                       old_logprobs=tf["old_logp"], ref_logprobs=tf["ref_logp"], old_values=tf["old_values"],
                       entropy=tf["entropy"], raw_scores=tf["raw_scores"], scores=scores, score_std=tf["score_std"],
                       kl=kl, rewards=rewards, advantages=advantages, returns=returns, advantage_scale=advantage_scale,
                       beta=beta, ref_dist=tf.get("ref_dist"))
+
+
+def estimate_advantages(rewards, values, mask, cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """(advantages, returns), (B, R) each, by `cfg.advantage`: GAE over the tokens, or — rloo, grpo — the sequence's
+    return R = Σ_t r_t (score − β·its KL in the reward; γ = 1 as both papers) against the other samples of its
+    prompt, the same advantage on each of its response tokens."""
+    if cfg.advantage == "gae":
+        return gae(rewards, values, mask, cfg.gamma, cfg.lam)
+    returns = rewards.sum(1)  # (B,)
+    if cfg.advantage == "rloo":
+        advantages = rloo_advantages(returns, cfg.group_size)
+    else:
+        advantages = grpo_advantages(returns, cfg.group_size, scale=cfg.grpo_scale)
+    return advantages.unsqueeze(1) * mask, returns.unsqueeze(1) * mask
+
+
+def group_prompts(stream: "PromptStream", n_rollouts: int, group_size: int) -> list[int]:
+    """n_rollouts/k prompts from the stream, each listed k times in a row: [p0, p0, p1, p1, …] for k = 2."""
+    return [i for i in stream.take(n_rollouts // group_size) for _ in range(group_size)]
 
 
 def epoch_minibatches(batch_size: int, minibatch_size: int, generator) -> list[torch.Tensor]:
@@ -275,21 +322,26 @@ def epoch_minibatches(batch_size: int, minibatch_size: int, generator) -> list[t
 
 
 def minibatch_loss(model, exp: Experience, idx: torch.Tensor, cfg) -> tuple[torch.Tensor, dict]:
-    """PPO loss of the rows `idx`: clipped surrogate + vf_coef · clipped value loss (token means over `idx`),
+    """PPO loss of the rows `idx`: clipped surrogate (`cfg.loss_aggregation` over `idx`) + vf_coef · clipped value
+    loss (token mean; gae only),
     + the KL penalty's loss term (the exact KL's: β·KL / advantage scale). The rows are cut to the columns they need."""
     seqs, attn, P, R = trim_padding(exp.sequences[idx], exp.attention_mask[idx], exp.prompt_len)
     rows = lambda x: x[idx, :R]  # response-aligned (B, R, …) tensors of these rows, trimmed alike
     mask = rows(exp.response_mask)
     logits, values = model(seqs, attn, P)
     logp = response_logprobs(logits, seqs, P, cfg.temperature)
-    pg_loss, pg_stats = ppo_policy_loss(logp, rows(exp.old_logprobs), rows(exp.advantages), mask, cfg.clip_eps)
-    vf_loss, vf_stats = ppo_value_loss(values, rows(exp.old_values), rows(exp.returns), mask, cfg.clip_value)
+    pg_loss, pg_stats = ppo_policy_loss(logp, rows(exp.old_logprobs), rows(exp.advantages), mask, cfg.clip_eps,
+                                        cfg.loss_aggregation, cfg.max_new_tokens)
+    loss, value_parts = pg_loss, {}
+    if cfg.advantage == "gae":  # rloo and grpo keep no value function
+        vf_loss, vf_stats = ppo_value_loss(values, rows(exp.old_values), rows(exp.returns), mask, cfg.clip_value)
+        loss, value_parts = loss + cfg.vf_coef * vf_loss, {"vf": vf_loss, **vf_stats}
     dist = lambda: response_logits(logits, seqs, P, cfg.temperature)
     ref_dist = lambda: (rows(exp.ref_dist) if exp.ref_dist is not None  # cached by the scoring pass, else recomputed
                         else response_logits(unwrap(model).ref_logits(seqs, attn, P), seqs, P, cfg.temperature))
-    kl_loss, kl_parts = KL_PENALTIES[cfg.kl_estimator].loss_term(dist, ref_dist, mask, exp.beta, exp.advantage_scale)
-    loss = pg_loss + cfg.vf_coef * vf_loss + kl_loss
-    return loss, {"pg": pg_loss, "vf": vf_loss, **pg_stats, **vf_stats, **kl_parts}
+    kl_loss, kl_parts = kl_penalty(cfg.kl_estimator, cfg.kl_placement).loss_term(
+        logp, rows(exp.ref_logprobs), dist, ref_dist, mask, exp.beta, exp.advantage_scale)
+    return loss + kl_loss, {"pg": pg_loss, **pg_stats, **value_parts, **kl_parts}
 
 
 def ppo_update(model, optimizer, exp: Experience, cfg, generator, step: int, replica=SINGLE,
@@ -298,7 +350,8 @@ def ppo_update(model, optimizer, exp: Experience, cfg, generator, step: int, rep
 
     Each replica holds batch_size/W rollouts and takes minibatch_size/W of them per
     optimiser step. Every micro-batch's token-mean loss is weighted by its share of the
-    global minibatch's response tokens, so the gradient is the global token mean. A
+    global minibatch's response tokens, so the gradient is the global token mean (with
+    loss_aggregation seq_mean or constant, by its share of the rows, whose mean those are). A
     minibatch is cut into micro-batches of similar length (the gradient is their sum,
     whatever the order), so each pads little.
     """
@@ -311,11 +364,12 @@ def ppo_update(model, optimizer, exp: Experience, cfg, generator, step: int, rep
     for _ in range(cfg.ppo_epochs):
         for mb in epoch_minibatches(local_batch, local_mb, generator):
             optimizer.zero_grad(set_to_none=True)
-            global_tokens = sum_across(exp.response_mask[mb].sum().item(), replica)
+            units = (lambda rows: exp.response_mask[rows].sum()) if cfg.loss_aggregation == "token_mean" else len
+            global_units = sum_across(float(units(mb)), replica)
             for k, micro in enumerate(length_sorted_chunks(mb, lengths, cfg.micro_batch_size)):
                 with no_sync(model, active=k < n_micro - 1), autocast(exp.sequences.device, cfg.bf16):
                     loss, parts = minibatch_loss(model, exp, micro, cfg)
-                    loss = loss * exp.response_mask[micro].sum() * replica.world_size / global_tokens
+                    loss = loss * units(micro) * replica.world_size / global_units
                     check_finite(loss, step, "PPO loss", kept)
                     loss.backward()
                 for key, value in parts.items():
@@ -326,8 +380,10 @@ def ppo_update(model, optimizer, exp: Experience, cfg, generator, step: int, rep
 
 
 def step_metrics(exp: Experience, stats: dict, rollout) -> dict:
-    """One iteration's metrics under TRL's names."""
+    """One iteration's metrics under TRL's names (the value function's only where there is one)."""
     mask, kl_seq, beta = exp.response_mask, exp.kl.sum(1), exp.beta
+    value_metrics = lambda: {"loss/value": stats["vf"], "val/clipfrac": stats["vf_clipfrac"],
+                             "val/explained_variance": explained_variance(exp.old_values, exp.returns, mask).item()}
     return {
         "objective/kl": kl_seq.mean().item(), "objective/entropy": (exp.entropy * mask).sum(1).mean().item(),
         "objective/scores": exp.raw_scores.mean().item(),
@@ -336,11 +392,9 @@ def step_metrics(exp: Experience, stats: dict, rollout) -> dict:
         "objective/score_std": exp.score_std.mean().item(),
         "policy/clipfrac": stats["clipfrac"], "policy/approxkl": stats["approxkl"],
         "policy/entropy": masked_mean(exp.entropy, mask).item(),
-        "loss/policy": stats["pg"], "loss/value": stats["vf"], "val/clipfrac": stats["vf_clipfrac"],
-        "val/ratio": stats["ratio_mean"],
-        "val/explained_variance": explained_variance(exp.old_values, exp.returns, mask).item(),
+        "loss/policy": stats["pg"], "val/ratio": stats["ratio_mean"],
         "val/eos_rate": rollout.ended_with_eos.float().mean().item(), "val/mean_length": mask.sum(1).mean().item(),
-    } | ({"loss/kl": stats["kl"]} if "kl" in stats else {})
+    } | ({"loss/kl": stats["kl"]} if "kl" in stats else {}) | (value_metrics() if "vf" in stats else {})
 
 
 def eval_metrics(ev: dict) -> dict:
@@ -376,6 +430,8 @@ def check_split(cfg: PPOConfig, replica) -> None:
     w = replica.world_size
     require(cfg.batch_size % w == 0 and cfg.minibatch_size % w == 0, "batch_size",
             f"batch_size {cfg.batch_size} and minibatch_size {cfg.minibatch_size} must divide over {w} processes")
+    require((cfg.batch_size // w) % cfg.group_size == 0, "group_size",
+            f"batch_size/processes = {cfg.batch_size // w} is not a multiple of group_size {cfg.group_size}")
     require((cfg.minibatch_size // w) % cfg.micro_batch_size == 0, "micro_batch_size",
             f"minibatch_size/processes = {cfg.minibatch_size // w} is not a multiple of micro_batch_size {cfg.micro_batch_size}")
 
@@ -407,7 +463,8 @@ def run_ppo(cfg: PPOConfig) -> dict:
         return json.loads((out / "eval.json").read_text(encoding="utf-8"))
     set_seed(cfg.seed)
     reward_fn = RewardFunction([cfg.reward_model, *cfg.ensemble], tokenizer, device, cfg.uncertainty_coef)
-    model = ActorCritic.load(cfg.policy, reward_fn.model, device, ref_dir=cfg.ref_policy, value_model=cfg.value_model,
+    value_model = cfg.value_model if cfg.advantage == "gae" else "none"
+    model = ActorCritic.load(cfg.policy, reward_fn.model, device, ref_dir=cfg.ref_policy, value_model=value_model,
                              lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha)
     ddp_model = wrap(model, replica)
     gold = resolve_gold(cfg.gold, device=device)
@@ -440,13 +497,13 @@ def run_ppo(cfg: PPOConfig) -> dict:
     for step in bar:
         # 1. Rollout: sample responses; masks end at EOS.
         t0 = time.perf_counter()
-        batch_idx = stream.take(local_batch)
+        batch_idx = group_prompts(stream, local_batch, cfg.group_size)
         model.eval()
         rollout = engine.generate(model.policy, [prompt_ids[i] for i in batch_idx], sampling, generator)
         texts = decode_responses(tokenizer, rollout)
         batch_prompts = [prompts[i].prompt for i in batch_idx]
         t1 = time.perf_counter()
-        # 2–4. Score, per-token rewards (−β·KL, score at the last token), advantages (GAE).
+        # 2–4. Score, per-token rewards (−β·KL, score at the last token), advantages (GAE, RLOO or GRPO).
         beta = kl_ctl.value
         exp = make_experience(model, reward_fn, rollout, batch_prompts, texts, beta, cfg)
         t2 = time.perf_counter()

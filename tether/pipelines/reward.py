@@ -24,7 +24,7 @@ from tether.models import (PairScorer, apply_lora, load_reward_model, load_token
                            save_pretrained_atomic, score_pairs, set_seed)
 from tether.models.reward import trained_length_rule, training_settings
 from tether.pipelines.common import (autocast, check_finite, cosine_lr, length_bucketed_batches, prepare_run_dir,
-                                     set_lr, split_held_out)
+                                     read_pair_splits, set_lr)
 from tether.runlog import MetricsLogger, read_metrics
 
 
@@ -114,21 +114,8 @@ def run_rm_train(cfg: RMTrainConfig) -> dict:
     replica = init_replica(cfg.device)
     device = replica.device
     tokenizer = load_tokenizer(cfg.init, field="init")
-    pairs = read_preferences(cfg.data, cfg.format, skip_invalid=cfg.skip_invalid)
     rng = random.Random(cfg.seed)
-    if cfg.eval_data:
-        held = read_preferences(cfg.eval_data, cfg.format, skip_invalid=cfg.skip_invalid)
-    else:
-        held, pairs = split_held_out(pairs, cfg.eval_fraction, rng)
-    train_tok = tokenize_pairs(pairs, tokenizer, cfg.max_length, cfg.truncation, path=cfg.data)
-    held_tok = tokenize_pairs(held, tokenizer, cfg.max_length, cfg.truncation, path=cfg.eval_data or cfg.data) if held else None
-    held_too_long = held_tok.too_long if held_tok else []
-    if cfg.eval_data:  # one line per file
-        report_too_long("pairs", train_tok.too_long, len(pairs), cfg.max_length, cfg.truncation, cfg.data)
-        report_too_long("pairs", held_too_long, len(held), cfg.max_length, cfg.truncation, cfg.eval_data)
-    else:
-        report_too_long("pairs", train_tok.too_long + held_too_long, len(pairs) + len(held), cfg.max_length,
-                        cfg.truncation, cfg.data)
+    pairs, held, train_tok, held_tok = read_pair_splits(cfg, tokenizer, rng)
     out = prepare_run_dir(cfg.out, cfg) if replica.is_main else Path(cfg.out)
     set_seed(cfg.seed)
     model = reward_model_from_policy(cfg.init, tokenizer.pad_token_id, device)

@@ -1,7 +1,9 @@
-"""`tether sweep`: one PPO run per β, best-of-n, the reward–KL frontier and the hacking report.
+"""`tether sweep`: one run per (method, β) — PPO, RLOO, GRPO, DPO — best-of-n, the reward–KL frontier and the report.
 
-Each PPO run is an ordinary `tether ppo` run directory under OUT/runs/; a run with
-an `eval.json` is finished and is not redone, a run with a checkpoint resumes.
+Each run is an ordinary `tether ppo` (PPO, RLOO, GRPO) or `tether dpo` run directory under
+OUT/runs/; a run with an `eval.json` is finished and is not redone, a PPO-loop run with a
+checkpoint resumes. Every method's KL is measured the same way: samples of the trained
+policy against the reference (`evaluate_policy`).
 Writes OUT/sweep.json (the schema of `tether.analysis.schema`) and OUT/report.html.
 """
 
@@ -27,6 +29,7 @@ from tether.errors import InputError
 from tether.models import load_causal_lm, load_tokenizer, resolve_device, set_seed
 from tether.pipelines.common import changed_settings, prepare_run_dir
 from tether.pipelines.policy_eval import best_of_n, evaluate_policy, kl_regularised_optima, sample_grid
+from tether.pipelines.dpo import DPOConfig, run_dpo
 from tether.pipelines.ppo import PPOConfig, run_ppo
 from tether.pipelines.scoring import RewardFunction
 from tether.rollout import SamplingConfig, make_engine, policy_forward
@@ -35,7 +38,7 @@ from tether.worlds import RewardModelGold, resolve_gold
 
 
 # PPO fields the sweep sets for each run itself: neither options of `tether sweep` nor keys of its `ppo:` mapping.
-PER_RUN = ("out", "resume", "beta", "adaptive_kl", "kl_target", "ensemble",
+PER_RUN = ("out", "resume", "beta", "adaptive_kl", "kl_target", "ensemble", "advantage", "group_size", "kl_placement",
            "early_stop_benign_refusal", "early_stop_repetition", "early_stop_gold_agreement_drop")
 
 
@@ -51,7 +54,20 @@ class SweepConfig:
     PPOConfig's defaults.
     """
     out: str = opt("", "sweep directory: runs/, sweep.json, report.html")
+    methods: list[str] = opt(["ppo", "bon"], "methods on the frontier: ppo, rloo, grpo (the PPO loop with that advantage "
+                                             "estimator, group_size samples per prompt, no value function; grpo with k3 in the loss), "
+                                             "dpo (on --dpo-data) and bon (best-of-n)")
     betas: list[float] = opt([0.01, 0.05, 0.1, 0.5, 1.0], "fixed KL coefficients, one PPO run each", ge=0)
+    rloo_betas: list[float] = opt([], "KL coefficients of the RLOO runs (empty: --betas)", ge=0)
+    grpo_betas: list[float] = opt([], "KL coefficients of the GRPO runs (empty: --betas)", ge=0)
+    dpo_betas: list[float] = opt([], "beta of the DPO runs (empty: --betas; DPO's beta scales an implicit reward, "
+                                     "so its values need not match PPO's)", gt=0)
+    group_size: int = opt(4, "rloo and grpo: samples per prompt (PPOConfig.group_size)", ge=2)
+    dpo_data: str = opt("", "dpo: the labelled pairs (normally those the reward model learned from)")
+    dpo_eval_data: str | None = opt(None, "dpo: held-out labelled pairs for its margins (default: a split of --dpo-data)")
+    dpo_epochs: int = opt(1, "dpo: passes over the pairs (DPOConfig.epochs)", ge=1)
+    dpo_lr: float = opt(2e-4, "dpo: peak learning rate (DPOConfig.lr; PPO's default lr)", gt=0)
+    dpo_batch_size: int = opt(32, "dpo: pairs per step (DPOConfig.batch_size)", ge=1)
     kl_targets: list[float] = opt([], "adaptive-KL runs, one per target KL (Ziegler et al. 2019)", gt=0)
     bon_ns: list[int] = opt([1, 2, 4, 8, 16, 32, 64, 128, 256], "best-of-n sizes (powers of two dividing the largest)", ge=1)
     bon_prompts: int = opt(64, "held-out prompts for best-of-n", ge=1)
@@ -74,6 +90,9 @@ class SweepConfig:
         require(bool(self.out), "out", "--out is required")
         self.ppo = run_template(self.ppo, self.out)
         check_fields(self)
+        unknown = sorted(set(self.methods) - set(METHODS))
+        require(not unknown, "methods", f"unknown {', '.join(unknown)}; known: {', '.join(METHODS)}")
+        require("dpo" not in self.methods or bool(self.dpo_data), "dpo_data", "method dpo needs --dpo-data (the pairs)")
         n_max = max(self.bon_ns) if self.bon_ns else 1
         require(all(n_max % n == 0 for n in self.bon_ns), "bon_ns", f"each n must divide the largest ({n_max})")
 
@@ -95,9 +114,24 @@ def run_template(ppo, out):
     return ppo  # check_fields names what was expected
 
 
+METHODS = ("ppo", "rloo", "grpo", "dpo", "bon")
+# The PPO loop's settings that make a method (Ahmadian et al. 2024: the KL in the reward; Shao et al. 2024: k3 in the loss).
+CRITIC_FREE = {"rloo": {"advantage": "rloo"}, "grpo": {"advantage": "grpo", "kl_placement": "loss", "kl_estimator": "k3"}}
+
+
 def run_specs(cfg: SweepConfig) -> list[tuple[str, dict, dict]]:
-    """(run name, per-run PPO fields, row fields) for every PPO run of the sweep."""
-    specs = [(f"beta_{b:g}", {"beta": b}, {"kind": "ppo", "beta": b, "label": f"β={b:g}"}) for b in cfg.betas]
+    """(run name, per-run fields, row fields) for every trained run of the sweep: PPO-loop runs' fields go to a
+    PPOConfig, the "dpo" rows' (kind dpo) to a DPOConfig."""
+    specs = [(f"beta_{b:g}", {"beta": b}, {"kind": "ppo", "beta": b, "label": f"β={b:g}"})
+             for b in cfg.betas if "ppo" in cfg.methods]
+    for method, fields in CRITIC_FREE.items():
+        if method in cfg.methods:
+            specs += [(f"{method}_beta_{b:g}", {"beta": b, "group_size": cfg.group_size, **fields},
+                       {"kind": method, "beta": b, "label": f"{method.upper()} β={b:g}"})
+                      for b in getattr(cfg, f"{method}_betas") or cfg.betas]
+    if "dpo" in cfg.methods:
+        specs += [(f"dpo_beta_{b:g}", {"beta": b}, {"kind": "dpo", "beta": b, "label": f"DPO β={b:g}"})
+                  for b in cfg.dpo_betas or cfg.betas]
     specs += [(f"adaptive_{t:g}", {"adaptive_kl": True, "kl_target": t, "beta": min(cfg.betas or [0.1])},
                {"kind": "ppo_adaptive", "beta": None, "kl_target": t, "label": f"adaptive KL→{t:g}"}) for t in cfg.kl_targets]
     beta0 = min(cfg.betas) if cfg.betas else 0.05
@@ -119,12 +153,26 @@ def ppo_config(cfg: SweepConfig, run_dir: Path, per_run: dict) -> PPOConfig:
     return dataclasses.replace(cfg.ppo, out=str(run_dir), **per_run)
 
 
-def finished_run(cfg: PPOConfig) -> dict | None:
+def dpo_config(cfg: SweepConfig, run_dir: Path, beta: float) -> DPOConfig:
+    """The DPOConfig of one DPO row: the sweep's pairs, its policy as policy and reference, evaluated as the PPO runs."""
+    ppo = cfg.ppo
+    return DPOConfig(policy=ppo.policy, data=cfg.dpo_data, eval_data=cfg.dpo_eval_data, out=str(run_dir), beta=beta,
+                     epochs=cfg.dpo_epochs, lr=cfg.dpo_lr, batch_size=cfg.dpo_batch_size, reward_model=ppo.reward_model,
+                     gold=ppo.gold, eval_prompts=ppo.eval_prompts or ppo.prompts, eval_samples=ppo.eval_samples,
+                     max_new_tokens=ppo.max_new_tokens, temperature=ppo.temperature, rollout_engine=ppo.rollout_engine,
+                     seed=ppo.seed, device=ppo.device, threads=ppo.threads)
+
+
+def run_config(cfg: SweepConfig, run_dir: Path, per_run: dict, fields: dict):
+    """The config of one trained run: a DPOConfig for a dpo row, else a PPOConfig."""
+    return dpo_config(cfg, run_dir, per_run["beta"]) if fields["kind"] == "dpo" else ppo_config(cfg, run_dir, per_run)
+
+
+def finished_run(cfg: PPOConfig | DPOConfig) -> dict | None:
     """A finished run's eval.json, or None when the run has not finished.
 
-    A run is reused only if it was made with the same PPO settings (where it lives,
-    the device and the thread count may differ); other settings are an error. The
-    saved config.yaml is read as a PPOConfig, so a key it lacks counts as its default.
+    A run is reused only if it was made with the same settings (`changed_settings`: where
+    it lives, the device and the thread count may differ); other settings are an error.
     """
     out = Path(cfg.out)
     saved = out / "config.yaml"
@@ -139,8 +187,10 @@ def finished_run(cfg: PPOConfig) -> dict | None:
     return None
 
 
-def train_run(cfg: PPOConfig) -> dict:
-    """Run PPO, resumed from the run's checkpoint if it has one."""
+def train_run(cfg: PPOConfig | DPOConfig) -> dict:
+    """Run DPO, or the PPO loop resumed from the run's checkpoint if it has one."""
+    if isinstance(cfg, DPOConfig):
+        return run_dpo(cfg)
     return run_ppo(dataclasses.replace(cfg, resume=(Path(cfg.out) / "checkpoints" / "last.pt").is_file()))
 
 
@@ -155,6 +205,8 @@ def expected_cost(cfg: PPOConfig) -> tuple[int, int]:
     Starting the longest runs first keeps every worker busy to the end instead of
     leaving one long run alone on a core.
     """
+    if isinstance(cfg, DPOConfig):
+        return 0, 0  # a DPO run takes seconds
     return len(cfg.ensemble), cfg.steps // (cfg.eval_every or cfg.steps)
 
 
@@ -169,12 +221,12 @@ def train_runs(configs: list[PPOConfig], jobs: int) -> list[dict]:
     todo = sorted((k for k, r in enumerate(results) if r is None), key=lambda k: expected_cost(configs[k]), reverse=True)
     if jobs == 1 or len(todo) <= 1:
         for k in todo:
-            print(f"sweep: PPO run {Path(configs[k].out).name}", flush=True)
+            print(f"sweep: run {Path(configs[k].out).name}", flush=True)
             results[k] = train_run(configs[k])
         return results
     threads = max(1, (configs[0].threads or torch.get_num_threads()) // jobs)
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
-    print(f"sweep: {len(todo)} PPO runs, {jobs} at a time ({threads} thread(s) each)", flush=True)
+    print(f"sweep: {len(todo)} runs, {jobs} at a time ({threads} thread(s) each)", flush=True)
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=quiet_worker) as pool:
         futures = {pool.submit(train_run, dataclasses.replace(configs[k], threads=threads)): k for k in todo}
         for n, done in enumerate(tqdm(as_completed(futures), total=len(futures), desc="sweep runs", unit="run")):
@@ -182,14 +234,23 @@ def train_runs(configs: list[PPOConfig], jobs: int) -> list[dict]:
             if done.exception() is not None:
                 pool.shutdown(cancel_futures=True)  # start no other run; those in progress end first
             results[k] = done.result()
-            tqdm.write(f"sweep: PPO run {Path(configs[k].out).name} finished ({n + 1}/{len(futures)})")
+            tqdm.write(f"sweep: run {Path(configs[k].out).name} finished ({n + 1}/{len(futures)})")
     return results
 
 
 def learning_curve(run_dir: Path) -> list[dict]:
     keys = ("objective/scores", "objective/kl", "gold/score", "eval/proxy_reward", "eval/gold_reward", "eval/kl",
-            "eval/benign_refusal_rate", "objective/beta")
+            "eval/benign_refusal_rate", "objective/beta", "rewards/margins", "rewards/accuracies")
     return [{"step": r["step"], **{k: r[k] for k in keys if k in r}} for r in read_metrics(run_dir / "metrics.jsonl")]
+
+
+def dpo_margins(result: dict) -> dict:
+    """A DPO run's eval.json as a row: its held-out implicit reward margin β·h and accuracy as `dpo_margin` and
+    `dpo_accuracy` (beside the reward model's `proxy_reward`); the other held-out DPO metrics dropped."""
+    row = {k: v for k, v in result.items() if not k.startswith("eval/")}
+    if "eval/rewards/margins" in result:
+        row |= {"dpo_margin": result["eval/rewards/margins"], "dpo_accuracy": result["eval/rewards/accuracies"]}
+    return row
 
 
 def with_deltas(row: dict, baseline: dict) -> dict:
@@ -221,15 +282,16 @@ def run_sweep(cfg: SweepConfig) -> dict:
     baseline_samples = baseline.pop("samples")
     rows = []
     specs = run_specs(cfg)
-    results = train_runs([ppo_config(cfg, out / "runs" / name, overrides) for name, overrides, _ in specs], cfg.jobs)
+    results = train_runs([run_config(cfg, out / "runs" / name, overrides, fields) for name, overrides, fields in specs],
+                         cfg.jobs)
     for (name, _, fields), result in zip(specs, results):
         run_dir = out / "runs" / name
         result.pop("samples", None)
         samples = [json.loads(l) for l in (run_dir / "eval_samples.jsonl").read_text().splitlines() if l.strip()]
-        rows.append(with_deltas({**fields, **result, "curve": learning_curve(run_dir), "samples": samples[:16],
+        rows.append(with_deltas({**fields, **dpo_margins(result), "curve": learning_curve(run_dir), "samples": samples[:16],
                                  "run_dir": str(run_dir.relative_to(out))}, baseline))
     optima = []
-    if cfg.bon_ns:
+    if cfg.bon_ns and "bon" in cfg.methods:
         print(f"sweep: best-of-n for n in {cfg.bon_ns}")
         grid = sample_grid(sft, reward_fn, tokenizer, eval_records, max(cfg.bon_ns), cfg.bon_prompts, sampling,
                            engine=engine, seed=ppo.seed)
