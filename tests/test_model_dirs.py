@@ -4,10 +4,13 @@ without a traceback, and the run leaves nothing on disk (issue 21: a corpus of b
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 
 from tether.cli import main
+
+DATA = Path(__file__).parent / "data"
 
 
 def _edit_config(**changes):
@@ -78,9 +81,24 @@ def test_a_reward_model_given_as_policy_and_a_policy_given_as_reward_model_are_r
     assert not out.exists()
 
 
-def test_an_output_folder_that_cannot_be_made_is_one_line_and_exit_2(tiny_dirs, tmp_path, capsys):
+COMMANDS_WITH_OUT = {
+    "ppo": lambda d, out: ["ppo", "--policy", d["policy"], "--reward-model", d["rm"], "--prompts", d["prompts"],
+                           "--out", out, "--steps", "1", "--batch-size", "4", "--minibatch-size", "4",
+                           "--micro-batch-size", "4"],
+    "sft": lambda d, out: ["sft", "--model", d["policy"], "--data", d["sft"], "--out", out],
+    "rm train": lambda d, out: ["rm", "train", "--init", d["policy"], "--data", DATA / "pairs_explicit.jsonl",
+                                "--out", out],
+    "collect": lambda d, out: ["collect", "--policy", d["policy"], "--prompts", d["prompts"], "--out", out],
+}
+
+
+@pytest.mark.parametrize("command", list(COMMANDS_WITH_OUT))
+def test_an_output_folder_that_cannot_be_made_is_one_line_and_exit_2(tiny_dirs, tmp_path, capsys, command):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    assert _ppo(tiny_dirs["policy"], tiny_dirs["rm"], tiny_dirs["prompts"], blocker / "run") == 2
-    _one_error_line(capsys, '"out": cannot write here')
+    sft = tmp_path / "sft.jsonl"
+    sft.write_text('{"prompt": "what is two plus three ?", "completion": "five"}\n')
+    assert main([str(a) for a in COMMANDS_WITH_OUT[command]({**tiny_dirs, "sft": sft}, blocker / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"tether {command}: error: {blocker / 'run'}: \"out\": cannot write here" in err
     assert blocker.read_text() == "not a folder"

@@ -63,3 +63,27 @@ def test_a_nan_loss_names_the_kept_checkpoint_only_when_there_is_one(tiny_dirs, 
     load_tokenizer(tiny_dirs["rm"]).save_pretrained(nan_rm)
     with pytest.raises(RunError, match=r"PPO loss is nan at step 0; stopping$"):
         run_ppo(_config(tiny_dirs, tmp_path / "run", reward_model=str(nan_rm)))
+
+
+def test_a_resumed_run_shows_each_step_once_in_tensorboard(tiny_dirs, tmp_path, monkeypatch):
+    """The attempt that was killed logged steps past its checkpoint; the resumed one purges them (issue 21.6)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    import tether.pipelines.ppo as ppo
+    out = tmp_path / "run"
+    cfg = _config(tiny_dirs, out, steps=4, save_every=2)
+    log = ppo.MetricsLogger.log
+
+    def killed_after_step_3(self, step, metrics):
+        log(self, step, metrics)
+        if step == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ppo.MetricsLogger, "log", killed_after_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        run_ppo(cfg)
+    monkeypatch.undo()
+    run_ppo(dataclasses.replace(cfg, resume=True))
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("objective/kl")]
+    assert steps == [1, 2, 3, 4]
