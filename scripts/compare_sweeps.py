@@ -46,8 +46,12 @@ def main() -> int:
     parser.add_argument("after")
     parser.add_argument("--tol", type=float, default=1e-9, help="relative and absolute tolerance for numbers")
     args = parser.parse_args()
-    with open(args.before, encoding="utf-8") as f, open(args.after, encoding="utf-8") as g:
-        found = differences(json.load(f), json.load(g), args.tol)
+    try:
+        with open(args.before, encoding="utf-8") as f, open(args.after, encoding="utf-8") as g:
+            found = differences(json.load(f), json.load(g), args.tol)
+    except (OSError, json.JSONDecodeError) as e:
+        print(f"compare_sweeps: error: {e}", file=sys.stderr)
+        return 2
     print("\n".join(found) if found else "no differences")
     return 1 if found else 0
 
