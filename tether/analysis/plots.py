@@ -300,3 +300,24 @@ def plot_rm_curves(history: list[dict], path=None, ceiling: float | None = None)
         else:
             _no_data(ax, f"no {panel} recorded")
     return _png(fig, path)
+
+
+@_styled
+def plot_score_tradeoff(rows: list[dict], betas: list[float], path=None) -> bytes:
+    """r − β·KL against β, one line per scored response (`tether score`'s rows: "response", "objective").
+
+    The legend sits to the right of the axes, off the lines.
+    """
+    fig = _figure(9.0, 4.2)
+    ax = fig.subplots()
+    shades = np.linspace(0.0, 0.85, max(len(rows), 2))
+    for i, (row, shade) in enumerate(zip(rows, shades)):
+        text = " ".join(row["response"].split())
+        ax.plot(betas, [row["objective"][format(b, "g")] for b in betas], marker="o", ms=4, lw=1.5,
+                color=matplotlib.colormaps["viridis"](shade), label=f"#{i} {text[:32] + '…' if len(text) > 32 else text}")
+    ax.set_xscale("symlog", linthresh=min([b for b in betas if b > 0], default=1.0))
+    ax.set_title("Reward − β·KL for each response")
+    ax.set_xlabel("β (KL coefficient)")
+    ax.set_ylabel("r − β·KL")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    return _png(fig, path)
