@@ -55,7 +55,7 @@ class DemoConfig:
                                       "(RATER_POOLS); false: the same labels with other seeds (Coste et al. 2023), whose "
                                       "members share every bias of the labels and did not help on this world")
     early_stop: bool = opt(True, "add the early-stopping mitigation row (SweepConfig.early_stop)")
-    betas: list[float] | None = sized([0.01, 0.05, 0.1, 0.5, 1.0, 5.0], [0.01, 1.0], "KL coefficients of the sweep (SweepConfig.betas)", ge=0)
+    betas: list[float] | None = sized([0.01, 0.05, 0.1, 0.5, 1.0, 5.0], [0.01, 0.05, 0.1, 0.5, 1.0], "KL coefficients of the sweep (SweepConfig.betas)", ge=0)
     ppo_steps: int | None = sized(40, 12, "PPO iterations per β (PPOConfig.steps)", ge=1)
     eval_samples: int | None = sized(512, 128, "held-out samples per evaluation (PPOConfig.eval_samples)", ge=1)
     bon_max: int | None = sized(256, 16, "largest n of best-of-n (a power of two)", ge=1)
