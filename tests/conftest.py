@@ -21,6 +21,18 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_model_cache(tmp_path_factory):
+    """Built-in models (`builtin:bytes`) are made in a cache of the test session's own, not the user's."""
+    before = os.environ.get("TETHER_CACHE")
+    os.environ["TETHER_CACHE"] = str(tmp_path_factory.mktemp("tether_cache"))
+    yield
+    if before is None:
+        del os.environ["TETHER_CACHE"]
+    else:
+        os.environ["TETHER_CACHE"] = before
+
+
 def make_tokenizer(pad_is_eos: bool = False):
     """A word-level PreTrainedTokenizerFast: <pad>, <eos>, <unk> plus WORDS and a few punctuation marks."""
     from tokenizers import Tokenizer, models, pre_tokenizers, decoders

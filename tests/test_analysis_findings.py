@@ -9,7 +9,7 @@ import inspect
 import pytest
 
 from tether.analysis.findings import (EXTRAPOLATION_FACTOR, FILLER_RISE, NEAR_REFERENCE_KL, OPTIMUM_LIMIT_SHARE,
-                                      REFUSAL_THRESHOLD, REPETITION_RISE, decide_findings, is_hacked, peak_status,
+                                      MIN_FIT_R2, REFUSAL_THRESHOLD, REPETITION_RISE, decide_findings, is_hacked, peak_status,
                                       reward_delta, safe_but_useless_beta, sweep_findings)
 from tether.analysis.frontier import Fit
 from tether.analysis.plots import plot_detectors
@@ -129,6 +129,21 @@ def test_peak_status_around_the_data_and_the_extrapolation_factor(d_max, status)
     fit = Fit("bon", alpha=2.5, beta=1.0, r2=1.0, n_points=4, d_max=d_max)  # peak d* = α / 2β = 1.25
     assert peak_status(fit) == status
     assert peak_status(Fit("rl", alpha=1.0, beta=-0.5, r2=1.0, n_points=4, d_max=1.0)) == "none"
+
+
+@pytest.mark.parametrize("r2, status", [(None, "no fit"), (-0.02, "no fit"), (0.17, "no fit"),
+                                       (MIN_FIT_R2 - 1e-9, "no fit"), (MIN_FIT_R2, "measured")])
+def test_a_fit_with_poor_r2_is_no_fit(r2, status):
+    assert peak_status(Fit("bon", alpha=2.5, beta=1.0, r2=r2, n_points=4, d_max=2.0)) == status
+
+
+def test_summary_says_a_poor_fit_predicts_nothing_and_names_its_curvature_kappa():
+    from tether.analysis.findings import FitPeak
+    from tether.analysis.summary import _fits_paragraph
+    text = _fits_paragraph([FitPeak("gold_rl", Fit("rl", alpha=1.0, beta=0.5, r2=0.17, n_points=5, d_max=2.0),
+                                    "no fit", EXTRAPOLATION_FACTOR)])
+    assert "κ = 0.5" in text and "β =" not in text
+    assert f"does not fit (R² under {MIN_FIT_R2:g}): it predicts nothing" in text and "peaks" not in text
 
 
 def test_fit_peaks_are_the_gold_fits_in_order():

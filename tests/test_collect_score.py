@@ -119,9 +119,9 @@ def score_dirs(tiny_dirs, tmp_path_factory):
     return {**tiny_dirs, "ref": root / "ref", "responses": root / "responses.jsonl", "rows": rows}
 
 
-def score(score_dirs, out, ref, betas=(0.0, 0.1, 1.0)):
+def score(score_dirs, out, ref, betas=(0.0, 0.1, 1.0), kl="exact"):
     run_score(ScoreConfig(policy=str(score_dirs["policy"]), ref_policy=str(ref), reward_model=str(score_dirs["rm"]),
-                          responses=str(score_dirs["responses"]), betas=list(betas), out=str(out), device="cpu"))
+                          responses=str(score_dirs["responses"]), betas=list(betas), out=str(out), device="cpu", kl=kl))
     return json.loads((out / "scores.json").read_text())
 
 
@@ -135,11 +135,24 @@ def hand_kl(policy, ref, tokenizer, prompt, response) -> float:
     return sum((logp[t - 1, seq[t]] - ref_logp[t - 1, seq[t]]).item() for t in range(len(prompt_ids), len(seq)))
 
 
+def hand_exact_kl(policy, ref, tokenizer, prompt, response) -> float:
+    """Σ_t Σ_v π(v | x, y_<t) (log π(v | x, y_<t) − log π_ref(v | x, y_<t)) of one unpadded sequence, as a loop."""
+    prompt_ids = encode_prompt(tokenizer, prompt)
+    seq = prompt_ids + encode_response(tokenizer, response)
+    with torch.no_grad():
+        logp = torch.log_softmax(policy(input_ids=torch.tensor([seq])).logits[0].double(), -1)
+        ref_logp = torch.log_softmax(ref(input_ids=torch.tensor([seq])).logits[0].double(), -1)
+    return sum(sum(logp[t - 1, v].exp().item() * (logp[t - 1, v] - ref_logp[t - 1, v]).item() for v in range(logp.shape[1]))
+               for t in range(len(prompt_ids), len(seq)))
+
+
 def test_score_reward_kl_and_objective_match_a_hand_computation(score_dirs, tmp_path, capsys):
     from transformers import AutoModelForCausalLM
     data = score(score_dirs, tmp_path / "s", score_dirs["ref"])
     table = capsys.readouterr().out.splitlines()
-    assert "reward" in table[0] and "KL" in table[0] and "β=0.1" in table[0] and len(table) == 1 + 3 + 1
+    assert "reward" in table[0] and "KL" in table[0] and "log-ratio" in table[0] and "β=0.1" in table[0]
+    assert len(table) == 1 + 3 + 1 + 1 and table[4].startswith("KL: Σ_t KL(π(·|x,y<t) ‖ π_ref(·|x,y<t))")
+    assert (tmp_path / "s" / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     tokenizer = make_tokenizer()
     policy = AutoModelForCausalLM.from_pretrained(score_dirs["policy"]).eval()
     ref = AutoModelForCausalLM.from_pretrained(score_dirs["ref"]).eval()
@@ -147,18 +160,28 @@ def test_score_reward_kl_and_objective_match_a_hand_computation(score_dirs, tmp_
     assert data["betas"] == [0.0, 0.1, 1.0] and len(data["rows"]) == 3
     for row, given, reward in zip(data["rows"], score_dirs["rows"], rewards):
         assert (row["prompt"], row["response"]) == (given["prompt"], given["response"])
-        assert row["kl"] == pytest.approx(hand_kl(policy, ref, tokenizer, given["prompt"], given["response"]), abs=1e-4)
+        assert row["log_ratio"] == pytest.approx(hand_kl(policy, ref, tokenizer, given["prompt"], given["response"]), abs=1e-4)
+        assert row["kl_exact"] == pytest.approx(hand_exact_kl(policy, ref, tokenizer, given["prompt"], given["response"]), abs=1e-4)
+        assert row["kl_exact"] > 0
         assert row["reward"] == pytest.approx(reward, abs=1e-5)
-        assert row["objective"] == {f"{b:g}": pytest.approx(row["reward"] - b * row["kl"], abs=1e-12) for b in data["betas"]}
-    assert any(abs(row["kl"]) > 1e-3 for row in data["rows"])
+        assert row["objective"] == {f"{b:g}": pytest.approx(row["reward"] - b * row["kl_exact"], abs=1e-12) for b in data["betas"]}
+    assert data["kl"] == "kl_exact"
+    assert any(abs(row["log_ratio"]) > 1e-3 for row in data["rows"])
     mean_reward = sum(r["reward"] for r in data["rows"]) / 3
-    mean_kl = sum(r["kl"] for r in data["rows"]) / 3
+    mean_kl = sum(r["kl_exact"] for r in data["rows"]) / 3
     assert data["mean"]["objective"]["0.1"] == pytest.approx(mean_reward - 0.1 * mean_kl)
+
+
+def test_score_kl_sample_subtracts_the_log_ratio(score_dirs, tmp_path):
+    data = score(score_dirs, tmp_path / "sample", score_dirs["ref"], kl="sample")
+    assert data["kl"] == "log_ratio"
+    for row in data["rows"]:
+        assert row["objective"]["1"] == pytest.approx(row["reward"] - row["log_ratio"], abs=1e-12)
 
 
 def test_score_kl_is_exactly_zero_against_itself(score_dirs, tmp_path):
     data = score(score_dirs, tmp_path / "self", score_dirs["policy"])
-    assert [row["kl"] for row in data["rows"]] == [0.0, 0.0, 0.0]
+    assert [(row["kl_exact"], row["log_ratio"]) for row in data["rows"]] == [(0.0, 0.0)] * 3
     assert all(row["objective"]["1"] == row["reward"] for row in data["rows"])
 
 

@@ -174,7 +174,7 @@ def test_quick_changes_only_the_sizes_the_user_did_not_set():
     assert (DemoConfig().ppo_steps, DemoConfig(quick=True).ppo_steps) == (40, 12)
     assert DemoConfig(quick=True, ppo_steps=20, betas=[0.1]).ppo_steps == 20
     cli = build_config(DemoConfig, parse(DemoConfig, "--quick", "--ppo-steps", "20", "--eval-samples", "64"))
-    assert (cli.quick, cli.ppo_steps, cli.eval_samples, cli.n_pairs, cli.betas) == (True, 20, 64, 600, [0.01, 1.0])
+    assert (cli.quick, cli.ppo_steps, cli.eval_samples, cli.n_pairs, cli.betas) == (True, 20, 64, 600, [0.01, 0.05, 0.1, 0.5, 1.0])
     with pytest.raises(InputError, match='"bon_max": must be a power of two'):
         DemoConfig(bon_max=12)
 

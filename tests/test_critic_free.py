@@ -8,7 +8,7 @@ from tether.algos import grpo_advantages, kl_k3, rloo_advantages
 from tether.data import encode_prompt, read_prompts
 from tether.errors import InputError
 from tether.models import ActorCritic, load_tokenizer
-from tether.pipelines.ppo import PPOConfig, PromptStream, group_prompts, make_experience, run_ppo
+from tether.pipelines.ppo import PromptStream, group_prompts, make_experience, run_ppo
 from tether.pipelines.scoring import RewardFunction
 from tether.rollout import SamplingConfig, TorchSampler
 from tether.runlog import read_metrics

@@ -230,7 +230,7 @@ def test_training_on_a_label_file_ignores_undone_labels_ties_and_skips(hh_policy
     assert [p.extra["id"] for p in pairs] == ["pair0", "pair1", "pair6"]
     result = run_rm_train(RMTrainConfig(init=str(hh_policy), data=str(labels), out=str(tmp_path / "rm"),
                                         eval_fraction=0.0, epochs=1, batch_size=8, device="cpu"))
-    assert (result["n_train"], result["n_eval"], result["steps"]) == (3, 0, 1)
+    assert (result["n_train"], result["n_eval"], result["steps"]) == (3, 0, 3)  # batch sized to the 3 pairs: 1
 
 
 def test_rm_train_missing_file_exits_2_with_one_line(hh_policy, tmp_path):

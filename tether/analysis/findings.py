@@ -21,6 +21,8 @@ NEAR_REFERENCE_KL = 0.1
 """KL (nats) below which a policy "stayed near the reference"."""
 EXTRAPOLATION_FACTOR = 10.0
 """A fit's predicted peak beyond this multiple of its largest measured √KL is reported as out of reach."""
+MIN_FIT_R2 = 0.5
+"""A fit explaining less of its points' variance than this (R²) is reported as no fit: it predicts nothing."""
 OPTIMUM_LIMIT_SHARE = 0.9
 """π*'s estimated KL at or above this share of its bound log n is "at the estimate's limit"."""
 
@@ -68,8 +70,10 @@ def best_gold_beta(rows: list[dict]) -> float | None:
 
 
 def peak_status(fit: Fit) -> str:
-    """"none" (never turns down), "out of reach" (beyond EXTRAPOLATION_FACTOR × the data),
-    "extrapolated" (beyond the largest measured √KL) or "measured" (within the data)."""
+    """"no fit" (R² below MIN_FIT_R2 or unknown), "none" (never turns down), "out of reach" (beyond
+    EXTRAPOLATION_FACTOR × the data), "extrapolated" (beyond the largest measured √KL) or "measured" (within the data)."""
+    if fit.r2 is None or fit.r2 < MIN_FIT_R2:
+        return "no fit"
     peak = fit.peak_d
     if peak is None:
         return "none"

@@ -41,6 +41,7 @@ class Fit:
     kind: str
     alpha: float
     beta: float
+    """The curvature coefficient; the report calls it κ, apart from the KL coefficient β."""
     r2: float | None
     """1 − SS_res / SS_tot over the fitted points; None when the rewards are all equal."""
     n_points: int

@@ -19,7 +19,7 @@ import matplotlib.ticker
 import numpy as np
 from matplotlib.figure import Figure
 
-from tether.analysis.findings import REFUSAL_THRESHOLD
+from tether.analysis.findings import REFUSAL_THRESHOLD, peak_status
 from tether.analysis.frontier import fixed_beta_rows, row_sqrt_kl
 from tether.io import atomic_open
 
@@ -80,7 +80,7 @@ def _no_data(ax, message: str) -> None:
 
 
 def _fit_label(fit) -> str:
-    formula = "d(α − β·log d)" if fit.kind == "rl" else "d(α − β·d)"
+    formula = "d(α − κ·log d)" if fit.kind == "rl" else "d(α − κ·d)"
     r2 = "—" if fit.r2 is None else f"{fit.r2:.2f}"
     who = "PPO" if fit.kind == "rl" else "best-of-n"
     return f"{who} fit {formula}, R²={r2}"
@@ -93,7 +93,7 @@ def _draw_fit(ax, fit, d_max: float) -> None:
     ax.plot(grid, fit.predict(grid), ls="--", lw=1.4, color=FIT_COLORS[fit.kind], alpha=0.9,
             label=_fit_label(fit))
     peak = fit.peak_d
-    if peak is not None and 0 < peak <= d_max:
+    if peak_status(fit) in ("measured", "extrapolated") and 0 < peak <= d_max:
         ax.plot([peak], [fit.peak_reward], marker="o", ms=8, mfc="none", mec=FIT_COLORS[fit.kind], mew=1.5,
                 ls="none", label=f"predicted peak, √KL={peak:.2f}")
 
@@ -135,7 +135,7 @@ def _frontier_panel(ax, rows: list[dict], fits: dict, reward: str, optimum: list
     ax.set_xlabel(SQRT_KL_LABEL)
     ax.set_ylabel(f"{reward} reward − SFT's")
     ax.set_title("Gold reward (the labeler) vs √KL" if reward == "gold" else "Proxy reward (reward model) vs √KL")
-    ax.legend(loc="best")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)  # below the axes, off the data
 
 
 @_styled
@@ -147,7 +147,7 @@ def plot_frontier(rows: list[dict], fits: dict, optimum: list[dict] | None = Non
     when no row has a gold reward.
     """
     rewards = [w for w in ("gold", "proxy") if any(r.get(f"{w}_delta") is not None for r in rows)] or ["proxy"]
-    fig = _figure(6.2 * len(rewards), 4.6)
+    fig = _figure(6.2 * len(rewards), 6.0)
     for ax, reward in zip(_subplots(fig, 1, len(rewards)), rewards):
         _frontier_panel(ax, rows, fits, reward, optimum or [])
     return _png(fig, path)
@@ -299,4 +299,25 @@ def plot_rm_curves(history: list[dict], path=None, ceiling: float | None = None)
             ax.legend(loc="lower right" if panel == "accuracy" else "upper right")
         else:
             _no_data(ax, f"no {panel} recorded")
+    return _png(fig, path)
+
+
+@_styled
+def plot_score_tradeoff(rows: list[dict], betas: list[float], path=None) -> bytes:
+    """r − β·KL against β, one line per scored response (`tether score`'s rows: "response", "objective").
+
+    The legend sits to the right of the axes, off the lines.
+    """
+    fig = _figure(9.0, 4.2)
+    ax = fig.subplots()
+    shades = np.linspace(0.0, 0.85, max(len(rows), 2))
+    for i, (row, shade) in enumerate(zip(rows, shades)):
+        text = " ".join(row["response"].split())
+        ax.plot(betas, [row["objective"][format(b, "g")] for b in betas], marker="o", ms=4, lw=1.5,
+                color=matplotlib.colormaps["viridis"](shade), label=f"#{i} {text[:32] + '…' if len(text) > 32 else text}")
+    ax.set_xscale("symlog", linthresh=min([b for b in betas if b > 0], default=1.0))
+    ax.set_title("Reward − β·KL for each response")
+    ax.set_xlabel("β (KL coefficient)")
+    ax.set_ylabel("r − β·KL")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return _png(fig, path)

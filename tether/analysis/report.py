@@ -130,11 +130,11 @@ def _fits_table(fits: dict[str, Fit]) -> str:
     for name, fit in fits.items():
         status, peak = peak_status(fit), fit.peak_d
         shown = status in ("measured", "extrapolated")
-        formula = "d(α − β·log d)" if fit.kind == "rl" else "d(α − β·d)"
+        formula = "d(α − κ·log d)" if fit.kind == "rl" else "d(α − κ·d)"
         rows.append([name, formula, fmt(fit.alpha), fmt(fit.beta),
                      fmt(fit.r2), fmt(fit.n_points), fmt(fit.d_max), fmt(peak) if shown else "—",
                      fmt(peak ** 2) if shown else "—", signed(fit.peak_reward) if shown else "—", status])
-    return _table(["fit", "R(d)", "α", "β", "R²", "points", "largest √KL", "peak √KL", "peak KL [nats]",
+    return _table(["fit", "R(d)", "α", "κ", "R²", "points", "largest √KL", "peak √KL", "peak KL [nats]",
                    "peak gain", "peak"], rows)
 
 
@@ -155,8 +155,8 @@ def _frontier_section(rows: list[dict], fits: dict[str, Fit], optimum: list[dict
     if optimum:
         body += _optimum_table(rows, optimum)
     intro = ("Reward gained over the SFT policy against d = √KL(π ‖ π_ref), as in Gao, Schulman & Hilton (2022). "
-             "Dashed: least-squares fits R_rl(d) = d(α − β log d) to the PPO points and "
-             "R_bon(d) = d(α − β d) to best-of-n, where KL_bon = log n − (n − 1)/n. A gold curve that rises "
+             "Dashed: least-squares fits R_rl(d) = d(α − κ log d) to the PPO points and "
+             "R_bon(d) = d(α − κ d) to best-of-n, where KL_bon = log n − (n − 1)/n. A gold curve that rises "
              "then falls while the proxy keeps rising is overoptimisation. A peak beyond the largest measured "
              "√KL is an extrapolation. Dotted: π* ∝ π_ref·exp(r/β), the exact optimum of r − β·KL for each β "
              "of the sweep, estimated by reweighting the best-of-n samples of the SFT policy (its KL cannot "

@@ -4,7 +4,7 @@ Every sentence is written from a `tether.analysis.findings.Findings`: the rules 
 thresholds live there; this module only chooses the words for what was decided.
 """
 
-from tether.analysis.findings import (BenignRefusals, BestOfNPeak, Findings, FitPeak, OptimumComparison, Reference,
+from tether.analysis.findings import (MIN_FIT_R2, BenignRefusals, BestOfNPeak, Findings, FitPeak, OptimumComparison, Reference,
                                       RewardModelAccuracy, Rise, decide_findings)
 from tether.analysis.formats import fmt, pct, signed
 from tether.analysis.frontier import row_sqrt_kl
@@ -12,7 +12,7 @@ from tether.analysis.schema import ROW_KINDS, check_sweep
 
 HACK_NAMES = {"refusal": "“safe but useless” refusals", "filler": "verbosity", "repetition": "degenerate repetition"}
 """`Findings.readable_hacks` → the words for each hack."""
-FIT_WORDS = {"gold_rl": ("PPO", "d(α − β log d)"), "gold_bon": ("best-of-n", "d(α − β d)")}
+FIT_WORDS = {"gold_rl": ("PPO", "d(α − κ log d)"), "gold_bon": ("best-of-n", "d(α − κ d)")}
 """Gold fit → (the method it fits, its curve)."""
 
 
@@ -186,6 +186,8 @@ def _bon_paragraph(b: BestOfNPeak | None) -> str | None:
 
 def _peak_words(p: FitPeak) -> str:
     fit, peak = p.fit, p.fit.peak_d
+    if p.status == "no fit":
+        return f"does not fit (R² under {MIN_FIT_R2:g}): it predicts nothing"
     if p.status == "none":
         return "predicts no peak (the fitted curve never turns down)"
     if p.status == "out of reach":
@@ -200,7 +202,7 @@ def _fits_paragraph(peaks: list[FitPeak]) -> str | None:
     if not peaks:
         return None
     parts = [f"the {FIT_WORDS[p.name][0]} fit R(d) = {FIT_WORDS[p.name][1]} (α = {fmt(p.fit.alpha)}, "
-             f"β = {fmt(p.fit.beta)}, R² = {fmt(p.fit.r2)}, {p.fit.n_points} points) {_peak_words(p)}"
+             f"κ = {fmt(p.fit.beta)}, R² = {fmt(p.fit.r2)}, {p.fit.n_points} points) {_peak_words(p)}"
              for p in peaks]
     return f"Fitting the curves of Gao, Schulman & Hilton (2022) to the gold rewards, {'; '.join(parts)}."
 

@@ -18,6 +18,7 @@ from tether.config import check_fields, opt, require
 from tether.data.labels import effective_labels, read_label_rows, read_preferences
 from tether.data.prefs import FORMATS, IDENTICAL, parse_pair_row
 from tether.data.records import decode_row, iter_raw_rows, read_records, settle, skipped_by_reason, skipped_lines
+from tether.data.token_fit import HIGH_UNKNOWN_RATE, token_fit
 from tether.data.prompts import parse_prompt_row, parse_sft_row
 from tether.errors import InputError
 
@@ -39,6 +40,8 @@ class DataCheckConfig:
                             "or auto (from the first row's fields)")
     split: str | None = opt(None, "split of a datasets folder holding a DatasetDict; None means train")
     skip_invalid: bool = opt(False, "skip invalid rows and report them by reason, instead of stopping at the first")
+    tokenizer: str | None = opt(None, "model directory (or builtin:NAME) whose tokenizer reads the file: report the "
+                                      "unknown-token rate and the token lengths")
 
     def __post_init__(self):
         check_fields(self)
@@ -110,13 +113,14 @@ def empty_counts(records: list, kind: str) -> dict[str, int]:
     return {name: sum(not as_text(getattr(r, name)).strip() for r in records) for name in _responses(kind)}
 
 
-def data_stats(cfg: DataCheckConfig) -> dict:
-    """Validate `cfg.file` and return its statistics (printed by `run_data_check`)."""
+def data_stats(cfg: DataCheckConfig, tokenizer=None) -> dict:
+    """Validate `cfg.file` and return its statistics (printed by `run_data_check`); with a `tokenizer`, also how
+    the texts fit it (`token_fit`)."""
     kind = detect_kind(cfg.file, cfg.split) if cfg.kind == "auto" else cfg.kind
     if cfg.format is not None and kind != "pairs":
         raise InputError(f"applies to preference pairs only; this file holds {kind}", field="format")
     if kind == "labels":
-        return _label_stats(cfg)
+        return _label_stats(cfg, tokenizer)
     formatted, problems = read_records(cfg.file, _parser(kind, cfg.format), cfg.split)
     settle(formatted, problems, cfg.file, cfg.skip_invalid)
     records = [record for _, record in formatted]
@@ -126,25 +130,35 @@ def data_stats(cfg: DataCheckConfig) -> dict:
         "formats": dict(Counter(fmt for fmt, _ in formatted)),
         "skipped": skipped_by_reason(problems),
         "empty": empty_counts(records, kind),
-        "lengths": {name: length_stats([as_text(getattr(r, name)) for r in records]) for name in _fields(kind)},
+        "lengths": {name: length_stats(texts) for name, texts in _field_texts(records, _fields(kind)).items()},
     }
     if kind == "pairs":
         stats.update(_pair_stats(records, len(problems), sum(p.message == IDENTICAL for p in problems)))
+    if tokenizer is not None:
+        stats["token_fit"] = token_fit(_field_texts(records, _fields(kind)), tokenizer)
     return stats
 
 
-def _label_stats(cfg: DataCheckConfig) -> dict:
+def _field_texts(records: list, fields: tuple[str, ...]) -> dict[str, list[str]]:
+    return {name: [as_text(getattr(r, name)) for r in records] for name in fields}
+
+
+def _label_stats(cfg: DataCheckConfig, tokenizer) -> dict:
     """A label file as training reads it: every row validated, undone answers withdrawn, the left/right
     answers kept as pairs (ties, both-bad and skips are not preferences)."""
     rows = read_label_rows(cfg.file)
     pairs = read_preferences(cfg.file)
-    return {
+    texts = _field_texts(pairs, _fields("pairs"))
+    stats = {
         "file": str(cfg.file), "kind": "labels", "rows": len(rows), "valid": len(rows),
         "formats": dict(Counter(row["event"] for row in rows)), "skipped": {}, "empty": empty_counts(pairs, "labels"),
         "choices": dict(Counter(row["choice"] for row in effective_labels(rows))),
-        "lengths": {name: length_stats([as_text(getattr(p, name)) for p in pairs]) for name in _fields("pairs")},
+        "lengths": {name: length_stats(field) for name, field in texts.items()},
         **_pair_stats(pairs, 0, 0),
     }
+    if tokenizer is not None:
+        stats["token_fit"] = token_fit(texts, tokenizer)
+    return stats
 
 
 def _pair_stats(pairs: list, n_invalid: int, n_identical: int) -> dict:
@@ -182,11 +196,25 @@ def format_report(stats: dict) -> str:
         if stats["margins"] is not None:
             n, mean, low, high = stats["margins"]
             lines.append(f"margin: {n} pairs, mean {mean:.3g}, min {low:.3g}, max {high:.3g}")
+    if "token_fit" in stats:
+        lines += _token_fit_lines(stats["token_fit"])
     return "\n".join(lines)
 
 
-def run_data_check(cfg: DataCheckConfig) -> dict:
-    """Print the report of `cfg.file`; InputError (exit 2) on the first invalid row unless skip_invalid."""
-    stats = data_stats(cfg)
+def _token_fit_lines(fit: dict) -> list[str]:
+    lines = [f"unknown tokens: {fit['unknown_rate']:.1%} ({fit['unknown_tokens']} of {fit['tokens']})"
+             + (f", e.g. {', '.join(fit['unknown_examples'])}" if fit["unknown_examples"] else "")]
+    if fit["unknown_rate"] > HIGH_UNKNOWN_RATE:
+        lines.append(f"warning: over {HIGH_UNKNOWN_RATE:.0%}: a model with this tokenizer cannot read this text")
+    lines.append(f"{'tokens':<10} {'mean':>11} {'median':>8} {'max':>8}")
+    lines += [f"{name:<10} {mean:>11.1f} {median:>8.1f} {high:>8d}" for name, (mean, median, high) in fit["lengths"].items()]
+    return lines
+
+
+def run_data_check(cfg: DataCheckConfig, tokenizer=None) -> dict:
+    """Print the report of `cfg.file`; InputError (exit 2) on the first invalid row unless skip_invalid.
+
+    `tokenizer` is `cfg.tokenizer` loaded (by `tether.pipelines.data_check`, which the CLI calls)."""
+    stats = data_stats(cfg, tokenizer)
     print(format_report(stats))
     return stats

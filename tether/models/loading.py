@@ -46,11 +46,17 @@ CONFIG_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError, Stric
 
 
 def _check_model_dir(path, field: str) -> Path:
-    """`path` is a folder with a readable config.json of a known model type, or InputError naming the field."""
-    path = Path(path)
+    """`path` is a folder with a readable config.json of a known model type, or InputError naming the field.
+
+    A built-in model's name (`builtin:bytes`, `builtin:smollm2-135m-instruct`) stands for its cached directory.
+    """
+    from tether.models.builtin import resolve_model_path
+    path = resolve_model_path(path, field)
     config = path / "config.json"
     if not config.is_file():
-        raise InputError("not a Hugging Face model directory (no config.json)", path=path, field=field)
+        hint = (f": it holds a GGUF file; make one with `tether model import {path} --out DIR`"
+                if path.is_dir() and any(path.glob("*.gguf")) else "")
+        raise InputError(f"not a Hugging Face model directory (no config.json){hint}", path=path, field=field)
     try:
         json.loads(config.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:

@@ -54,7 +54,7 @@ class DemoConfig:
                                       "(RATER_POOLS); false: the same labels with other seeds (Coste et al. 2023), whose "
                                       "members share every bias of the labels and did not help on this world")
     early_stop: bool = opt(True, "add the early-stopping mitigation row (SweepConfig.early_stop)")
-    betas: list[float] | None = sized([0.01, 0.05, 0.1, 0.5, 1.0, 5.0], [0.01, 1.0], "KL coefficients of the sweep (SweepConfig.betas)", ge=0)
+    betas: list[float] | None = sized([0.01, 0.05, 0.1, 0.5, 1.0, 5.0], [0.01, 0.05, 0.1, 0.5, 1.0], "KL coefficients of the sweep (SweepConfig.betas)", ge=0)
     methods: list[str] = opt(["ppo", "grpo", "dpo", "bon"], "methods on the frontier (SweepConfig.methods)")
     grpo_betas: list[float] | None = sized([0.01, 0.1, 1.0], [0.01, 1.0], "KL coefficients of the GRPO runs (SweepConfig.grpo_betas)", ge=0)
     rloo_betas: list[float] | None = sized([0.01, 0.1, 1.0], [0.01, 1.0], "KL coefficients of the RLOO runs, with rloo in --methods", ge=0)

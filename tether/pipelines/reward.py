@@ -7,6 +7,7 @@ last real token (`tether.models.score_pairs`).
 
 import json
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from tether.algos import bradley_terry_accuracy, bradley_terry_loss
 from tether.config import check_fields, opt, require
 from tether.data import collate_pairs, read_preferences, tokenize_pairs
 from tether.data.collate import TRUNCATIONS, report_too_long, shared_prefix_length
+from tether.data.token_fit import warn_unknown_tokens
 from tether.io import write_json_atomic, write_jsonl_atomic
 from tether.distributed import (full_state_dict, gathered, init_replica, is_sharded, local_slice, mean_across, share_weight,
                                 shutdown, wrap)
@@ -38,9 +40,10 @@ class RMTrainConfig:
     eval_fraction: float = opt(0.1, "fraction of --data held out when --eval-data is not given", ge=0, lt=1)
     format: str | None = opt(None, "force the pair format: explicit, implicit or conversational")
     epochs: int = opt(2, "passes over the training pairs", ge=1)
-    batch_size: int = opt(32, "pairs per optimiser step (2x rows per forward)", ge=1)
+    batch_size: int = opt(32, "pairs per optimiser step (2x rows per forward); at most a quarter of the training "
+                              "pairs, so that an epoch has at least 4 steps", ge=1)
     lr: float = opt(1e-3, "peak learning rate (AdamW)", gt=0)
-    warmup_steps: int = opt(20, "linear warm-up steps", ge=0)
+    warmup_steps: int = opt(20, "linear warm-up steps; at most a quarter of the run's steps", ge=0)
     weight_decay: float = opt(0.0, "AdamW weight decay", ge=0)
     max_grad_norm: float = opt(1.0, "clip the gradient's global norm to this", gt=0)
     max_length: int = opt(256, "longest prompt+response in tokens; kept in OUT/model/tether.json for rm eval and score", ge=2)
@@ -85,6 +88,37 @@ class RMEvalConfig:
         require(self.truncation in (None, *TRUNCATIONS), "truncation", f"must be one of {', '.join(TRUNCATIONS)}, got {self.truncation!r}")
 
 
+MIN_STEPS_PER_EPOCH = 4
+MAX_WARMUP_SHARE = 0.25
+FEW_STEPS = 20
+"""A run with fewer optimiser steps than this has barely moved the reward model from its initialisation."""
+SMALL_HELD_OUT = 20
+"""Held-out accuracy on fewer pairs than this has a standard error over 0.11 (√(p(1−p)/n) at p = 0.5)."""
+
+
+def size_for_data(n_train: int, batch_size: int, epochs: int, warmup_steps: int) -> tuple[int, int, int]:
+    """(batch, total steps, warm-up steps) that a few pairs allow.
+
+    batch = min(batch_size, max(1, n_train // MIN_STEPS_PER_EPOCH)); total = ⌈n_train / batch⌉ · epochs;
+    warm-up = min(warmup_steps, ⌊MAX_WARMUP_SHARE · total⌋), so the learning rate reaches its peak.
+    """
+    batch = min(batch_size, max(1, n_train // MIN_STEPS_PER_EPOCH))
+    total = -(-n_train // batch) * epochs
+    return batch, total, min(warmup_steps, int(MAX_WARMUP_SHARE * total))
+
+
+def small_data_warnings(n_train: int, n_held: int, batch: int, total: int, epochs: int) -> list[str]:
+    """What `rm train` warns about before training: a handful of optimiser steps, a held-out split too small to mean much."""
+    warnings = []
+    if total < FEW_STEPS:
+        warnings.append(f"{total} optimiser steps only ({n_train} pairs, batch {batch}, {epochs} epochs): the reward "
+                        f"model barely moves from its initialisation; raise --epochs or add pairs")
+    if 0 < n_held < SMALL_HELD_OUT:
+        warnings.append(f"{n_held} held-out pairs: accuracy moves in steps of {1 / n_held:.2f} and its standard error "
+                        f"is about {(0.25 / n_held) ** 0.5:.2f}; hold out {SMALL_HELD_OUT} or more (--eval-data FILE)")
+    return warnings
+
+
 @torch.no_grad()
 def pair_scores(model, tokens, batch_size: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """(r_chosen, r_rejected) for all pairs, in order. Chosen and rejected share one forward per batch."""
@@ -116,6 +150,7 @@ def run_rm_train(cfg: RMTrainConfig) -> dict:
     tokenizer = load_tokenizer(cfg.init, field="init")
     rng = random.Random(cfg.seed)
     pairs, held, train_tok, held_tok = read_pair_splits(cfg, tokenizer, rng)
+    warn_unknown_tokens(cfg.data, train_tok.chosen_ids + train_tok.rejected_ids, tokenizer.unk_token_id, "rm train")
     out = prepare_run_dir(cfg.out, cfg) if replica.is_main else Path(cfg.out)
     set_seed(cfg.seed)
     model = reward_model_from_policy(cfg.init, tokenizer.pad_token_id, device)
@@ -127,12 +162,18 @@ def run_rm_train(cfg: RMTrainConfig) -> dict:
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)  # one kernel for all parameters
     # A batch is padded to its longest row, so pairs are bucketed by the length of their packed row.
     lengths = [len(c) + len(r) - shared_prefix_length(c, r) for c, r in zip(train_tok.chosen_ids, train_tok.rejected_ids)]
-    total = -(-len(lengths) // cfg.batch_size) * cfg.epochs
+    batch_size, total, warmup_steps = size_for_data(len(lengths), cfg.batch_size, cfg.epochs, cfg.warmup_steps)
+    if replica.is_main:
+        if (batch_size, warmup_steps) != (cfg.batch_size, cfg.warmup_steps):
+            print(f"tether rm train: {len(lengths)} training pairs: batch {batch_size} (--batch-size {cfg.batch_size}), "
+                  f"warm-up {warmup_steps} steps (--warmup-steps {cfg.warmup_steps})", file=sys.stderr)
+        for warning in small_data_warnings(len(lengths), len(held), batch_size, total, cfg.epochs):
+            print(f"tether rm train: warning: {warning}", file=sys.stderr)
     logger = MetricsLogger(out, enabled=replica.is_main)
     step, eval_metrics = 0, {}
     bar = tqdm(total=total, desc="rm train", unit="step", dynamic_ncols=True, disable=not replica.is_main)
     for _ in range(cfg.epochs):
-        for global_idx in length_bucketed_batches(lengths, cfg.batch_size, rng):
+        for global_idx in length_bucketed_batches(lengths, batch_size, rng):
             idx = local_slice(global_idx, replica)
             model.train()
             batch = collate_pairs([train_tok.chosen_ids[i] for i in idx], [train_tok.rejected_ids[i] for i in idx], tokenizer.pad_token_id)
@@ -143,7 +184,7 @@ def run_rm_train(cfg: RMTrainConfig) -> dict:
             if cfg.center_rewards_coef:
                 loss = loss + cfg.center_rewards_coef * ((r_chosen + r_rejected) ** 2).mean()
             check_finite(loss, step)
-            set_lr(optimizer, cosine_lr(step, total, cfg.warmup_steps, cfg.lr))
+            set_lr(optimizer, cosine_lr(step, total, warmup_steps, cfg.lr))
             optimizer.zero_grad(set_to_none=True)
             weight = share_weight(len(idx), len(global_idx), replica)
             (loss * weight).backward()
@@ -156,7 +197,7 @@ def run_rm_train(cfg: RMTrainConfig) -> dict:
             # a sharded model needs every replica in its forward
             if held_tok is not None and (replica.is_main or is_sharded(model)) and (step % cfg.eval_every == 0 or step == total):
                 with gathered(scorer):
-                    rc, rr = pair_scores(model, held_tok, 2 * cfg.batch_size, device)
+                    rc, rr = pair_scores(model, held_tok, 2 * batch_size, device)
                 eval_metrics = {"eval/loss": bradley_terry_loss(rc, rr).item(), "eval/accuracy": bradley_terry_accuracy(rc, rr).item()}
                 row.update(eval_metrics)
                 bar.set_postfix(acc=f"{eval_metrics['eval/accuracy']:.3f}")
@@ -172,7 +213,8 @@ def run_rm_train(cfg: RMTrainConfig) -> dict:
         from tether.analysis.plots import plot_rm_curves
         plot_rm_curves(read_metrics(out / "metrics.jsonl"), out / "curves.png")
     shutdown(replica)
-    return {"steps": step, "n_train": len(pairs), "n_eval": len(held), **eval_metrics}
+    return {"steps": step, "n_train": len(pairs), "n_eval": len(held), "batch_size": batch_size,
+            "warmup_steps": warmup_steps, **eval_metrics}
 
 
 def expected_calibration_error(p_chosen: torch.Tensor, n_bins: int = 10) -> float:

@@ -1,9 +1,16 @@
 """`tether score`: r, KL to the reference and r − β·KL for given responses, for any list of β.
 
-KL here is the sequence-level k1 estimate log π(y|x) − log π_ref(y|x) = Σ_t k1_t of
-one response: exact for that sample, an unbiased estimate of KL(π ‖ π_ref) over
-samples of π. With `--prompts`, responses are first sampled from the policy. With
-`--gold`, each row also gets its gold reward (`gold`) from a world or a reward model.
+Two KLs per response y to a prompt x, both summed over the response's tokens:
+- `kl_exact` = Σ_t KL(π(·|x, y<t) ‖ π_ref(·|x, y<t)): the exact KL of each next-token
+  distribution along y (`tether.algos.kl_exact`); never negative, since both models
+  are at hand. r − β·KL uses it by default (`--kl exact`).
+- `log_ratio` = log π(y|x) − log π_ref(y|x) = Σ_t k1_t: the sampled-response estimate
+  PPO uses; unbiased for KL(π ‖ π_ref) over samples of π, but for one given
+  response (a hand-written one, which π may find unlikely) it can be negative, and
+  r − β·KL then grows with β (`--kl sample`).
+With `--prompts`, responses are first sampled from the policy. With `--gold`, each row also
+gets its gold reward (`gold`) from a world or a reward model. The table is also drawn: r − β·KL
+against β, one line per response (`tradeoff.png`).
 
 A row is scored as the reward model was trained: prompt + response fitted to the
 max_length and truncation kept in its tether.json (`trained_length_rule`), and the
@@ -14,7 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from tether.algos import kl_k1
+from tether.algos import kl_exact, kl_k1
+from tether.analysis.plots import plot_score_tradeoff
 from tether.config import check_fields, opt, require
 from tether.data import encode_prompt, encode_response, pad_left, read_prompts
 from tether.data.collate import TRUNCATIONS, LengthRule
@@ -26,8 +34,12 @@ from tether.models import load_causal_lm, load_tokenizer, resolve_device, set_se
 from tether.models.reward import trained_length_rule
 from tether.pipelines.common import prepare_run_dir, sample_responses
 from tether.pipelines.scoring import RewardFunction
-from tether.rollout import SamplingConfig, policy_forward, response_logprobs
+from tether.rollout import SamplingConfig, policy_forward, response_logits, response_logprobs
 from tether.worlds import resolve_gold
+
+
+KL_KINDS = {"exact": "kl_exact", "sample": "log_ratio"}
+"""--kl value → the row key r − β·KL subtracts."""
 
 
 @dataclass
@@ -40,6 +52,8 @@ class ScoreConfig:
     responses: str | None = opt(None, "JSONL of {prompt, response} rows to score")
     prompts: str | None = opt(None, "or: prompts JSONL; one response per prompt is sampled from --policy")
     betas: list[float] = opt([0.0, 0.01, 0.05, 0.1, 0.5, 1.0], "KL coefficients to report r - beta*KL for", ge=0)
+    kl: str = opt("exact", "KL in r - beta*KL: exact (summed KL of the next-token distributions along the response, "
+                           ">= 0) or sample (log pi(y|x) - log pi_ref(y|x) of the response: PPO's estimate, can be negative)")
     max_new_tokens: int = opt(48, "longest sampled response (with --prompts)", ge=1)
     batch_size: int = opt(64, "rows per forward", ge=1)
     max_length: int | None = opt(None, "longest prompt+response in tokens; None: the reward model's own (tether.json from rm train, else its position limit)", ge=2)
@@ -56,6 +70,7 @@ class ScoreConfig:
         require((self.responses is None) != (self.prompts is None), "responses", "give exactly one of --responses or --prompts")
         require(self.truncation in (None, *TRUNCATIONS), "truncation", f"must be one of {', '.join(TRUNCATIONS)}, got {self.truncation!r}")
         resolve_gold(self.gold)  # InputError naming the known golds
+        require(self.kl in KL_KINDS, "kl", f"must be one of {', '.join(KL_KINDS)}, got {self.kl!r}")
 
 
 def parse_response_row(row: dict, path, line: int) -> tuple:
@@ -86,9 +101,10 @@ def fit_rows(rows, tokenizer, rule: LengthRule) -> tuple[list[tuple], list[tuple
 
 
 @torch.no_grad()
-def score_rows(policy, ref, reward_fn, tokenizer, rows, ids, betas, batch_size, device) -> list[dict]:
-    """For each (prompt, response) with its token ids (`fit_rows`): reward, KL = Σ_t (log π − log π_ref)
-    and r − β·KL per β."""
+def score_rows(policy, ref, reward_fn, tokenizer, rows, ids, betas, batch_size, device, kl: str = "exact") -> list[dict]:
+    """For each (prompt, response) with its token ids (`fit_rows`): reward, `log_ratio` = Σ_t (log π − log π_ref),
+    `kl_exact` = Σ_t KL(π_t ‖ π_ref,t) over the response tokens, and r − β·KL per β with the KL that `kl` names
+    (`KL_KINDS`)."""
     out = []
     for i in range(0, len(rows), batch_size):
         chunk = rows[i:i + batch_size]
@@ -96,28 +112,31 @@ def score_rows(policy, ref, reward_fn, tokenizer, rows, ids, betas, batch_size, 
         responses = [r for _, r in ids[i:i + batch_size]]
         width = max(map(len, responses))
         resp_ids = torch.tensor([r + [tokenizer.pad_token_id] * (width - len(r)) for r in responses])
-        resp_mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in responses])
+        resp_mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in responses]).to(device)
         seqs = torch.cat([prompt_ids, resp_ids], 1).to(device)
-        attn = torch.cat([prompt_mask, resp_mask], 1).to(device)
+        attn = torch.cat([prompt_mask.to(device), resp_mask], 1)
         P = prompt_ids.shape[1]
-        logp = response_logprobs(policy_forward(policy, seqs, attn, P), seqs, P, 1.0)
-        ref_logp = response_logprobs(policy_forward(ref, seqs, attn, P), seqs, P, 1.0)
-        kl = (kl_k1(logp, ref_logp) * resp_mask.to(device)).sum(1)
+        logits, ref_logits = policy_forward(policy, seqs, attn, P), policy_forward(ref, seqs, attn, P)
+        log_ratio = (kl_k1(response_logprobs(logits, seqs, P, 1.0), response_logprobs(ref_logits, seqs, P, 1.0)) * resp_mask).sum(1)
+        exact = (kl_exact(response_logits(logits, seqs, P, 1.0), response_logits(ref_logits, seqs, P, 1.0)) * resp_mask).sum(1)
         rewards = reward_fn(seqs, attn, [p for p, _ in chunk], [r for _, r in chunk])[0]
-        for (prompt, response), r, k in zip(chunk, rewards.tolist(), kl.tolist()):
-            out.append({"prompt": prompt, "response": response, "reward": r, "kl": k,
-                        "objective": {f"{b:g}": r - b * k for b in betas}})
+        for (prompt, response), r, k1, k in zip(chunk, rewards.tolist(), log_ratio.tolist(), exact.tolist()):
+            row = {"prompt": prompt, "response": response, "reward": r, "log_ratio": k1, "kl_exact": k}
+            out.append({**row, "objective": {f"{b:g}": r - b * row[KL_KINDS[kl]] for b in betas}})
     return out
 
 
-def print_table(rows, betas, file=None) -> None:
-    """One line per row: reward, KL and r − β·KL per β (to `file`, default the current sys.stdout)."""
-    head = f"{'#':>4} {'reward':>8} {'KL':>8} " + " ".join(f"{'β=' + format(b, 'g'):>9}" for b in betas) + "  response"
+def print_table(rows, betas, kl: str = "exact", file=None) -> None:
+    """One line per row: reward, both KLs and r − β·KL per β (to `file`, default the current sys.stdout)."""
+    head = (f"{'#':>4} {'reward':>8} {'KL':>8} {'log-ratio':>9} "
+            + " ".join(f"{'β=' + format(b, 'g'):>9}" for b in betas) + "  response")
     print(head, file=file)
     for i, row in enumerate(rows):
         cells = " ".join(f"{row['objective'][format(b, 'g')]:>9.3f}" for b in betas)
         text = row["response"].replace("\n", " ")
-        print(f"{i:>4} {row['reward']:>8.3f} {row['kl']:>8.3f} {cells}  {text[:60]}", file=file)
+        print(f"{i:>4} {row['reward']:>8.3f} {row['kl_exact']:>8.3f} {row['log_ratio']:>9.3f} {cells}  {text[:60]}", file=file)
+    print(f"KL: Σ_t KL(π(·|x,y<t) ‖ π_ref(·|x,y<t)) over the response (≥ 0); log-ratio: log π(y|x) − log π_ref(y|x); "
+          f"β columns: reward − β·{'KL' if kl == 'exact' else 'log-ratio'}", file=file)
 
 
 def run_score(cfg: ScoreConfig) -> list[dict]:
@@ -140,18 +159,20 @@ def run_score(cfg: ScoreConfig) -> list[dict]:
                                     generator, cfg.batch_size)
         rows = [(r.prompt, text, r.source_line) for r, text in zip(records, texts)]
     rows, ids = fit_rows(rows, tokenizer, LengthRule(max_length, truncation, cfg.responses or cfg.prompts))
-    scored = score_rows(policy, ref, reward_fn, tokenizer, rows, ids, cfg.betas, cfg.batch_size, device)
+    scored = score_rows(policy, ref, reward_fn, tokenizer, rows, ids, cfg.betas, cfg.batch_size, device, cfg.kl)
     gold = resolve_gold(cfg.gold, device=device)
     if gold is not None:
         for row, g in zip(scored, gold.utilities([p for p, _ in rows], [r for _, r in rows])):
             row["gold"] = g
     out = prepare_run_dir(cfg.out, cfg)
-    means = {"reward": sum(r["reward"] for r in scored) / len(scored), "kl": sum(r["kl"] for r in scored) / len(scored)}
+    means = {key: sum(r[key] for r in scored) / len(scored) for key in ("reward", "kl_exact", "log_ratio")}
     if gold is not None:
         means["gold_reward"] = sum(r["gold"] for r in scored) / len(scored)  # as in sweep.json
-    means["objective"] = {f"{b:g}": means["reward"] - b * means["kl"] for b in cfg.betas}
-    write_json_atomic(out / "scores.json", {"betas": cfg.betas, "mean": means, "rows": scored})
-    print_table(scored, cfg.betas)
+    means["objective"] = {f"{b:g}": means["reward"] - b * means[KL_KINDS[cfg.kl]] for b in cfg.betas}
+    write_json_atomic(out / "scores.json", {"betas": cfg.betas, "kl": KL_KINDS[cfg.kl], "mean": means, "rows": scored})
+    plot_score_tradeoff(scored, cfg.betas, out / "tradeoff.png")
+    print_table(scored, cfg.betas, cfg.kl)
     gold_text = f"  gold {means['gold_reward']:.3f}" if gold is not None else ""
-    print(f"mean: reward {means['reward']:.3f}  KL {means['kl']:.3f}{gold_text}  written to {out / 'scores.json'}")
+    print(f"mean: reward {means['reward']:.3f}  KL {means['kl_exact']:.3f}  log-ratio {means['log_ratio']:.3f}{gold_text}  "
+          f"written to {out / 'scores.json'} and {out / 'tradeoff.png'}")
     return scored

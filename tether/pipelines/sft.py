@@ -34,6 +34,7 @@ from tether.algos import token_logprobs
 from tether.config import check_fields, opt, require
 from tether.data import encode_prompt, encode_response, pad_right, read_sft_examples
 from tether.data.collate import TRUNCATIONS, LengthRule
+from tether.data.token_fit import warn_unknown_tokens
 from tether.distributed import (full_state_dict, full_value, init_replica, is_sharded, local_slice, mean_across,
                                 share_weight, shutdown, wrap)
 from tether.models import load_causal_lm, load_tokenizer, save_pretrained_atomic, set_seed
@@ -166,6 +167,7 @@ def run_sft(cfg: SFTConfig) -> dict:
     ddp_model = wrap(model, replica, cfg.fsdp)
     train = tokenize_sft(read_sft_examples(cfg.data, skip_invalid=cfg.skip_invalid), tokenizer, cfg.max_length, cfg.data,
                          cfg.truncation)
+    warn_unknown_tokens(cfg.data, [ids for ids, _ in train], tokenizer.unk_token_id, "sft")
     rng = random.Random(cfg.seed)
     if cfg.eval_data:
         held = tokenize_sft(read_sft_examples(cfg.eval_data, skip_invalid=cfg.skip_invalid), tokenizer, cfg.max_length,

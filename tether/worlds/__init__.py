@@ -12,12 +12,13 @@ A new world joins by one entry in `WORLDS`.
 """
 
 from tether.errors import InputError
+from tether.models.builtin import BUILTIN_PREFIX, is_model_name
 from tether.worlds import assistant
 from tether.worlds.reward_model_gold import RewardModelGold, is_model_dir
 from tether.worlds.world import Gold, Labeler, World
 
 WORLDS: dict[str, World] = {"assistant": assistant.WORLD}
-BUILTIN_MODEL_PREFIX = "builtin:"
+BUILTIN_MODEL_PREFIX = BUILTIN_PREFIX
 BUILTIN_POLICY = BUILTIN_MODEL_PREFIX + "assistant"
 
 __all__ = ["BUILTIN_MODEL_PREFIX", "BUILTIN_POLICY", "Gold", "Labeler", "RewardModelGold", "WORLDS", "World",
@@ -48,7 +49,8 @@ def resolve_gold(spec: str | None, field: str = "gold", device="cpu") -> Gold | 
 
 
 def builtin_model_world(model: str, field: str = "model") -> World | None:
-    """The world whose fresh model `model` names ("builtin:NAME"), or None when it names something else (a directory)."""
-    if not model.startswith(BUILTIN_MODEL_PREFIX):
+    """The world whose fresh model `model` names ("builtin:NAME"), or None when it names something else
+    (a directory, or a built-in model of the models floor such as `builtin:bytes`)."""
+    if not model.startswith(BUILTIN_MODEL_PREFIX) or is_model_name(model):
         return None
     return get_world(model.removeprefix(BUILTIN_MODEL_PREFIX), field)
