@@ -3,8 +3,10 @@
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -90,13 +92,20 @@ def test_ppo_and_sft_run_under_torchrun_and_ppo_resumes_with_the_same_process_co
            str(tiny_dirs["prompts"]), "--out", str(tmp_path / "ppo"), "--batch-size", "8", "--minibatch-size", "4",
            "--micro-batch-size", "2", "--max-new-tokens", "6", "--eval-samples", "8", "--save-every", "2",
            "--device", "cpu", "--threads", "1"]
-    for steps, extra in (("2", []), ("4", ["--resume"])):
-        result = subprocess.run(launcher + ppo + ["--steps", steps, *extra], capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, result.stderr[-3000:]
-    steps = [row["step"] for row in read_metrics(tmp_path / "ppo" / "metrics.jsonl") if "objective/kl" in row]
-    assert steps == [1, 2, 3, 4]
-    single = subprocess.run([sys.executable, "-m", "tether", *ppo, "--steps", "6", "--resume"], capture_output=True, text=True)
+    ppo += ["--steps", "8"]
+    killed = subprocess.Popen(launcher + ppo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    checkpoint, deadline = tmp_path / "ppo" / "checkpoints" / "last.pt", time.time() + 300
+    while time.time() < deadline and killed.poll() is None and not checkpoint.exists():
+        time.sleep(0.01)
+    os.killpg(killed.pid, signal.SIGKILL)  # the launcher and both replicas, after the first checkpoint
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL and checkpoint.exists(), "the run ended before it could be killed"
+    single = subprocess.run([sys.executable, "-m", "tether", *ppo, "--resume"], capture_output=True, text=True)
     assert single.returncode == 2 and "resume with as many" in single.stderr
+    result = subprocess.run(launcher + ppo + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = [row["step"] for row in read_metrics(tmp_path / "ppo" / "metrics.jsonl") if "objective/kl" in row]
+    assert steps == list(range(1, 9))
     corpus = tmp_path / "sft.jsonl"
     corpus.write_text("".join(json.dumps({"prompt": "what is two plus three ?", "completion": " five ."}) + "\n" for _ in range(16)))
     sft = subprocess.run(launcher + ["sft", "--model", str(tiny_dirs["policy"]), "--data", str(corpus), "--out", str(tmp_path / "sft"),
