@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 import torch
 
@@ -93,11 +94,12 @@ def test_ppo_and_sft_run_under_torchrun_and_ppo_resumes_with_the_same_process_co
            "--micro-batch-size", "2", "--max-new-tokens", "6", "--eval-samples", "8", "--save-every", "2",
            "--device", "cpu", "--threads", "1"]
     ppo += ["--steps", "8"]
-    killed = subprocess.Popen(launcher + ppo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    killed = subprocess.Popen(launcher + ppo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint, deadline = tmp_path / "ppo" / "checkpoints" / "last.pt", time.time() + 300
     while time.time() < deadline and killed.poll() is None and not checkpoint.exists():
         time.sleep(0.01)
-    os.killpg(killed.pid, signal.SIGKILL)  # the launcher and both replicas, after the first checkpoint
+    for process in [*psutil.Process(killed.pid).children(recursive=True), psutil.Process(killed.pid)]:
+        process.send_signal(signal.SIGKILL)  # both replicas and the launcher, after the first checkpoint
     killed.wait()
     assert killed.returncode == -signal.SIGKILL and checkpoint.exists(), "the run ended before it could be killed"
     single = subprocess.run([sys.executable, "-m", "tether", *ppo, "--resume"], capture_output=True, text=True)
