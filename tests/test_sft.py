@@ -14,9 +14,13 @@ from tether.pipelines.sft import SFTConfig, run_sft, sft_batch, sft_loss
 from tether.worlds.assistant import write_sft_corpus
 
 
-def tiny_sft(data, out, seed=0):
+def tiny_sft(data, out, seed=0, **memory):
     return run_sft(SFTConfig(data=str(data), out=str(out), model="builtin:assistant", epochs=1, batch_size=32,
-                             seed=seed, device="cpu", log_every=1))
+                             seed=seed, device="cpu", log_every=1, **memory))
+
+
+def loss_curve(run) -> list[float]:
+    return [r["train/loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "train/loss" in r]
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +38,25 @@ def test_sft_writes_model_and_metrics(world_sft):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("train/loss" in r for r in rows) and any("eval/loss" in r for r in rows), rows
     assert all(r["train/grad_norm"] > 0 for r in rows if "train/loss" in r), rows
+
+
+@pytest.mark.parametrize("memory", [{"micro_batch_size": 10}, {"gradient_checkpointing": True}],
+                         ids=["micro-batches", "checkpointing"])
+def test_memory_features_give_the_loss_curve_of_one_plain_batch(world_sft, tmp_path, memory):
+    """Micro-batches of 10, 10, 10, 2 rows (gradients accumulated) or recomputed activations: the same
+    global batch of 32, the same loss at every step, to float rounding."""
+    corpus, plain = world_sft
+    tiny_sft(corpus, tmp_path / "run", **memory)
+    curve = loss_curve(tmp_path / "run")
+    assert len(curve) >= 9
+    assert curve == pytest.approx(loss_curve(plain), rel=1e-5)
+
+
+def test_metrics_rows_carry_the_peak_memory(world_sft):
+    _, run = world_sft
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    peaks = [r["memory/peak_gb"] for r in rows if "train/loss" in r]
+    assert peaks and all(0.01 < p < 1000 for p in peaks) and peaks == sorted(peaks), peaks
 
 
 def test_sft_model_loads_with_plain_transformers_only(world_sft):
