@@ -65,6 +65,25 @@ def world_rm(tmp_path_factory):
     return {"policy": policy, "train": train, "eval": held, "run": root / "run", "result": result}
 
 
+def train_losses(run) -> list[float]:
+    return [row["train/loss"] for row in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+
+
+@pytest.mark.parametrize("memory", [{"micro_batch_size": 10}, {"gradient_checkpointing": True}],
+                         ids=["micro-batches", "checkpointing"])
+def test_memory_features_give_the_loss_curve_of_one_plain_batch(world_rm, tmp_path, memory):
+    """Micro-batches of 10, 10, 10, 2 pairs (gradients accumulated) or recomputed activations: the same
+    global batch of 32 pairs, the same loss at every step, to float rounding; every row has the peak memory."""
+    run_rm_train(RMTrainConfig(init=str(world_rm["policy"]), data=str(world_rm["train"]), out=str(tmp_path / "run"),
+                               eval_data=str(world_rm["eval"]), epochs=2, batch_size=32, eval_every=100, device="cpu",
+                               **memory))
+    curve = train_losses(tmp_path / "run")
+    assert len(curve) >= 10
+    assert curve == pytest.approx(train_losses(world_rm["run"]), rel=1e-5)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(row["memory/peak_gb"] > 0.01 for row in rows)
+
+
 def test_rm_train_writes_a_transformers_reward_model_curves_and_metrics(world_rm):
     run, result = world_rm["run"], world_rm["result"]
     model = AutoModelForSequenceClassification.from_pretrained(run / "model")
