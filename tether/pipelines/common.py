@@ -1,5 +1,5 @@
 """Pieces every trainer needs: run directory, LR schedule, length-bucketed batches, finite-loss guard,
-memory features (micro-batches, gradient checkpointing, frozen-model dtype, peak memory)."""
+memory features (micro-batches, frozen-model dtype, peak memory)."""
 
 import math
 import random
@@ -97,18 +97,6 @@ def micro_batches(items: list, size: int) -> list[list]:
     """`items` cut into consecutive chunks of `size` (the last may be shorter); size 0: one chunk of all."""
     size = size or len(items)
     return [items[i:i + size] for i in range(0, len(items), size)]
-
-
-def enable_gradient_checkpointing(model) -> None:
-    """Recompute each transformer block's activations in the backward pass instead of keeping them
-    (transformers' activation checkpointing, non-reentrant torch.utils.checkpoint): activation
-    memory falls from O(layers) to O(1) blocks for about one more forward per step; the gradients are
-    the same (dropout is off, so the recomputed forward is the first one)."""
-    kwargs = {"use_reentrant": False}
-    if hasattr(model, "activation_checkpointing_enable"):  # the name since transformers 5.2x; the old one warns
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 FROZEN_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}

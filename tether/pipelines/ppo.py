@@ -32,7 +32,8 @@ from tether.distributed import (SINGLE, gather_objects, init_replica, mean_acros
                                 unwrap, wrap)
 from tether.errors import InputError
 from tether.models import ActorCritic, load_tokenizer, save_pretrained_atomic, set_seed
-from tether.pipelines.common import autocast, check_finite, decode_responses, prepare_run_dir, set_lr
+from tether.pipelines.common import (FROZEN_DTYPES, autocast, check_finite, decode_responses,
+                                     frozen_dtype, peak_memory_gb, prepare_run_dir, set_lr)
 from tether.pipelines.policy_eval import evaluate_policy
 from tether.pipelines.scoring import RewardFunction
 from tether.rollout import (DEFAULT_ENGINE, ENGINES, SamplingConfig, length_sorted_chunks, make_engine, no_eos_penalty,
@@ -95,7 +96,9 @@ class PPOConfig:
     early_stop_gold_agreement_drop: float | None = opt(None, "stop when the reward model's agreement with gold on the policy's own samples falls this far below its value on the initial policy")
     seed: int = opt(0, "random seed")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
-    bf16: bool = opt(False, "bfloat16 autocast for the PPO loss forward passes (GPUs with bf16; weights stay fp32)")
+    bf16: bool = opt(False, "bfloat16 autocast for the PPO loss forward passes (GPUs with bf16): the policy's and critic's weights, gradients and optimiser state stay float32 (the master copy)")
+    dtype: str = opt("auto", "weights of the frozen models (reference policy, reward models): auto (bfloat16 on a GPU, float32 on CPU), float32 or bfloat16; the trained policy and critic are always float32 (see --bf16)")
+    gradient_checkpointing: bool = opt(False, "recompute the policy's and critic's activations in the backward pass instead of keeping them (less memory, ~1/3 more compute; same gradients)")
     threads: int = opt(0, "torch CPU threads (0: torch's default)", ge=0)
 
     def __post_init__(self):
@@ -105,6 +108,7 @@ class PPOConfig:
         require(self.kl_estimator in KL_PENALTIES, "kl_estimator", f"must be k1, k3 or exact, got {self.kl_estimator!r}")
         require(not (self.kl_estimator == "exact" and self.whiten_rewards), "whiten_rewards",
                 "whitened rewards lose the scale that the exact KL's loss term is matched to; use one or the other")
+        require(self.dtype in ("auto", *FROZEN_DTYPES), "dtype", f"must be auto, {' or '.join(FROZEN_DTYPES)}, got {self.dtype!r}")
         require(self.value_model in ("shared", "critic"), "value_model", f"must be shared or critic, got {self.value_model!r}")
         require(self.batch_size % self.minibatch_size == 0, "minibatch_size",
                 f"batch_size {self.batch_size} is not a multiple of minibatch_size {self.minibatch_size}")
@@ -398,9 +402,12 @@ def run_ppo(cfg: PPOConfig) -> dict:
     prompt_ids = [encode_prompt(tokenizer, p.prompt) for p in prompts]
     out = prepare_run_dir(cfg.out, cfg) if replica.is_main else Path(cfg.out)
     set_seed(cfg.seed)
-    reward_fn = RewardFunction([cfg.reward_model, *cfg.ensemble], tokenizer, device, cfg.uncertainty_coef)
+    frozen = frozen_dtype(cfg.dtype, device)
+    reward_fn = RewardFunction([cfg.reward_model, *cfg.ensemble], tokenizer, device, cfg.uncertainty_coef, dtype=frozen)
     model = ActorCritic.load(cfg.policy, reward_fn.model, device, ref_dir=cfg.ref_policy, value_model=cfg.value_model,
-                             lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha)
+                             lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, ref_dtype=frozen)
+    if cfg.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
     ddp_model = wrap(model, replica)
     gold = resolve_gold(cfg.gold)
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr, eps=cfg.adam_eps, fused=True)
@@ -452,7 +459,7 @@ def run_ppo(cfg: PPOConfig) -> dict:
                                                        "time/rollout": t1 - t0, "time/score": t2 - t1, "time/train": t3 - t2}
         if gold is not None:
             metrics["gold/score"] = float(np.mean(gold.utilities(batch_prompts, texts)))
-        metrics = mean_across(metrics, replica)
+        metrics = mean_across(metrics, replica) | {"memory/peak_gb": peak_memory_gb(device)}
         kl_ctl.update(metrics["objective/kl"], cfg.batch_size)
         # 7. Evaluate on held-out prompts; an early-stop detector that fires ends the loop.
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:

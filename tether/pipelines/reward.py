@@ -22,9 +22,9 @@ from tether.distributed import (full_state_dict, gathered, init_replica, is_shar
                                 share_weight, shutdown, wrap)
 from tether.models import (PairScorer, apply_lora, load_reward_model, load_tokenizer, resolve_device, reward_model_from_policy,
                            save_pretrained_atomic, score_pairs, set_seed)
-from tether.pipelines.common import (autocast, check_finite, cosine_lr, enable_gradient_checkpointing,
-                                     length_bucketed_batches, micro_batches, peak_memory_gb, prepare_run_dir, set_lr,
-                                     split_held_out)
+from tether.models.loading import enable_gradient_checkpointing
+from tether.pipelines.common import (autocast, check_finite, cosine_lr, length_bucketed_batches, micro_batches,
+                                     peak_memory_gb, prepare_run_dir, set_lr, split_held_out)
 from tether.runlog import MetricsLogger, read_metrics
 
 

@@ -37,10 +37,9 @@ from tether.distributed import (full_state_dict, full_value, init_replica, is_sh
                                 no_sync, share_weight, shutdown, wrap)
 from tether.errors import InputError
 from tether.models import load_causal_lm, load_tokenizer, save_pretrained_atomic, set_seed
-from tether.models.loading import disable_dropout
-from tether.pipelines.common import (autocast, check_finite, cosine_lr, enable_gradient_checkpointing,
-                                     length_bucketed_batches, micro_batches, peak_memory_gb, prepare_run_dir, set_lr,
-                                     split_held_out)
+from tether.models.loading import disable_dropout, enable_gradient_checkpointing
+from tether.pipelines.common import (autocast, check_finite, cosine_lr, length_bucketed_batches, micro_batches,
+                                     peak_memory_gb, prepare_run_dir, set_lr, split_held_out)
 from tether.runlog import MetricsLogger
 from tether.worlds import BUILTIN_POLICY, builtin_model_world
 
