@@ -25,7 +25,7 @@ from tether.data import read_prompts
 from tether.io import write_json_atomic
 from tether.errors import InputError
 from tether.models import load_causal_lm, load_tokenizer, resolve_device, set_seed
-from tether.pipelines.common import prepare_run_dir
+from tether.pipelines.common import frozen_dtype, prepare_run_dir
 from tether.pipelines.policy_eval import best_of_n, evaluate_policy, kl_regularised_optima, sample_grid
 from tether.pipelines.ppo import PPOConfig, run_ppo
 from tether.pipelines.scoring import RewardFunction
@@ -213,7 +213,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
     tokenizer = load_tokenizer(ppo.policy, field="policy")
     sft = load_causal_lm(ppo.policy, device, field="policy").requires_grad_(False)
     eval_records = read_prompts(ppo.eval_prompts or ppo.prompts)
-    reward_fn = RewardFunction([ppo.reward_model], tokenizer, device)
+    reward_fn = RewardFunction([ppo.reward_model], tokenizer, device, dtype=frozen_dtype(ppo.dtype, device))  # as the PPO runs score
     gold = resolve_gold(ppo.gold)
     sampling = SamplingConfig(max_new_tokens=ppo.max_new_tokens, temperature=ppo.temperature,
                               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
