@@ -345,6 +345,22 @@ def test_frozen_dtype_is_bfloat16_on_a_gpu_and_float32_on_cpu():
         config(tiny_dirs={"policy": "p", "rm": "r", "prompts": "x"}, tmp_path=Path("."), dtype="float16")
 
 
+def test_kl_runaway_warning_names_the_numbers_within_the_first_iterations():
+    from tether.pipelines.ppo import kl_runaway_warning
+    line = kl_runaway_warning(5, kl=76.0, mean_length=7.6, lr=2e-4, beta=0.05)
+    assert line.startswith("ppo: warning: KL to the reference is 10.00 nats per token (76.0 per response of 7.6 tokens) "
+                           "after 5 iteration(s) at lr 0.0002, beta 0.05")
+    assert kl_runaway_warning(5, kl=7.0, mean_length=7.6, lr=2e-4, beta=0.05) is None  # 0.92 per token
+    assert kl_runaway_warning(11, kl=76.0, mean_length=7.6, lr=2e-4, beta=0.05) is None  # not early any more
+
+
+def test_a_run_away_kl_is_reported_once(tiny_dirs, tmp_path, monkeypatch, capsys):
+    import tether.pipelines.ppo as ppo
+    monkeypatch.setattr(ppo, "KL_RUNAWAY_PER_TOKEN", -1.0)  # every iteration's KL counts as running away
+    run_ppo(config(tiny_dirs, tmp_path, out=str(tmp_path / "warn"), steps=3))
+    assert capsys.readouterr().out.count("ppo: warning: KL to the reference is") == 1
+
+
 def test_anneal_lr_decays_linearly_to_zero(tiny_dirs, tmp_path):
     run_ppo(config(tiny_dirs, tmp_path, out=str(tmp_path / "anneal"), steps=4, anneal_lr=True, lr=1e-3))
     lrs = [r["policy/lr"] for r in training_rows(tmp_path / "anneal") if "policy/lr" in r]

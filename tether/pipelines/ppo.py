@@ -41,6 +41,11 @@ from tether.rollout import (DEFAULT_ENGINE, ENGINES, SamplingConfig, length_sort
 from tether.runlog import MetricsLogger, truncate_jsonl
 from tether.worlds import resolve_gold
 
+# KL per response token (nats) that, reached within the first KL_RUNAWAY_ITERATIONS iterations, means the policy is
+# running away from the reference: e.g. a 135M Llama at the built-in world's lr 2e-4 reached 65–85 nats per response
+# of ~8 tokens (~10 per token) in 5 iterations (DESIGN §7), a learning rate tuned for a tiny model used on a real one.
+KL_RUNAWAY_PER_TOKEN = 1.0
+KL_RUNAWAY_ITERATIONS = 10
 REPLICA_SEED_STRIDE = 7919  # replica k samples and orders its prompts from seed + 7919·k (a prime): its own stream, rank 0 the single-process one
 
 
@@ -381,6 +386,17 @@ def check_split(cfg: PPOConfig, replica) -> None:
             f"minibatch_size/processes = {cfg.minibatch_size // w} is not a multiple of micro_batch_size {cfg.micro_batch_size}")
 
 
+def kl_runaway_warning(iteration: int, kl: float, mean_length: float, lr: float, beta: float) -> str | None:
+    """One line when the mean KL per response token, kl / mean_length, exceeds KL_RUNAWAY_PER_TOKEN within the
+    first KL_RUNAWAY_ITERATIONS iterations (`iteration` counts from 1); None otherwise."""
+    per_token = kl / max(mean_length, 1.0)
+    if iteration > KL_RUNAWAY_ITERATIONS or per_token <= KL_RUNAWAY_PER_TOKEN:
+        return None
+    return (f"ppo: warning: KL to the reference is {per_token:.2f} nats per token ({kl:.1f} per response of "
+            f"{mean_length:.1f} tokens) after {iteration} iteration(s) at lr {lr:g}, beta {beta:g}: the policy is "
+            f"running away from the reference; for a real model try a smaller --lr (1e-6 to 3e-6) or a larger --beta")
+
+
 def write_samples(samples_file, step: int, prompts, texts, scores: torch.Tensor, n: int = 4) -> None:
     """The first `n` (prompt, response, score) rows of an iteration, appended to samples.jsonl."""
     for p, r, score in list(zip(prompts, texts, scores.tolist()))[:n]:
@@ -434,6 +450,7 @@ def run_ppo(cfg: PPOConfig) -> dict:
         early["first_agreement"] = ev.get("rm_gold_agreement")
         early["good_state"] = snapshot(model.policy)
         logger.log(0, eval_metrics(ev))
+    warned = False  # the KL run-away warning is printed once
     bar = tqdm(range(start, cfg.steps), desc="ppo", unit="it", initial=start, total=cfg.steps, dynamic_ncols=True,
                disable=not replica.is_main)
     for step in bar:
@@ -461,6 +478,11 @@ def run_ppo(cfg: PPOConfig) -> dict:
             metrics["gold/score"] = float(np.mean(gold.utilities(batch_prompts, texts)))
         metrics = mean_across(metrics, replica) | {"memory/peak_gb": peak_memory_gb(device)}
         kl_ctl.update(metrics["objective/kl"], cfg.batch_size)
+        warning = None if warned else kl_runaway_warning(step + 1, metrics["objective/kl"], metrics["val/mean_length"],
+                                                         metrics["policy/lr"], beta)
+        if warning and replica.is_main:
+            tqdm.write(warning)
+        warned = warned or warning is not None
         # 7. Evaluate on held-out prompts; an early-stop detector that fires ends the loop.
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
             ev = evaluate()
