@@ -46,9 +46,10 @@ from tether.data import encode_prompt, read_prompts
 from tether.models import load_tokenizer, reward_model_from_policy, save_pretrained_atomic
 from tether.pipelines.ppo import PPOConfig, run_ppo
 from tether.runlog import read_metrics
-from tether.worlds.assistant import write_prompt_file
+from tether.worlds.assistant import WORLD, write_prompt_file
 
-DEFAULTS = {f.name: f.default for f in fields(PPOConfig)}  # `tether ppo`'s defaults, given to every contender
+# `tether ppo`'s defaults with the built-in world's tuned values, given to every contender
+DEFAULTS = {f.name: f.default for f in fields(PPOConfig)} | WORLD.tuned["ppo"]
 
 
 def fixtures(tmp: Path, threads: int) -> tuple[Path, Path, Path]:
@@ -64,7 +65,7 @@ def tether_iterations(policy, rm, prompts, out, args, **overrides) -> list[dict]
     """Per-iteration {rollout, score, train, tokens} of one `run_ppo`, after the warm-up iterations."""
     cfg = PPOConfig(policy=str(policy), reward_model=str(rm), prompts=str(prompts), out=str(out),
                     steps=args.warmup + args.iterations, eval_every=0, eval_samples=64, samples_every=0, save_every=0,
-                    device="cpu", seed=0, **overrides)
+                    device="cpu", seed=0, **{**WORLD.tuned["ppo"], **overrides})
     run_ppo(cfg)
     rows = [r for r in read_metrics(out / "metrics.jsonl") if "time/rollout" in r][args.warmup:]
     return [{"rollout": r["time/rollout"], "score": r["time/score"], "train": r["time/train"],

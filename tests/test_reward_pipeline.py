@@ -17,7 +17,7 @@ from tether.data import encode_response, read_preferences
 from tether.models import score_texts
 from tether.pipelines.reward import RMTrainConfig, expected_calibration_error, run_rm_train
 from tether.runlog import read_metrics
-from tether.worlds.assistant import (GoldLabeler, build_model_config, build_tokenizer, format_prompt, make_prompts,
+from tether.worlds.assistant import (WORLD, GoldLabeler, build_model_config, build_tokenizer, format_prompt, make_prompts,
                                      sample_response, styles_for)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -61,7 +61,7 @@ def world_rm(tmp_path_factory):
     train = write_jsonl(root / "train.jsonl", world_pairs(200, seed=0))
     held = write_jsonl(root / "eval.jsonl", world_pairs(40, seed=1))
     result = run_rm_train(RMTrainConfig(init=str(policy), data=str(train), eval_data=str(held), out=str(root / "run"),
-                                        epochs=2, batch_size=32, eval_every=4, device="cpu"))
+                                        epochs=2, batch_size=32, eval_every=4, device="cpu", **WORLD.tuned["rm"]))
     return {"policy": policy, "train": train, "eval": held, "run": root / "run", "result": result}
 
 
@@ -76,7 +76,7 @@ def test_memory_features_give_the_loss_curve_of_one_plain_batch(world_rm, tmp_pa
     global batch of 32 pairs, the same loss at every step, to float rounding; every row has the peak memory."""
     run_rm_train(RMTrainConfig(init=str(world_rm["policy"]), data=str(world_rm["train"]), out=str(tmp_path / "run"),
                                eval_data=str(world_rm["eval"]), epochs=2, batch_size=32, eval_every=100, device="cpu",
-                               **memory))
+                               **WORLD.tuned["rm"], **memory))
     curve = train_losses(tmp_path / "run")
     assert len(curve) >= 10
     assert curve == pytest.approx(train_losses(world_rm["run"]), rel=1e-5)

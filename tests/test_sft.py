@@ -11,12 +11,12 @@ import torch
 
 from conftest import make_policy, make_tokenizer
 from tether.pipelines.sft import SFTConfig, run_sft, sft_batch, sft_loss
-from tether.worlds.assistant import write_sft_corpus
+from tether.worlds.assistant import WORLD, write_sft_corpus
 
 
 def tiny_sft(data, out, seed=0, **memory):
     return run_sft(SFTConfig(data=str(data), out=str(out), model="builtin:assistant", epochs=1, batch_size=32,
-                             seed=seed, device="cpu", log_every=1, **memory))
+                             seed=seed, device="cpu", log_every=1, **WORLD.tuned["sft"], **memory))
 
 
 def loss_curve(run) -> list[float]:
@@ -108,7 +108,7 @@ def test_average_last_saves_the_mean_of_the_last_steps_weights(world_sft, tmp_pa
         [p.detach().clone() for group in opt.param_groups for p in group["params"]]))
     try:
         result = run_sft(SFTConfig(data=str(corpus), out=str(tmp_path / "avg"), model="builtin:assistant", epochs=2,
-                                   batch_size=32, average_last=0.5, seed=0, device="cpu"))
+                                   batch_size=32, average_last=0.5, seed=0, device="cpu", **WORLD.tuned["sft"]))
     finally:
         hook.remove()
     steps = result["steps"]
@@ -199,7 +199,7 @@ def test_sft_learns_a_short_and_a_long_style_in_the_corpus_proportion(tmp_path):
     for clip in (0.0, 1.0):
         run = tmp_path / f"clip_{clip:g}"
         run_sft(SFTConfig(data=str(data), out=str(run), model="builtin:assistant", epochs=2, batch_size=32,
-                          max_grad_norm=clip, eval_fraction=0.0, seed=0, device="cpu"))
+                          max_grad_norm=clip, eval_fraction=0.0, seed=0, device="cpu", **WORLD.tuned["sft"]))
         shares[clip] = first_token_share(run, prompt, short)
     assert SFTConfig.__dataclass_fields__["max_grad_norm"].default == 0.0, "the default does not clip"
     assert abs(shares[0.0] - 0.5) < 0.15, shares

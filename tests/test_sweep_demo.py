@@ -162,7 +162,7 @@ def tiny_ppo_config(tiny_dirs, out, **kw):
     from tether.pipelines.ppo import PPOConfig
     base = dict(policy=str(tiny_dirs["policy"]), reward_model=str(tiny_dirs["rm"]), prompts=str(tiny_dirs["prompts"]),
                 out=str(out), steps=2, batch_size=8, minibatch_size=8, micro_batch_size=4, max_new_tokens=4,
-                eval_every=0, eval_samples=8, save_every=0, device="cpu", threads=1)
+                eval_every=0, eval_samples=8, save_every=0, device="cpu", threads=1, lr=2e-4)
     return PPOConfig(**{**base, **kw})
 
 

@@ -100,7 +100,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     common = dict(seed=cfg.seed, device=cfg.device)
     stage("world data", world_data)
     sft = stage("sft", run_sft, SFTConfig(data=str(data / "sft.jsonl"), out=str(out / "sft"), epochs=cfg.sft_epochs,
-                                          batch_size=cfg.sft_batch_size, **common))
+                                          batch_size=cfg.sft_batch_size, **WORLD.tuned["sft"], **common))
     policy = str(out / "sft" / "model")
     collect = stage("collect", run_collect, CollectConfig(
         policy=policy, prompts=str(data / "pair_prompts.jsonl"), out=str(out / "collect"), **common))
@@ -120,7 +120,7 @@ def run_demo(cfg: DemoConfig) -> dict:
             write_jsonl_atomic(member_pairs, relabel(rows, WORLD.labeler(biases=biases, seed=cfg.seed + k)))
         stage(f"reward model {k}" if k else "reward model", run_rm_train, RMTrainConfig(
             init=policy, data=str(member_pairs), eval_data=str(out / "collect_eval" / "pairs.jsonl"),
-            out=str(out / name), eval_every=128, seed=cfg.seed + k, device=cfg.device))
+            out=str(out / name), eval_every=128, seed=cfg.seed + k, device=cfg.device, **WORLD.tuned["rm"]))
         rm_dirs.append(str(out / name / "model"))
         members[name] = f"{pool}, seed {cfg.seed + k}"
     rm_eval = stage("reward model eval", run_rm_eval, RMEvalConfig(
@@ -128,7 +128,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     # Runs are evaluated once, at the end (their point on the frontier); the early-stop row's detectors every 10.
     ppo = dict(policy=policy, reward_model=rm_dirs[0], prompts=str(data / "train_prompts.jsonl"),
                eval_prompts=str(data / "eval_prompts.jsonl"), gold="assistant", steps=cfg.ppo_steps,
-               eval_samples=cfg.eval_samples, eval_every=cfg.ppo_steps, threads=cfg.threads, **common)
+               eval_samples=cfg.eval_samples, eval_every=cfg.ppo_steps, threads=cfg.threads, **WORLD.tuned["ppo"], **common)
     sweep_cfg = SweepConfig(
         out=str(out / "sweep"), ppo=ppo, betas=cfg.betas, bon_ns=[2 ** i for i in range(cfg.bon_max.bit_length())],
         ensemble=rm_dirs[1:], early_stop=cfg.early_stop, early_stop_every=10, bon_prompts=cfg.bon_prompts, jobs=cfg.jobs,

@@ -66,7 +66,7 @@ class PPOConfig:
     minibatch_size: int = opt(64, "rollouts per optimiser step", ge=1)
     micro_batch_size: int = opt(32, "rollouts per forward/backward (gradient accumulation inside a minibatch) and per chunk of the scoring pass", ge=1)
     ppo_epochs: int = opt(2, "passes over each rollout batch, each with a fresh shuffle", ge=1)
-    lr: float = opt(2e-4, "learning rate (Adam)", gt=0)
+    lr: float = opt(3e-6, "learning rate (Adam); 3e-6 as in TRL's PPO runs of Pythia-1B on TL;DR (OpenRLHF's default: 1e-6 for the actor, 9e-6 for the critic; the built-in world's tiny model: 2e-4)", gt=0)
     adam_eps: float = opt(1e-5, "Adam epsilon (1e-5, as in CleanRL and OpenAI's baselines, not torch's 1e-8)", gt=0)
     anneal_lr: bool = opt(False, "decay the learning rate linearly to 0 over the run (CleanRL's anneal_lr): less drift at large beta, slower hacking at small beta")
     beta: float = opt(0.05, "KL coefficient (initial value when adaptive_kl)", ge=0)

@@ -41,7 +41,7 @@ class RMTrainConfig:
     batch_size: int = opt(32, "pairs per optimiser step (2x rows per forward)", ge=1)
     micro_batch_size: int = opt(0, "pairs per forward/backward: gradients accumulate over a batch's micro-batches, so the batch and its loss are unchanged and activation memory scales with this (0: the whole batch at once)", ge=0)
     gradient_checkpointing: bool = opt(False, "recompute activations in the backward pass instead of keeping them (less memory, ~1/3 more compute; same gradients)")
-    lr: float = opt(1e-3, "peak learning rate (AdamW)", gt=0)
+    lr: float = opt(1e-5, "peak learning rate (AdamW); 1e-5 as in TRL's reward_modeling.py example for Qwen2-0.5B, full fine-tuning (the built-in world's tiny model: 1e-3)", gt=0)
     warmup_steps: int = opt(20, "linear warm-up steps", ge=0)
     weight_decay: float = opt(0.0, "AdamW weight decay", ge=0)
     max_grad_norm: float = opt(1.0, "clip the gradient's global norm to this", gt=0)

@@ -56,7 +56,7 @@ class SFTConfig:
     batch_size: int = opt(64, "sequences per optimiser step", ge=1)
     micro_batch_size: int = opt(0, "sequences per forward/backward: gradients accumulate over a batch's micro-batches, so the batch and its loss are unchanged and activation memory scales with this (0: the whole batch at once)", ge=0)
     gradient_checkpointing: bool = opt(False, "recompute activations in the backward pass instead of keeping them (less memory, ~1/3 more compute; same gradients)")
-    lr: float = opt(3e-3, "peak learning rate (AdamW)", gt=0)
+    lr: float = opt(2e-5, "peak learning rate (AdamW); 2e-5 as in TRL's `trl sft` examples for 0.5B models (the built-in world's tiny model: 3e-3, `tether.worlds` tuned values)", gt=0)
     adam_betas: list[float] = opt([0.9, 0.95], "AdamW (beta1, beta2); 0.95 as in nanoGPT and GPT-3, not torch's 0.999", ge=0, lt=1)
     warmup_steps: int = opt(50, "linear warm-up steps", ge=0)
     weight_decay: float = opt(0.0, "AdamW weight decay", ge=0)
