@@ -398,3 +398,5 @@ def test_a_rollout_beyond_a_sliding_window_is_an_input_error():
     model.config.sliding_window = 8
     with pytest.raises(InputError, match=r'"max_new_tokens": .* sliding window of 8 tokens'):
         TorchSampler().generate(model, PROMPTS, sampling(max_new_tokens=4), seeded())
+    model.config.use_sliding_window = False  # a window the config names but the model does not use
+    TorchSampler().generate(model, PROMPTS, sampling(max_new_tokens=4), seeded())

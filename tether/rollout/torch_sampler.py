@@ -125,6 +125,8 @@ def check_full_attention(model, total_length: int) -> None:
     """InputError for a sliding-window model whose rollout outgrows its window: the decoder's masks
     let every token see all earlier ones, as full attention does."""
     window = getattr(model.config, "sliding_window", None)
+    if getattr(model.config, "use_sliding_window", True) is False:  # Qwen2's configs name a window they do not use
+        window = None
     if window is not None and total_length > window:
         raise InputError(f"longest prompt + max_new_tokens = {total_length} exceeds the model's sliding window of "
                          f"{window} tokens, which the torch engine does not apply; use --rollout-engine hf",
