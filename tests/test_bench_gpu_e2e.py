@@ -9,7 +9,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
 
 
-@pytest.mark.slow
 def test_gpu_e2e_runs_every_phase_at_tiny_size_with_fixed_response_lengths(tmp_path, capsys):
     import gpu_e2e
     rows = gpu_e2e.main(["--size", "tiny", "--device", "cpu", "--arch", "llama", "--iterations", "1", "--warmup", "0",
