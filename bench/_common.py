@@ -103,10 +103,10 @@ def world_policy(out: Path, n_examples: int = 4000, seed: int = 0, threads: int 
     Returns the model directory (config.json, safetensors, tokenizer).
     """
     from tether.pipelines.sft import SFTConfig, run_sft
-    from tether.worlds.assistant import write_sft_corpus
+    from tether.worlds.assistant import WORLD, write_sft_corpus
     write_sft_corpus(out / "sft.jsonl", n_examples, seed=seed)
     run_sft(SFTConfig(data=str(out / "sft.jsonl"), out=str(out / "sft"), epochs=1, seed=seed, device="cpu",
-                      threads=threads, eval_fraction=0.0, log_every=10**9))
+                      threads=threads, eval_fraction=0.0, log_every=10**9, **WORLD.tuned["sft"]))
     return out / "sft" / "model"
 
 

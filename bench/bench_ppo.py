@@ -46,9 +46,10 @@ from tether.data import encode_prompt, read_prompts
 from tether.models import load_tokenizer, reward_model_from_policy, save_pretrained_atomic
 from tether.pipelines.ppo import PPOConfig, run_ppo
 from tether.runlog import read_metrics
-from tether.worlds.assistant import write_prompt_file
+from tether.worlds.assistant import WORLD, write_prompt_file
 
-DEFAULTS = {f.name: f.default for f in fields(PPOConfig)}  # `tether ppo`'s defaults, given to every contender
+# `tether ppo`'s defaults with the built-in world's tuned values, given to every contender
+DEFAULTS = {f.name: f.default for f in fields(PPOConfig)} | WORLD.tuned["ppo"]
 
 
 def fixtures(tmp: Path, threads: int) -> tuple[Path, Path, Path]:
@@ -64,7 +65,7 @@ def tether_iterations(policy, rm, prompts, out, args, **overrides) -> list[dict]
     """Per-iteration {rollout, score, train, tokens} of one `run_ppo`, after the warm-up iterations."""
     cfg = PPOConfig(policy=str(policy), reward_model=str(rm), prompts=str(prompts), out=str(out),
                     steps=args.warmup + args.iterations, eval_every=0, eval_samples=64, samples_every=0, save_every=0,
-                    device="cpu", seed=0, **overrides)
+                    device="cpu", seed=0, **{**WORLD.tuned["ppo"], **overrides})
     run_ppo(cfg)
     rows = [r for r in read_metrics(out / "metrics.jsonl") if "time/rollout" in r][args.warmup:]
     return [{"rollout": r["time/rollout"], "score": r["time/score"], "train": r["time/train"],
@@ -141,8 +142,11 @@ def trl_batch_sizes(batch: int, minibatch: int, micro: int) -> dict:
     raise ValueError(f"TRL's PPO cannot split {batch} rollouts into minibatches of {minibatch} and micro-batches of {micro}")
 
 
-def trl_iterations(policy, rm, prompts, out, args) -> list[dict]:
-    """Per-iteration phases of `trl.experimental.ppo.PPOTrainer` with tether's defaults, after the warm-up."""
+def trl_iterations(policy, rm, prompts, out, args, settings: dict = DEFAULTS, stop_at_eos: bool = True,
+                   device: str = "cpu") -> list[dict]:
+    """Per-iteration phases of `trl.experimental.ppo.PPOTrainer` with tether's `settings` (PPOConfig fields;
+    default: tether ppo's defaults), after the warm-up. stop_at_eos False: every response is exactly
+    max_new_tokens long. On "cuda": bf16 mixed precision, as `--bf16 true` gives tether."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, PrinterCallback
     from trl.experimental import ppo as trl_ppo_package
@@ -151,17 +155,19 @@ def trl_iterations(policy, rm, prompts, out, args) -> list[dict]:
     tokenizer.padding_side = "left"  # TRL generates from the collator's padding
     ids = [encode_prompt(tokenizer, p.prompt) for p in read_prompts(prompts)]
     dataset = Dataset.from_dict({"input_ids": ids})
-    batch = DEFAULTS["batch_size"]
+    d = settings
+    batch = d["batch_size"]
     iterations = args.warmup + args.iterations
-    d = DEFAULTS
     config = trl_ppo_package.PPOConfig(
         output_dir=str(out), **trl_batch_sizes(d["batch_size"], d["minibatch_size"], d["micro_batch_size"]),
         num_ppo_epochs=d["ppo_epochs"], local_rollout_forward_batch_size=d["batch_size"],
-        total_episodes=d["batch_size"] * iterations, response_length=d["max_new_tokens"], stop_token="eos",
+        total_episodes=d["batch_size"] * iterations, response_length=d["max_new_tokens"],
+        stop_token="eos" if stop_at_eos else None,
         temperature=d["temperature"], kl_coef=d["beta"], kl_estimator="k1", learning_rate=d["lr"],
         vf_coef=d["vf_coef"], cliprange=d["clip_eps"], cliprange_value=d["clip_value"], gamma=d["gamma"],
         lam=d["lam"], max_grad_norm=d["max_grad_norm"], whiten_rewards=d["whiten_rewards"],
-        missing_eos_penalty=1.0, num_sample_generations=0, gradient_checkpointing=False, bf16=False, use_cpu=True,
+        missing_eos_penalty=1.0, num_sample_generations=0, gradient_checkpointing=False, bf16=device != "cpu",
+        use_cpu=device == "cpu",
         report_to="none", save_strategy="no", logging_steps=10**6, disable_tqdm=True, seed=0)
     load_lm = lambda: AutoModelForCausalLM.from_pretrained(policy, local_files_only=True)
     load_rm = lambda: AutoModelForSequenceClassification.from_pretrained(rm, local_files_only=True)

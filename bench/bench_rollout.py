@@ -1,7 +1,8 @@
 """Rollout speed on CPU: TorchSampler vs Hugging Face `generate`, in one run.
 
-The model is a 2-layer GPT-2 (n_embd 128, vocabulary 600, ~0.5M parameters, the
-size of the built-in world's policy) with random weights. Prompts are 8–16
+The model (`--arch`) is a 2-layer GPT-2 (n_embd 128, vocabulary 600, ~0.5M
+parameters, the size of the built-in world's policy) or a Llama of the same
+width (RoPE, RMSNorm, SwiGLU, grouped-query attention 4/2) with random weights. Prompts are 8–16
 tokens (mean ~12), left-padded. EOS gets a logit bias of −inf, so no row stops
 early and every engine makes exactly batch × new_tokens tokens. Each repeat
 times every engine back to back; the table shows medians over the repeats,
@@ -13,10 +14,10 @@ measured as soon as it joins): `torch` = `TorchSampler` (the default; a plain
 GPT-2 decodes through `FastGPT2Decoder`) and `hf` = `HFGenerateSampler`
 (`generate` plus the logits it needs for the same `Rollout`: ids, masks,
 log-probs); then `TorchSampler(fast_gpt2=False)` (the path every other model
-takes: the model's own forward with a DynamicCache) and bare `model.generate`
-(token ids only, nothing else kept).
+takes: the model's own forward with a preallocated KV cache) and bare `model.generate`
+(token ids only, nothing else kept). A Llama always takes the model's own forward.
 
-    python bench/bench_rollout.py [--threads 2] [--batch 16 64] [--new-tokens 32] [--repeats 5]
+    python bench/bench_rollout.py [--arch gpt2|llama] [--threads 2] [--batch 16 64] [--new-tokens 32] [--repeats 5]
 """
 
 import argparse
@@ -24,7 +25,7 @@ import statistics
 import time
 
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from tether.rollout import DEFAULT_ENGINE, ENGINES, SamplingConfig, TorchSampler, left_pad
 
@@ -33,12 +34,18 @@ EOS = VOCAB - 1
 PAD = 0
 
 
-def build_model() -> GPT2LMHeadModel:
-    """Random 0.5M-parameter GPT-2 whose LM head gives EOS a logit of −inf (no early stop)."""
-    config = GPT2Config(n_layer=2, n_embd=128, n_head=4, vocab_size=VOCAB, n_positions=128, resid_pdrop=0,
-                        embd_pdrop=0, attn_pdrop=0, bos_token_id=PAD, eos_token_id=EOS)
-    model = GPT2LMHeadModel(config).eval()
-    head = torch.nn.Linear(config.n_embd, VOCAB, bias=True)
+def build_model(arch: str = "gpt2"):
+    """Random 0.5M-parameter GPT-2 or Llama whose LM head gives EOS a logit of −inf (no early stop)."""
+    if arch == "llama":
+        config = LlamaConfig(num_hidden_layers=2, hidden_size=128, intermediate_size=344, num_attention_heads=4,
+                             num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=128,
+                             tie_word_embeddings=True, bos_token_id=PAD, eos_token_id=EOS, pad_token_id=PAD)
+        model = LlamaForCausalLM(config).eval()
+    else:
+        config = GPT2Config(n_layer=2, n_embd=128, n_head=4, vocab_size=VOCAB, n_positions=128, resid_pdrop=0,
+                            embd_pdrop=0, attn_pdrop=0, bos_token_id=PAD, eos_token_id=EOS)
+        model = GPT2LMHeadModel(config).eval()
+    head = torch.nn.Linear(config.hidden_size, VOCAB, bias=True)
     head.weight = model.lm_head.weight  # keep the tie to the input embeddings
     with torch.no_grad():
         head.bias.zero_()
@@ -81,6 +88,7 @@ def seconds_per_run(engines: dict, model, prompts, cfg, repeats: int) -> dict[st
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", choices=["gpt2", "llama"], default="gpt2", help="model shape (default: gpt2)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default: 2)")
     parser.add_argument("--batch", type=int, nargs="+", default=[16, 64], help="batch sizes (default: 16 64)")
     parser.add_argument("--new-tokens", type=int, default=32, help="tokens sampled per prompt (default: 32)")
@@ -89,13 +97,13 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = build_model()
+    model = build_model(args.arch)
     n_params = sum(p.numel() for p in model.parameters())
     cfg = SamplingConfig(max_new_tokens=args.new_tokens, eos_token_id=EOS, pad_token_id=PAD)
     engines = {f"{name} ({engine.__name__})": engine() for name, engine in ENGINES.items()}
     engines |= {"TorchSampler, HF fwd": TorchSampler(fast_gpt2=False), "model.generate": BareGenerate()}
     default = f"{DEFAULT_ENGINE} ({ENGINES[DEFAULT_ENGINE].__name__})"
-    print(f"GPT-2 {n_params / 1e6:.2f}M parameters, torch {torch.__version__}, {args.threads} threads, "
+    print(f"{args.arch} {n_params / 1e6:.2f}M parameters, torch {torch.__version__}, {args.threads} threads, "
           f"{args.new_tokens} new tokens, median of {args.repeats} runs")
     print(f"{'batch':>5}  {'engine':<24} {'tokens/s':>9}  {DEFAULT_ENGINE + ' is':>10}")
     for batch in args.batch:

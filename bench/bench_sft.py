@@ -44,9 +44,10 @@ from tether.data import read_sft_examples
 from tether.pipelines.common import cosine_lr, length_bucketed_batches, set_lr
 from tether.pipelines.demo import DemoConfig
 from tether.pipelines.sft import SFTConfig, eval_loss, init_policy, run_sft, sft_batch, sft_loss, tokenize_sft
+from tether.worlds.assistant import WORLD
 
 SFT_DEFAULTS = {f.name: f.default for f in fields(SFTConfig)}  # `tether sft`'s, shared by every variant
-LR, WARMUP, MAX_LENGTH = SFT_DEFAULTS["lr"], SFT_DEFAULTS["warmup_steps"], SFT_DEFAULTS["max_length"]
+LR, WARMUP, MAX_LENGTH = WORLD.tuned["sft"]["lr"], SFT_DEFAULTS["warmup_steps"], SFT_DEFAULTS["max_length"]
 DEMO = DemoConfig()
 CLIP = SFT_DEFAULTS["max_grad_norm"]
 
@@ -211,7 +212,7 @@ def main(argv=None) -> None:
         with quiet():
             metrics, full_s = seconds(run_sft, SFTConfig(data=str(tmp / "sft.jsonl"), out=str(tmp / "run"),
                                                          epochs=args.epochs, batch_size=DEMO.sft_batch_size,
-                                                         device="cpu", threads=args.threads))
+                                                         device="cpu", threads=args.threads, lr=LR))
         print(f"\nrun_sft end to end ({args.examples} examples × {args.epochs} epochs, batch {DEMO.sft_batch_size}): {full_s:.1f} s "
               f"(projected {projected['tether']:.1f} s), held-out loss {metrics['eval/loss']:.3f} per sequence; {load_average()}")
     if args.full_variants:

@@ -10,7 +10,6 @@ contenders take turns, medians over `--repeats`.
     python bench/bench_sweep.py [--repeats 3] [--steps 30] [--threads 2]
 """
 
-import dataclasses
 import tempfile
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from _common import base_parser, interleaved, load_average, median, print_table,
 from bench_ppo import fixtures
 from tether.pipelines.ppo import PPOConfig
 from tether.pipelines.sweep import train_runs
+from tether.worlds.assistant import WORLD
 
 BETAS = (0.1, 1.0)
 
@@ -36,7 +36,7 @@ def main(argv=None) -> None:
         run = tmp / f"round{next(counter)}"  # fresh directories: finished runs would be read back, not trained
         return [PPOConfig(policy=str(policy), reward_model=str(rm), prompts=str(prompts), out=str(run / f"beta_{b:g}"),
                           beta=b, steps=args.steps, eval_every=0, eval_samples=64, samples_every=0, save_every=0,
-                          device="cpu", seed=0, threads=args.threads) for b in BETAS]
+                          device="cpu", seed=0, threads=args.threads, **WORLD.tuned["ppo"]) for b in BETAS]
 
     contenders = {"one after another (--jobs 1)": lambda: train_runs(configs(), jobs=1),
                   "two at a time (--jobs 2)": lambda: train_runs(configs(), jobs=2)}

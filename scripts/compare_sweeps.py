@@ -1,7 +1,7 @@
 """Compare two sweep.json files number by number: `python scripts/compare_sweeps.py BEFORE AFTER [--tol 1e-9]`.
 
 Used to check that a change meant to keep behaviour (a refactor) gives the default demo's numbers again.
-Timings (`pipeline.timings_s`, `time/*`) are ignored; keys present on one side only are listed; every number
+Timings (`pipeline.timings_s`, `time/*`) and peak memory (`memory/*`) are ignored; keys present on one side only are listed; every number
 that differs by more than the tolerance (relative to its size) is printed. Exit 0 when nothing differs.
 """
 
@@ -10,7 +10,7 @@ import json
 import math
 import sys
 
-IGNORED = ("timings_s", "time/", "run_dir", "schema_version")
+IGNORED = ("timings_s", "time/", "memory/", "run_dir", "schema_version")
 
 
 def leaves(value, prefix=""):

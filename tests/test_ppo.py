@@ -1,17 +1,19 @@
 """PPO's implementation details (DESIGN §3, Huang et al. 2024), each a test that fails if its bug returns."""
 
 import dataclasses
+import math
 import random
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from tether.data import encode_prompt, read_prompts
-from tether.errors import RunError
+from tether.errors import InputError, RunError
 from tether.models import ActorCritic, load_causal_lm, load_reward_model, load_tokenizer, score_head
 from tether.pipelines.ppo import PPOConfig, epoch_minibatches, make_experience, minibatch_loss, ppo_update, run_ppo
 from tether.pipelines.scoring import RewardFunction
@@ -197,7 +199,8 @@ def test_fresh_shuffle_every_epoch():
 
 
 def training_rows(out):
-    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in read_metrics(out / "metrics.jsonl")]
+    """The metrics rows without what differs from run to run (timings, peak memory)."""
+    return [{k: v for k, v in r.items() if not k.startswith(("time/", "memory/"))} for r in read_metrics(out / "metrics.jsonl")]
 
 
 def test_seeded_runs_are_reproducible(tiny_dirs, tmp_path):
@@ -306,6 +309,56 @@ def test_bf16_autocast_runs_and_stays_finite(tiny_dirs, tmp_path):
     rows = training_rows(tmp_path / "bf16")
     assert all(torch.isfinite(torch.tensor(r["loss/policy"])) for r in rows if "loss/policy" in r)
     assert result["n_samples"] == 8
+
+
+def test_gradient_checkpointing_gives_the_same_run(tiny_dirs, tmp_path):
+    """Policy and critic recompute their activations in the backward pass: the same metrics at every step."""
+    run_ppo(config(tiny_dirs, tmp_path, out=str(tmp_path / "plain"), steps=2))
+    run_ppo(config(tiny_dirs, tmp_path, out=str(tmp_path / "ckpt"), steps=2, gradient_checkpointing=True))
+    plain, ckpt = training_rows(tmp_path / "plain"), training_rows(tmp_path / "ckpt")
+    assert [r.keys() for r in plain] == [r.keys() for r in ckpt]
+    for a, b in zip(plain, ckpt):
+        assert list(b.values()) == pytest.approx(list(a.values()), rel=1e-5, abs=1e-7)
+    assert all(r["memory/peak_gb"] > 0.01 for r in read_metrics(tmp_path / "ckpt" / "metrics.jsonl") if "time/train" in r)
+
+
+def test_frozen_models_in_bfloat16_and_the_trained_ones_in_float32(tiny_dirs, tmp_path, monkeypatch):
+    """--dtype bfloat16: reference and reward model hold bfloat16 weights, the policy and the critic (a copy
+    of the reward model) float32; reference log-probs reach the KL as float32."""
+    built = []
+    monkeypatch.setattr(ActorCritic, "load", lambda *a, _load=ActorCritic.load, **kw: built.append(_load(*a, **kw)) or built[-1])
+    result = run_ppo(config(tiny_dirs, tmp_path, out=str(tmp_path / "bf16"), steps=2, dtype="bfloat16"))
+    model = built[0]
+    assert {p.dtype for p in model.ref.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in model.policy.parameters()} == {p.dtype for p in model.critic.parameters()} == {torch.float32}
+    rows = training_rows(tmp_path / "bf16")
+    assert all(math.isfinite(r["objective/kl"]) for r in rows if "objective/kl" in r) and result["n_samples"] == 8
+    assert config(tiny_dirs, tmp_path).dtype == "auto"
+
+
+def test_frozen_dtype_is_bfloat16_on_a_gpu_and_float32_on_cpu():
+    from tether.pipelines.common import frozen_dtype
+    assert frozen_dtype("auto", torch.device("cuda", 0)) == torch.bfloat16
+    assert frozen_dtype("auto", torch.device("cpu")) == torch.float32
+    assert frozen_dtype("float32", torch.device("cuda", 0)) == torch.float32
+    with pytest.raises(InputError, match='"dtype": must be auto, float32 or bfloat16'):
+        config(tiny_dirs={"policy": "p", "rm": "r", "prompts": "x"}, tmp_path=Path("."), dtype="float16")
+
+
+def test_kl_runaway_warning_names_the_numbers_within_the_first_iterations():
+    from tether.pipelines.ppo import kl_runaway_warning
+    line = kl_runaway_warning(5, kl=76.0, mean_length=7.6, lr=2e-4, beta=0.05)
+    assert line.startswith("ppo: warning: KL to the reference is 10.00 nats per token (76.0 per response of 7.6 tokens) "
+                           "after 5 iteration(s) at lr 0.0002, beta 0.05")
+    assert kl_runaway_warning(5, kl=7.0, mean_length=7.6, lr=2e-4, beta=0.05) is None  # 0.92 per token
+    assert kl_runaway_warning(11, kl=76.0, mean_length=7.6, lr=2e-4, beta=0.05) is None  # not early any more
+
+
+def test_a_run_away_kl_is_reported_once(tiny_dirs, tmp_path, monkeypatch, capsys):
+    import tether.pipelines.ppo as ppo
+    monkeypatch.setattr(ppo, "KL_RUNAWAY_PER_TOKEN", -1.0)  # every iteration's KL counts as running away
+    run_ppo(config(tiny_dirs, tmp_path, out=str(tmp_path / "warn"), steps=3))
+    assert capsys.readouterr().out.count("ppo: warning: KL to the reference is") == 1
 
 
 def test_anneal_lr_decays_linearly_to_zero(tiny_dirs, tmp_path):

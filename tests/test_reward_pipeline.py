@@ -16,7 +16,7 @@ from tether.data import encode_response, read_preferences
 from tether.models import score_texts
 from tether.pipelines.reward import RMTrainConfig, expected_calibration_error, run_rm_train
 from tether.runlog import read_metrics
-from tether.worlds.assistant import (GoldLabeler, build_model_config, build_tokenizer, format_prompt, make_prompts,
+from tether.worlds.assistant import (WORLD, GoldLabeler, build_model_config, build_tokenizer, format_prompt, make_prompts,
                                      sample_response, styles_for)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -60,8 +60,27 @@ def world_rm(tmp_path_factory):
     train = write_jsonl(root / "train.jsonl", world_pairs(200, seed=0))
     held = write_jsonl(root / "eval.jsonl", world_pairs(40, seed=1))
     result = run_rm_train(RMTrainConfig(init=str(policy), data=str(train), eval_data=str(held), out=str(root / "run"),
-                                        epochs=2, batch_size=32, eval_every=4, device="cpu"))
+                                        epochs=2, batch_size=32, eval_every=4, device="cpu", **WORLD.tuned["rm"]))
     return {"policy": policy, "train": train, "eval": held, "run": root / "run", "result": result}
+
+
+def train_losses(run) -> list[float]:
+    return [row["train/loss"] for row in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+
+
+@pytest.mark.parametrize("memory", [{"micro_batch_size": 10}, {"gradient_checkpointing": True}],
+                         ids=["micro-batches", "checkpointing"])
+def test_memory_features_give_the_loss_curve_of_one_plain_batch(world_rm, tmp_path, memory):
+    """Micro-batches of 10, 10, 10, 2 pairs (gradients accumulated) or recomputed activations: the same
+    global batch of 32 pairs, the same loss at every step, to float rounding; every row has the peak memory."""
+    run_rm_train(RMTrainConfig(init=str(world_rm["policy"]), data=str(world_rm["train"]), out=str(tmp_path / "run"),
+                               eval_data=str(world_rm["eval"]), epochs=2, batch_size=32, eval_every=100, device="cpu",
+                               **WORLD.tuned["rm"], **memory))
+    curve = train_losses(tmp_path / "run")
+    assert len(curve) >= 10
+    assert curve == pytest.approx(train_losses(world_rm["run"]), rel=1e-5)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(row["memory/peak_gb"] > 0.01 for row in rows)
 
 
 def test_rm_train_writes_a_transformers_reward_model_curves_and_metrics(world_rm):

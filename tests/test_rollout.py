@@ -366,3 +366,37 @@ def test_empty_prompts_are_input_errors():
 def test_too_long_for_the_model_is_an_input_error(model):
     with pytest.raises(InputError, match=r'"max_new_tokens": longest prompt \+ max_new_tokens = 67 exceeds'):
         TorchSampler().generate(model, PROMPTS, sampling(max_new_tokens=60), seeded())
+
+
+def test_model_decoder_writes_every_step_into_one_preallocated_cache():
+    """The generic path allocates each layer's keys and values once, P + R long, and returns views of them."""
+    from tether.rollout.torch_sampler import ModelDecoder, sample_loop
+    model = tiny_llama()
+    prompt, prompt_mask = left_pad(PROMPTS, PAD)
+    cfg = sampling(max_new_tokens=6)
+    decoder = ModelDecoder(model, prompt_mask, cfg.max_new_tokens)
+    layers = next(iter(decoder.cache_kwargs.values())).layers
+    written = []
+    original_update = type(layers[0]).update
+
+    def update(layer, keys, values, *args, **kwargs):
+        filled = original_update(layer, keys, values, *args, **kwargs)
+        written.append((layer.keys.data_ptr(), filled[0].data_ptr(), filled[0].shape[2]))
+        return filled
+
+    with torch.inference_mode(), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(type(layers[0]), "update", update)
+        sample_loop(decoder, prompt, prompt_mask, cfg, seeded())
+    assert all(layer.keys.shape[2] == prompt.shape[1] + cfg.max_new_tokens for layer in layers)
+    assert all(buffer == view for buffer, view, _ in written)  # the returned keys are the buffer itself
+    assert {buffer for buffer, _, _ in written} == {layer.keys.data_ptr() for layer in layers}
+    assert [n for _, _, n in written[::len(layers)]] == list(range(prompt.shape[1], prompt.shape[1] + 6))
+
+
+def test_a_rollout_beyond_a_sliding_window_is_an_input_error():
+    model = tiny_llama()
+    model.config.sliding_window = 8
+    with pytest.raises(InputError, match=r'"max_new_tokens": .* sliding window of 8 tokens'):
+        TorchSampler().generate(model, PROMPTS, sampling(max_new_tokens=4), seeded())
+    model.config.use_sliding_window = False  # a window the config names but the model does not use
+    TorchSampler().generate(model, PROMPTS, sampling(max_new_tokens=4), seeded())

@@ -11,12 +11,16 @@ import torch
 
 from conftest import make_policy, make_tokenizer
 from tether.pipelines.sft import SFTConfig, run_sft, sft_batch, sft_loss
-from tether.worlds.assistant import write_sft_corpus
+from tether.worlds.assistant import WORLD, write_sft_corpus
 
 
-def tiny_sft(data, out, seed=0):
+def tiny_sft(data, out, seed=0, **memory):
     return run_sft(SFTConfig(data=str(data), out=str(out), model="builtin:assistant", epochs=1, batch_size=32,
-                             seed=seed, device="cpu", log_every=1))
+                             seed=seed, device="cpu", log_every=1, **WORLD.tuned["sft"], **memory))
+
+
+def loss_curve(run) -> list[float]:
+    return [r["train/loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "train/loss" in r]
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +38,25 @@ def test_sft_writes_model_and_metrics(world_sft):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("train/loss" in r for r in rows) and any("eval/loss" in r for r in rows), rows
     assert all(r["train/grad_norm"] > 0 for r in rows if "train/loss" in r), rows
+
+
+@pytest.mark.parametrize("memory", [{"micro_batch_size": 10}, {"gradient_checkpointing": True}],
+                         ids=["micro-batches", "checkpointing"])
+def test_memory_features_give_the_loss_curve_of_one_plain_batch(world_sft, tmp_path, memory):
+    """Micro-batches of 10, 10, 10, 2 rows (gradients accumulated) or recomputed activations: the same
+    global batch of 32, the same loss at every step, to float rounding."""
+    corpus, plain = world_sft
+    tiny_sft(corpus, tmp_path / "run", **memory)
+    curve = loss_curve(tmp_path / "run")
+    assert len(curve) >= 9
+    assert curve == pytest.approx(loss_curve(plain), rel=1e-5)
+
+
+def test_metrics_rows_carry_the_peak_memory(world_sft):
+    _, run = world_sft
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    peaks = [r["memory/peak_gb"] for r in rows if "train/loss" in r]
+    assert peaks and all(0.01 < p < 1000 for p in peaks) and peaks == sorted(peaks), peaks
 
 
 def test_sft_model_loads_with_plain_transformers_only(world_sft):
@@ -85,7 +108,7 @@ def test_average_last_saves_the_mean_of_the_last_steps_weights(world_sft, tmp_pa
         [p.detach().clone() for group in opt.param_groups for p in group["params"]]))
     try:
         result = run_sft(SFTConfig(data=str(corpus), out=str(tmp_path / "avg"), model="builtin:assistant", epochs=2,
-                                   batch_size=32, average_last=0.5, seed=0, device="cpu"))
+                                   batch_size=32, average_last=0.5, seed=0, device="cpu", **WORLD.tuned["sft"]))
     finally:
         hook.remove()
     steps = result["steps"]
@@ -176,7 +199,7 @@ def test_sft_learns_a_short_and_a_long_style_in_the_corpus_proportion(tmp_path):
     for clip in (0.0, 1.0):
         run = tmp_path / f"clip_{clip:g}"
         run_sft(SFTConfig(data=str(data), out=str(run), model="builtin:assistant", epochs=2, batch_size=32,
-                          max_grad_norm=clip, eval_fraction=0.0, seed=0, device="cpu"))
+                          max_grad_norm=clip, eval_fraction=0.0, seed=0, device="cpu", **WORLD.tuned["sft"]))
         shares[clip] = first_token_share(run, prompt, short)
     assert SFTConfig.__dataclass_fields__["max_grad_norm"].default == 0.0, "the default does not clip"
     assert abs(shares[0.0] - 0.5) < 0.15, shares

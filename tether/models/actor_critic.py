@@ -11,7 +11,7 @@ import copy
 
 import torch
 
-from tether.models.loading import load_causal_lm
+from tether.models.loading import enable_gradient_checkpointing, load_causal_lm
 from tether.models.lora import apply_lora
 from tether.models.reward import score_head, token_scores
 from tether.models.value import PolicyWithValue
@@ -36,24 +36,26 @@ class ActorCritic(torch.nn.Module):
             self.actor, self.critic = policy, None
         elif value_model == "shared":
             if reward_model.config.hidden_size == getattr(policy.config, "hidden_size", None):
-                head = copy.deepcopy(score_head(reward_model))  # value head initialised from the reward model's head
+                head = copy.deepcopy(score_head(reward_model)).float()  # value head initialised from the reward model's head
             else:
                 head = None
             self.actor = PolicyWithValue(policy, head).to(next(policy.parameters()).device)
             self.critic = None
         else:
-            self.actor, self.critic = policy, copy.deepcopy(reward_model).train()  # critic initialised from the reward model
+            # the critic, initialised from the reward model, is trained: float32 whatever the reward model's dtype
+            self.actor, self.critic = policy, copy.deepcopy(reward_model).float().train()
         self.policy = policy
 
     @classmethod
     def load(cls, policy_dir, reward_model, device, *, ref_dir=None, value_model: str = "critic", lora_r: int = 0,
-             lora_alpha: int = 16) -> "ActorCritic":
+             lora_alpha: int = 16, ref_dtype: torch.dtype = torch.float32) -> "ActorCritic":
         """Load the policy (with a LoRA adapter of rank `lora_r` if > 0) and the reference (`ref_dir`, default the
-        policy's directory; none with LoRA) and build the actor–critic around the already loaded `reward_model`."""
+        policy's directory; none with LoRA) in `ref_dtype`, and build the actor–critic around the already loaded
+        `reward_model`."""
         policy = load_causal_lm(policy_dir, device, field="policy")
         if lora_r:
             return cls(apply_lora(policy, lora_r, lora_alpha, "CAUSAL_LM"), None, reward_model, value_model)
-        ref = load_causal_lm(ref_dir or policy_dir, device, field="ref_policy").requires_grad_(False)
+        ref = load_causal_lm(ref_dir or policy_dir, device, field="ref_policy").to(ref_dtype).requires_grad_(False)
         return cls(policy, ref, reward_model, value_model)
 
     def forward(self, sequences, attention_mask, response_start: int):
@@ -76,9 +78,9 @@ class ActorCritic(torch.nn.Module):
 
     @torch.no_grad()
     def ref_logits(self, sequences, attention_mask, response_start: int):
-        """The reference's logits, laid out as `policy_forward`'s."""
+        """The reference's logits, laid out as `policy_forward`'s (float32 whatever the reference's dtype)."""
         if self.ref is not None:
-            return policy_forward(self.ref, sequences, attention_mask, response_start)
+            return policy_forward(self.ref, sequences, attention_mask, response_start).float()
         with self.policy.disable_adapter():
             return policy_forward(self.policy, sequences, attention_mask, response_start)
 
@@ -87,6 +89,12 @@ class ActorCritic(torch.nn.Module):
         if self.ref is not None:
             self.ref.eval()  # the reference stays frozen: no grad, eval mode
         return self
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute activations in the backward pass of the trained models: the policy and the critic."""
+        for model in (self.policy, self.critic):
+            if model is not None:
+                enable_gradient_checkpointing(model)
 
     def trainable_parameters(self):
         return [p for p in self.parameters() if p.requires_grad]

@@ -1,7 +1,10 @@
-"""Pieces every trainer needs: run directory, LR schedule, length-bucketed batches, finite-loss guard."""
+"""Pieces every trainer needs: run directory, LR schedule, length-bucketed batches, finite-loss guard,
+memory features (micro-batches, frozen-model dtype, peak memory)."""
 
 import math
 import random
+import resource
+import sys
 from pathlib import Path
 
 import torch
@@ -15,7 +18,7 @@ from tether.rollout import DEFAULT_ENGINE, make_engine
 
 
 # Settings a run may be resumed (or a finished sweep run reused) with: where it runs and where it writes.
-MAY_CHANGE_ON_RESUME = ("out", "resume", "device", "threads")
+MAY_CHANGE_ON_RESUME = ("out", "resume", "device", "threads", "gradient_checkpointing")
 
 
 def changed_settings(saved_config: Path, cfg) -> list[str]:
@@ -110,6 +113,34 @@ def length_bucketed_batches(lengths: list[int], batch_size: int, rng: random.Ran
 def autocast(device: torch.device, bf16: bool):
     """bfloat16 autocast for forward passes when asked (weights and optimiser stay fp32)."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+def micro_batches(items: list, size: int) -> list[list]:
+    """`items` cut into consecutive chunks of `size` (the last may be shorter); size 0: one chunk of all."""
+    size = size or len(items)
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+FROZEN_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def frozen_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The weight dtype of a model that is never trained (reference policy, reward models):
+    "auto" is bfloat16 on a GPU (half the memory and bandwidth; scores and log-probs are cast to
+    float32 before any arithmetic on them) and float32 on CPU (where bfloat16 matmuls are slow)."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return FROZEN_DTYPES[name]
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    """Peak memory of this process so far, in GB (10⁹ bytes): on a GPU what torch allocated at most
+    (`torch.cuda.max_memory_allocated`), on CPU the process's maximum resident set size (ru_maxrss:
+    kilobytes on Linux, bytes on macOS)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1e9 if sys.platform == "darwin" else rss * 1024 / 1e9
 
 
 def check_finite(loss: torch.Tensor, step: int, what: str = "loss", kept: str | None = None) -> None:

@@ -96,7 +96,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     common = dict(seed=cfg.seed, device=cfg.device)
     stage("world data", world_data)
     sft = stage("sft", run_sft, SFTConfig(data=str(data / "sft.jsonl"), out=str(out / "sft"), epochs=cfg.sft_epochs,
-                                          batch_size=cfg.sft_batch_size, **common))
+                                          batch_size=cfg.sft_batch_size, **WORLD.tuned["sft"], **common))
     policy = str(out / "sft" / "model")
     collect = stage("collect", run_collect, CollectConfig(
         policy=policy, prompts=str(data / "pair_prompts.jsonl"), out=str(out / "collect"), **common))
@@ -116,11 +116,11 @@ def run_demo(cfg: DemoConfig) -> dict:
             write_jsonl_atomic(member_pairs[k], relabel(rows, WORLD.labeler(biases=biases, seed=cfg.seed + k)))
         members[name] = f"{pool}, seed {cfg.seed + k}"
     rm_dirs, rm_eval = train_reward_models(stage, policy, member_pairs, out / "collect_eval" / "pairs.jsonl", out,
-                                           **common)
+                                           **common, **WORLD.tuned["rm"])
     # Runs are evaluated once, at the end (their point on the frontier); the early-stop row's detectors every 10.
     ppo = dict(policy=policy, reward_model=rm_dirs[0], prompts=str(data / "train_prompts.jsonl"),
                eval_prompts=str(data / "eval_prompts.jsonl"), gold="assistant", steps=cfg.ppo_steps,
-               eval_samples=cfg.eval_samples, eval_every=cfg.ppo_steps, threads=cfg.threads, **common)
+               eval_samples=cfg.eval_samples, eval_every=cfg.ppo_steps, threads=cfg.threads, **WORLD.tuned["ppo"], **common)
     return sweep_and_report(stage, SweepConfig(
         out=str(out / "sweep"), ppo=ppo, betas=cfg.betas, bon_ns=[2 ** i for i in range(cfg.bon_max.bit_length())],
         methods=cfg.methods, grpo_betas=cfg.grpo_betas, rloo_betas=cfg.rloo_betas, dpo_betas=cfg.dpo_betas,

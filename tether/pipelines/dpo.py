@@ -56,7 +56,7 @@ class DPOConfig:
     label_smoothing: float = opt(0.0, "sigmoid only: the assumed share of flipped labels (conservative DPO)", ge=0, lt=0.5)
     epochs: int = opt(1, "passes over the training pairs", ge=1)
     batch_size: int = opt(32, "pairs per optimiser step", ge=1)
-    lr: float = opt(1e-4, "peak learning rate (AdamW)", gt=0)
+    lr: float = opt(1e-6, "peak learning rate (AdamW); 1e-6 as TRL's DPOConfig for 0.1-1B models (the sweep passes its PPO runs' lr)", gt=0)
     warmup_steps: int = opt(10, "linear warm-up steps", ge=0)
     max_grad_norm: float = opt(1.0, "clip the gradient's global norm to this", gt=0)
     lora_r: int = opt(0, "LoRA rank for the policy (0: full fine-tuning); the reference is the adapter-disabled model", ge=0)

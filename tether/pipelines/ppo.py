@@ -38,7 +38,8 @@ from tether.distributed import (SINGLE, gather_objects, init_replica, mean_acros
                                 unwrap, wrap)
 from tether.errors import InputError
 from tether.models import ActorCritic, load_tokenizer, save_pretrained_atomic, set_seed
-from tether.pipelines.common import autocast, check_finite, decode_responses, prepare_run_dir, set_lr
+from tether.pipelines.common import (FROZEN_DTYPES, autocast, check_finite, decode_responses,
+                                     frozen_dtype, peak_memory_gb, prepare_run_dir, set_lr)
 from tether.pipelines.policy_eval import evaluate_policy
 from tether.pipelines.scoring import RewardFunction
 from tether.rollout import (DEFAULT_ENGINE, ENGINES, SamplingConfig, length_sorted_chunks, make_engine, no_eos_penalty,
@@ -47,6 +48,12 @@ from tether.runlog import MetricsLogger, truncate_jsonl
 from tether.worlds import resolve_gold
 
 ADVANTAGES = ("gae", "rloo", "grpo")
+
+# KL per response token (nats) that, reached within the first KL_RUNAWAY_ITERATIONS iterations, means the policy is
+# running away from the reference: e.g. a 135M Llama at the built-in world's lr 2e-4 reached 65–85 nats per response
+# of ~8 tokens (~10 per token) in 5 iterations (DESIGN §7), a learning rate tuned for a tiny model used on a real one.
+KL_RUNAWAY_PER_TOKEN = 1.0
+KL_RUNAWAY_ITERATIONS = 10
 REPLICA_SEED_STRIDE = 7919  # replica k samples and orders its prompts from seed + 7919·k (a prime): its own stream, rank 0 the single-process one
 
 
@@ -67,7 +74,7 @@ class PPOConfig:
     minibatch_size: int = opt(64, "rollouts per optimiser step", ge=1)
     micro_batch_size: int = opt(32, "rollouts per forward/backward (gradient accumulation inside a minibatch) and per chunk of the scoring pass", ge=1)
     ppo_epochs: int = opt(2, "passes over each rollout batch, each with a fresh shuffle", ge=1)
-    lr: float = opt(2e-4, "learning rate (Adam)", gt=0)
+    lr: float = opt(3e-6, "learning rate (Adam); 3e-6 as in TRL's PPO runs of Pythia-1B on TL;DR (OpenRLHF's default: 1e-6 for the actor, 9e-6 for the critic; the built-in world's tiny model: 2e-4)", gt=0)
     adam_eps: float = opt(1e-5, "Adam epsilon (1e-5, as in CleanRL and OpenAI's baselines, not torch's 1e-8)", gt=0)
     anneal_lr: bool = opt(False, "decay the learning rate linearly to 0 over the run (CleanRL's anneal_lr): less drift at large beta, slower hacking at small beta")
     beta: float = opt(0.05, "KL coefficient (initial value when adaptive_kl)", ge=0)
@@ -112,7 +119,9 @@ class PPOConfig:
     early_stop_gold_agreement_drop: float | None = opt(None, "stop when the reward model's agreement with gold on the policy's own samples falls this far below its value on the initial policy")
     seed: int = opt(0, "random seed")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
-    bf16: bool = opt(False, "bfloat16 autocast for the PPO loss forward passes (GPUs with bf16; weights stay fp32)")
+    bf16: bool = opt(False, "bfloat16 autocast for the PPO loss forward passes (GPUs with bf16): the policy's and critic's weights, gradients and optimiser state stay float32 (the master copy)")
+    dtype: str = opt("auto", "weights of the frozen models (reference policy, reward models): auto (bfloat16 on a GPU, float32 on CPU), float32 or bfloat16; the trained policy and critic are always float32 (see --bf16)")
+    gradient_checkpointing: bool = opt(False, "recompute the policy's and critic's activations in the backward pass instead of keeping them (less memory, ~1/3 more compute; same gradients)")
     threads: int = opt(0, "torch CPU threads (0: torch's default)", ge=0)
     skip_invalid: bool = opt(False, "skip invalid rows of --prompts and --eval-prompts and report them by reason, instead of stopping at the first")
 
@@ -133,6 +142,7 @@ class PPOConfig:
                 f"must be {', '.join(LOSS_AGGREGATIONS)}, got {self.loss_aggregation!r}")
         require(not (self.kl_estimator == "exact" and self.whiten_rewards), "whiten_rewards",
                 "whitened rewards lose the scale that the exact KL's loss term is matched to; use one or the other")
+        require(self.dtype in ("auto", *FROZEN_DTYPES), "dtype", f"must be auto, {' or '.join(FROZEN_DTYPES)}, got {self.dtype!r}")
         require(self.value_model in ("shared", "critic"), "value_model", f"must be shared or critic, got {self.value_model!r}")
         require(self.batch_size % self.minibatch_size == 0, "minibatch_size",
                 f"batch_size {self.batch_size} is not a multiple of minibatch_size {self.minibatch_size}")
@@ -436,6 +446,17 @@ def check_split(cfg: PPOConfig, replica) -> None:
             f"minibatch_size/processes = {cfg.minibatch_size // w} is not a multiple of micro_batch_size {cfg.micro_batch_size}")
 
 
+def kl_runaway_warning(iteration: int, kl: float, mean_length: float, lr: float, beta: float) -> str | None:
+    """One line when the mean KL per response token, kl / mean_length, exceeds KL_RUNAWAY_PER_TOKEN within the
+    first KL_RUNAWAY_ITERATIONS iterations (`iteration` counts from 1); None otherwise."""
+    per_token = kl / max(mean_length, 1.0)
+    if iteration > KL_RUNAWAY_ITERATIONS or per_token <= KL_RUNAWAY_PER_TOKEN:
+        return None
+    return (f"ppo: warning: KL to the reference is {per_token:.2f} nats per token ({kl:.1f} per response of "
+            f"{mean_length:.1f} tokens) after {iteration} iteration(s) at lr {lr:g}, beta {beta:g}: the policy is "
+            f"running away from the reference; for a real model try a smaller --lr (1e-6 to 3e-6) or a larger --beta")
+
+
 def write_samples(samples_file, step: int, prompts, texts, scores: torch.Tensor, n: int = 4) -> None:
     """The first `n` (prompt, response, score) rows of an iteration, appended to samples.jsonl."""
     for p, r, score in list(zip(prompts, texts, scores.tolist()))[:n]:
@@ -462,10 +483,13 @@ def run_ppo(cfg: PPOConfig) -> dict:
         shutdown(replica)
         return json.loads((out / "eval.json").read_text(encoding="utf-8"))
     set_seed(cfg.seed)
-    reward_fn = RewardFunction([cfg.reward_model, *cfg.ensemble], tokenizer, device, cfg.uncertainty_coef)
+    frozen = frozen_dtype(cfg.dtype, device)
+    reward_fn = RewardFunction([cfg.reward_model, *cfg.ensemble], tokenizer, device, cfg.uncertainty_coef, dtype=frozen)
     value_model = cfg.value_model if cfg.advantage == "gae" else "none"
     model = ActorCritic.load(cfg.policy, reward_fn.model, device, ref_dir=cfg.ref_policy, value_model=value_model,
-                             lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha)
+                             lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, ref_dtype=frozen)
+    if cfg.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
     ddp_model = wrap(model, replica)
     gold = resolve_gold(cfg.gold, device=device)
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr, eps=cfg.adam_eps, fused=True)
@@ -492,6 +516,7 @@ def run_ppo(cfg: PPOConfig) -> dict:
         early["first_agreement"] = ev.get("rm_gold_agreement")
         early["good_state"] = snapshot(model.policy)
         logger.log(0, eval_metrics(ev))
+    warned = False  # the KL run-away warning is printed once
     bar = tqdm(range(start, cfg.steps), desc="ppo", unit="it", initial=start, total=cfg.steps, dynamic_ncols=True,
                disable=not replica.is_main)
     for step in bar:
@@ -518,8 +543,13 @@ def run_ppo(cfg: PPOConfig) -> dict:
                                                        "time/rollout": t1 - t0, "time/score": t2 - t1, "time/train": t3 - t2}
         if gold is not None:
             metrics["gold/score"] = float(np.mean(gold.utilities(batch_prompts, texts)))
-        metrics = mean_across(metrics, replica)
+        metrics = mean_across(metrics, replica) | {"memory/peak_gb": peak_memory_gb(device)}
         kl_ctl.update(metrics["objective/kl"], cfg.batch_size)
+        warning = None if warned else kl_runaway_warning(step + 1, metrics["objective/kl"], metrics["val/mean_length"],
+                                                         metrics["policy/lr"], beta)
+        if warning and replica.is_main:
+            tqdm.write(warning)
+        warned = warned or warning is not None
         # 7. Evaluate on held-out prompts; an early-stop detector that fires ends the loop.
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
             ev = evaluate()

@@ -20,13 +20,14 @@ from tether.data import collate_pairs, read_preferences, tokenize_pairs
 from tether.data.collate import TRUNCATIONS, report_too_long, shared_prefix_length
 from tether.data.token_fit import warn_unknown_tokens
 from tether.io import write_json_atomic, write_jsonl_atomic
-from tether.distributed import (full_state_dict, gathered, init_replica, is_sharded, local_slice, mean_across, share_weight,
-                                shutdown, wrap)
+from tether.distributed import (full_state_dict, gathered, init_replica, is_sharded, local_slice, mean_across, no_sync,
+                                share_weight, shutdown, wrap)
 from tether.models import (PairScorer, apply_lora, load_reward_model, load_tokenizer, resolve_device, reward_model_from_policy,
                            save_pretrained_atomic, score_pairs, set_seed)
+from tether.models.loading import enable_gradient_checkpointing
 from tether.models.reward import trained_length_rule, training_settings
-from tether.pipelines.common import (autocast, check_finite, cosine_lr, length_bucketed_batches, prepare_run_dir,
-                                     read_pair_splits, set_lr)
+from tether.pipelines.common import (autocast, check_finite, cosine_lr, length_bucketed_batches, micro_batches,
+                                     peak_memory_gb, prepare_run_dir, read_pair_splits, set_lr)
 from tether.runlog import MetricsLogger, read_metrics
 
 
@@ -42,7 +43,9 @@ class RMTrainConfig:
     epochs: int = opt(2, "passes over the training pairs", ge=1)
     batch_size: int = opt(32, "pairs per optimiser step (2x rows per forward); at most a quarter of the training "
                               "pairs, so that an epoch has at least 4 steps", ge=1)
-    lr: float = opt(1e-3, "peak learning rate (AdamW)", gt=0)
+    micro_batch_size: int = opt(0, "pairs per forward/backward: gradients accumulate over a batch's micro-batches, so the batch and its loss are unchanged and activation memory scales with this (0: the whole batch at once)", ge=0)
+    gradient_checkpointing: bool = opt(False, "recompute activations in the backward pass instead of keeping them (less memory, ~1/3 more compute; same gradients)")
+    lr: float = opt(1e-5, "peak learning rate (AdamW); 1e-5 as in TRL's reward_modeling.py example for Qwen2-0.5B, full fine-tuning (the built-in world's tiny model: 1e-3)", gt=0)
     warmup_steps: int = opt(20, "linear warm-up steps; at most a quarter of the run's steps", ge=0)
     weight_decay: float = opt(0.0, "AdamW weight decay", ge=0)
     max_grad_norm: float = opt(1.0, "clip the gradient's global norm to this", gt=0)
@@ -56,7 +59,7 @@ class RMTrainConfig:
     eval_every: int = opt(50, "steps between evaluations on the held-out pairs", ge=1)
     seed: int = opt(0, "random seed (head init, data order, split)")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
-    bf16: bool = opt(False, "bfloat16 autocast for forward passes (GPUs with bf16; weights stay fp32)")
+    bf16: bool = opt(False, "bfloat16 autocast for forward passes (GPUs with bf16): the trained weights, gradients and optimiser state stay float32 (the master copy)")
     fsdp: bool = opt(False, "with several processes: shard weights, gradients and optimiser state over them (FSDP2) instead of replicating them (DDP)")
     threads: int = opt(0, "torch CPU threads (0: torch's default)", ge=0)
 
@@ -138,6 +141,34 @@ def margins_tensor(margins, use_margin: bool):
     return torch.tensor([m or 0.0 for m in margins], dtype=torch.float32)
 
 
+def accumulate_rm_gradients(scorer, tokens, idx: list[int], n_global: int, cfg, pad_id: int, device, replica,
+                            step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backward of this replica's pairs `idx` of a global batch of `n_global`, in micro-batches of
+    cfg.micro_batch_size pairs; returns its shares of the global batch's loss and accuracy (detached).
+
+    Micro-batch m's mean loss L_m (Bradley–Terry, plus the centering penalty, both means over its pairs)
+    is weighted by W·n_m/N (`share_weight`), so the summed gradients, averaged over W replicas, are those
+    of the global mean (1/N) Σ_m n_m·L_m.
+    """
+    chunks = micro_batches(idx, cfg.micro_batch_size)
+    loss_total, accuracy_total = torch.zeros((), device=device), torch.zeros((), device=device)
+    for k, chunk in enumerate(chunks):
+        batch = collate_pairs([tokens.chosen_ids[i] for i in chunk], [tokens.rejected_ids[i] for i in chunk], pad_id)
+        margin = margins_tensor([tokens.margins[i] for i in chunk], cfg.use_margin)
+        with no_sync(scorer, active=k < len(chunks) - 1):
+            with autocast(device, cfg.bf16):
+                r_chosen, r_rejected = (r.float() for r in scorer({key: v.to(device) for key, v in batch.items()}))
+            loss = bradley_terry_loss(r_chosen, r_rejected, None if margin is None else margin.to(device))
+            if cfg.center_rewards_coef:
+                loss = loss + cfg.center_rewards_coef * ((r_chosen + r_rejected) ** 2).mean()
+            check_finite(loss, step)
+            weight = share_weight(len(chunk), n_global, replica)
+            (loss * weight).backward()
+        loss_total += loss.detach() * weight
+        accuracy_total += bradley_terry_accuracy(r_chosen.detach(), r_rejected.detach()) * weight
+    return loss_total, accuracy_total
+
+
 def run_rm_train(cfg: RMTrainConfig) -> dict:
     """Train, evaluate every `eval_every` steps, write OUT/model, curves and metrics.
 
@@ -157,6 +188,8 @@ def run_rm_train(cfg: RMTrainConfig) -> dict:
     if cfg.lora_r:
         peft_model = apply_lora(model, cfg.lora_r, cfg.lora_alpha, "SEQ_CLS")
         model = peft_model.get_base_model()  # adapters are injected in place: same modules, same pooling
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     scorer = wrap(PairScorer(model), replica, cfg.fsdp)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)  # one kernel for all parameters
@@ -176,28 +209,21 @@ def run_rm_train(cfg: RMTrainConfig) -> dict:
         for global_idx in length_bucketed_batches(lengths, batch_size, rng):
             idx = local_slice(global_idx, replica)
             model.train()
-            batch = collate_pairs([train_tok.chosen_ids[i] for i in idx], [train_tok.rejected_ids[i] for i in idx], tokenizer.pad_token_id)
-            with autocast(device, cfg.bf16):
-                r_chosen, r_rejected = (r.float() for r in scorer({k: v.to(device) for k, v in batch.items()}))
-            margin = margins_tensor([train_tok.margins[i] for i in idx], cfg.use_margin)
-            loss = bradley_terry_loss(r_chosen, r_rejected, None if margin is None else margin.to(device))
-            if cfg.center_rewards_coef:
-                loss = loss + cfg.center_rewards_coef * ((r_chosen + r_rejected) ** 2).mean()
-            check_finite(loss, step)
             set_lr(optimizer, cosine_lr(step, total, warmup_steps, cfg.lr))
             optimizer.zero_grad(set_to_none=True)
-            weight = share_weight(len(idx), len(global_idx), replica)
-            (loss * weight).backward()
+            loss, accuracy = accumulate_rm_gradients(scorer, train_tok, idx, len(global_idx), cfg, tokenizer.pad_token_id,
+                                                     device, replica, step)
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
             step += 1
             bar.update(1)
-            row = mean_across({"train/loss": loss.item() * weight,  # weighted: the global batch's means
-                               "train/accuracy": bradley_terry_accuracy(r_chosen, r_rejected).item() * weight}, replica)
+            row = mean_across({"train/loss": loss.item(),  # weighted: the global batch's means
+                               "train/accuracy": accuracy.item()}, replica)
+            row["memory/peak_gb"] = peak_memory_gb(device)
             # a sharded model needs every replica in its forward
             if held_tok is not None and (replica.is_main or is_sharded(model)) and (step % cfg.eval_every == 0 or step == total):
                 with gathered(scorer):
-                    rc, rr = pair_scores(model, held_tok, 2 * batch_size, device)
+                    rc, rr = pair_scores(model, held_tok, 2 * (cfg.micro_batch_size or batch_size), device)
                 eval_metrics = {"eval/loss": bradley_terry_loss(rc, rr).item(), "eval/accuracy": bradley_terry_accuracy(rc, rr).item()}
                 row.update(eval_metrics)
                 bar.set_postfix(acc=f"{eval_metrics['eval/accuracy']:.3f}")
@@ -214,7 +240,7 @@ def run_rm_train(cfg: RMTrainConfig) -> dict:
         plot_rm_curves(read_metrics(out / "metrics.jsonl"), out / "curves.png")
     shutdown(replica)
     return {"steps": step, "n_train": len(pairs), "n_eval": len(held), "batch_size": batch_size,
-            "warmup_steps": warmup_steps, **eval_metrics}
+            "warmup_steps": warmup_steps, **eval_metrics, "memory/peak_gb": peak_memory_gb(device)}
 
 
 def expected_calibration_error(p_chosen: torch.Tensor, n_bins: int = 10) -> float:

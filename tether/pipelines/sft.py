@@ -36,11 +36,11 @@ from tether.data import encode_prompt, encode_response, pad_right, read_sft_exam
 from tether.data.collate import TRUNCATIONS, LengthRule
 from tether.data.token_fit import warn_unknown_tokens
 from tether.distributed import (full_state_dict, full_value, init_replica, is_sharded, local_slice, mean_across,
-                                share_weight, shutdown, wrap)
+                                no_sync, share_weight, shutdown, wrap)
 from tether.models import load_causal_lm, load_tokenizer, save_pretrained_atomic, set_seed
-from tether.models.loading import disable_dropout
-from tether.pipelines.common import (autocast, check_finite, cosine_lr, length_bucketed_batches, prepare_run_dir,
-                                     set_lr, split_held_out)
+from tether.models.loading import disable_dropout, enable_gradient_checkpointing
+from tether.pipelines.common import (autocast, check_finite, cosine_lr, length_bucketed_batches, micro_batches,
+                                     peak_memory_gb, prepare_run_dir, set_lr, split_held_out)
 from tether.runlog import MetricsLogger
 from tether.worlds import BUILTIN_POLICY, builtin_model_world
 
@@ -55,7 +55,9 @@ class SFTConfig:
     eval_fraction: float = opt(0.02, "fraction of --data held out for eval loss when --eval-data is not given", ge=0, lt=1)
     epochs: int = opt(2, "passes over the training data", ge=1)
     batch_size: int = opt(64, "sequences per optimiser step", ge=1)
-    lr: float = opt(3e-3, "peak learning rate (AdamW)", gt=0)
+    micro_batch_size: int = opt(0, "sequences per forward/backward: gradients accumulate over a batch's micro-batches, so the batch and its loss are unchanged and activation memory scales with this (0: the whole batch at once)", ge=0)
+    gradient_checkpointing: bool = opt(False, "recompute activations in the backward pass instead of keeping them (less memory, ~1/3 more compute; same gradients)")
+    lr: float = opt(2e-5, "peak learning rate (AdamW); 2e-5 as in TRL's `trl sft` examples for 0.5B models (the built-in world's tiny model: 3e-3, `tether.worlds` tuned values)", gt=0)
     adam_betas: list[float] = opt([0.9, 0.95], "AdamW (beta1, beta2); 0.95 as in nanoGPT and GPT-3, not torch's 0.999", ge=0, lt=1)
     warmup_steps: int = opt(50, "linear warm-up steps", ge=0)
     weight_decay: float = opt(0.0, "AdamW weight decay", ge=0)
@@ -66,7 +68,7 @@ class SFTConfig:
     skip_invalid: bool = opt(False, "skip invalid rows of --data and --eval-data and report them by reason, instead of stopping at the first")
     seed: int = opt(0, "random seed (init, data order)")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
-    bf16: bool = opt(False, "bfloat16 autocast for forward passes (GPUs with bf16; weights stay fp32)")
+    bf16: bool = opt(False, "bfloat16 autocast for forward passes (GPUs with bf16): the trained weights, gradients and optimiser state stay float32 (the master copy)")
     fsdp: bool = opt(False, "with several processes: shard weights, gradients and optimiser state over them (FSDP2) instead of replicating them (DDP)")
     threads: int = opt(0, "torch CPU threads (0: torch's default)", ge=0)
     log_every: int = opt(50, "steps between metrics rows", ge=1)
@@ -143,6 +145,26 @@ def sft_loss(model, ids, attn, completion_mask) -> torch.Tensor:
     return -(logp * completion_mask[:, 1:]).sum() / ids.shape[0]
 
 
+def accumulate_sft_gradients(model, rows, n_global: int, cfg, pad_id: int, device, replica, step: int) -> torch.Tensor:
+    """Backward of this replica's rows of a global batch of `n_global`, in micro-batches of cfg.micro_batch_size;
+    returns its share of the global batch's loss (a detached scalar: reading it is left to the caller).
+
+    Micro-batch m's mean loss L_m is weighted by w_m = W·n_m/N (`share_weight`), so the gradients summed over
+    micro-batches, then averaged over the W replicas, are those of the global mean (1/N) Σ_m n_m·L_m
+    (the rows of one micro-batch are padded to its longest; padding adds nothing to a row's sum).
+    """
+    chunks = micro_batches(rows, cfg.micro_batch_size)
+    total = torch.zeros((), device=device)
+    for k, chunk in enumerate(chunks):
+        with no_sync(model, active=k < len(chunks) - 1), autocast(device, cfg.bf16):
+            loss = sft_loss(model, *sft_batch(chunk, pad_id, device))
+            check_finite(loss, step)
+            weight = share_weight(len(chunk), n_global, replica)
+            (loss * weight).backward()
+        total += loss.detach() * weight
+    return total
+
+
 @torch.no_grad()
 def eval_loss(model, rows, pad_id, batch_size, device) -> float:
     """Mean completion NLL per sequence over `rows`."""
@@ -164,6 +186,8 @@ def run_sft(cfg: SFTConfig) -> dict:
     replica = init_replica(cfg.device)
     device = replica.device
     model, tokenizer = init_policy(cfg.model, cfg.seed, device)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     ddp_model = wrap(model, replica, cfg.fsdp)
     train = tokenize_sft(read_sft_examples(cfg.data, skip_invalid=cfg.skip_invalid), tokenizer, cfg.max_length, cfg.data,
                          cfg.truncation)
@@ -190,12 +214,9 @@ def run_sft(cfg: SFTConfig) -> dict:
         for global_idx in length_bucketed_batches(lengths, cfg.batch_size, rng):
             batch_idx = local_slice(global_idx, replica)
             set_lr(optimizer, cosine_lr(step, total, cfg.warmup_steps, cfg.lr))
-            with autocast(device, cfg.bf16):
-                loss = sft_loss(ddp_model, *sft_batch([train[i] for i in batch_idx], tokenizer.pad_token_id, device))
-            check_finite(loss, step)
             optimizer.zero_grad(set_to_none=True)
-            weight = share_weight(len(batch_idx), len(global_idx), replica)
-            (loss * weight).backward()
+            loss = accumulate_sft_gradients(ddp_model, [train[i] for i in batch_idx], len(global_idx), cfg,
+                                            tokenizer.pad_token_id, device, replica, step)
             clipped_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm) if cfg.max_grad_norm else None
             optimizer.step()
             step += 1
@@ -208,14 +229,15 @@ def run_sft(cfg: SFTConfig) -> dict:
             if step % cfg.log_every == 0:  # the norm before any clipping; computed only for the rows logged
                 grad_norm = clipped_norm if clipped_norm is not None else torch.nn.utils.get_total_norm(
                     [p.grad for p in model.parameters() if p.grad is not None])
-                row = mean_across({"train/loss": loss.item() * weight,  # the global batch's mean
+                row = mean_across({"train/loss": loss.item(),  # the global batch's mean
                                    "train/grad_norm": full_value(grad_norm)}, replica)
-                logger.log(step, {**row, "train/lr": optimizer.param_groups[0]["lr"], "train/epoch": epoch})
+                logger.log(step, {**row, "train/lr": optimizer.param_groups[0]["lr"], "train/epoch": epoch,
+                                  "memory/peak_gb": peak_memory_gb(device)})
                 bar.set_postfix(loss=f"{row['train/loss']:.3f}")
         if averaged is not None and epoch == cfg.epochs - 1:
             averaged.copy_to_model()
         if held and (replica.is_main or is_sharded(model)):  # a sharded model needs every replica in its forward
-            metrics = {"eval/loss": eval_loss(model, held, tokenizer.pad_token_id, cfg.batch_size, device), "train/epoch": epoch + 1}
+            metrics = {"eval/loss": eval_loss(model, held, tokenizer.pad_token_id, cfg.micro_batch_size or cfg.batch_size, device), "train/epoch": epoch + 1}
             logger.log(step, metrics)
     bar.close()
     logger.close()
@@ -224,4 +246,4 @@ def run_sft(cfg: SFTConfig) -> dict:
     if replica.is_main:
         save_pretrained_atomic(out / "model", model, tokenizer, state)
     shutdown(replica)
-    return {"train/loss": loss.item(), **metrics, "steps": step}
+    return {"train/loss": loss.item(), **metrics, "steps": step, "memory/peak_gb": peak_memory_gb(device)}

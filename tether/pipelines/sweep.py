@@ -27,7 +27,7 @@ from tether.data import read_prompts
 from tether.io import write_json_atomic
 from tether.errors import InputError
 from tether.models import load_causal_lm, load_tokenizer, resolve_device, set_seed
-from tether.pipelines.common import changed_settings, prepare_run_dir
+from tether.pipelines.common import changed_settings, frozen_dtype, prepare_run_dir
 from tether.pipelines.policy_eval import best_of_n, evaluate_policy, kl_regularised_optima, sample_grid
 from tether.pipelines.dpo import DPOConfig, run_dpo
 from tether.pipelines.ppo import PPOConfig, run_ppo
@@ -66,7 +66,7 @@ class SweepConfig:
     dpo_data: str = opt("", "dpo: the labelled pairs (normally those the reward model learned from)")
     dpo_eval_data: str | None = opt(None, "dpo: held-out labelled pairs for its margins (default: a split of --dpo-data)")
     dpo_epochs: int = opt(1, "dpo: passes over the pairs (DPOConfig.epochs)", ge=1)
-    dpo_lr: float = opt(2e-4, "dpo: peak learning rate (DPOConfig.lr; PPO's default lr)", gt=0)
+    dpo_lr: float | None = opt(None, "dpo: peak learning rate (DPOConfig.lr); None: the PPO runs' lr, for parity", gt=0)
     dpo_batch_size: int = opt(32, "dpo: pairs per step (DPOConfig.batch_size)", ge=1)
     kl_targets: list[float] = opt([], "adaptive-KL runs, one per target KL (Ziegler et al. 2019)", gt=0)
     bon_ns: list[int] = opt([1, 2, 4, 8, 16, 32, 64, 128, 256], "best-of-n sizes (powers of two dividing the largest)", ge=1)
@@ -157,7 +157,7 @@ def dpo_config(cfg: SweepConfig, run_dir: Path, beta: float) -> DPOConfig:
     """The DPOConfig of one DPO row: the sweep's pairs, its policy as policy and reference, evaluated as the PPO runs."""
     ppo = cfg.ppo
     return DPOConfig(policy=ppo.policy, data=cfg.dpo_data, eval_data=cfg.dpo_eval_data, out=str(run_dir), beta=beta,
-                     epochs=cfg.dpo_epochs, lr=cfg.dpo_lr, batch_size=cfg.dpo_batch_size, reward_model=ppo.reward_model,
+                     epochs=cfg.dpo_epochs, lr=cfg.dpo_lr or ppo.lr, batch_size=cfg.dpo_batch_size, reward_model=ppo.reward_model,
                      gold=ppo.gold, eval_prompts=ppo.eval_prompts or ppo.prompts, eval_samples=ppo.eval_samples,
                      max_new_tokens=ppo.max_new_tokens, temperature=ppo.temperature, rollout_engine=ppo.rollout_engine,
                      seed=ppo.seed, device=ppo.device, threads=ppo.threads)
@@ -271,7 +271,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
     tokenizer = load_tokenizer(ppo.policy, field="policy")
     sft = load_causal_lm(ppo.policy, device, field="policy").requires_grad_(False)
     eval_records = read_prompts(ppo.eval_prompts or ppo.prompts, skip_invalid=ppo.skip_invalid)
-    reward_fn = RewardFunction([ppo.reward_model], tokenizer, device)
+    reward_fn = RewardFunction([ppo.reward_model], tokenizer, device, dtype=frozen_dtype(ppo.dtype, device))  # as the PPO runs score
     gold = resolve_gold(ppo.gold, device=device)
     sampling = SamplingConfig(max_new_tokens=ppo.max_new_tokens, temperature=ppo.temperature,
                               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)

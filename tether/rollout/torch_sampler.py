@@ -9,7 +9,7 @@ A plain GPT-2 skips the Hugging Face module stack altogether (`gpt2_decoder`).
 """
 
 import torch
-from transformers import DynamicCache
+from transformers.cache_utils import Cache, CacheLayerMixin
 
 from tether.errors import InputError
 from tether.rollout.gpt2_decoder import FastGPT2Decoder, fast_gpt2_supported
@@ -81,30 +81,100 @@ def sample_loop(decoder, prompt: torch.Tensor, prompt_mask: torch.Tensor, cfg: S
     return sampled[:, :t + 1], logprobs[:, :t + 1]
 
 
-class ModelDecoder:
-    """Decoding through the model's own forward with a transformers `DynamicCache`: any causal LM.
+class PrefixKVLayer(CacheLayerMixin):
+    """One layer's keys and values in buffers (B, heads, P + R, d_head) allocated once, on the first update.
 
-    Recent transformers 5 releases rename the forward's `past_key_values` to `cache`
-    (the old name warns on every call); models written for either name work, and a PEFT model is
-    asked about the model it wraps. `logits_to_keep=1` skips the LM head over the
-    prompt when the model supports it.
+    `update` writes the new tokens after the filled ones and returns the filled prefix as views,
+    so a decoding step neither allocates nor concatenates (a `DynamicCache` grows by `torch.cat`
+    every step) and attention reads only the keys written so far (a transformers `StaticCache`
+    returns the whole buffer, unfilled slots too).
+    """
+
+    def __init__(self, max_length: int):
+        super().__init__()
+        self.max_length, self.length = max_length, 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        batch, heads, _, _ = key_states.shape
+        self.keys = key_states.new_empty(batch, heads, self.max_length, key_states.shape[-1])
+        self.values = value_states.new_empty(batch, heads, self.max_length, value_states.shape[-1])
+        self.dtype, self.device = key_states.dtype, key_states.device
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        start, end = self.length, self.length + key_states.shape[-2]
+        self.keys[:, :, start:end] = key_states
+        self.values[:, :, start:end] = value_states
+        self.length = end
+        return self.keys[:, :, :end], self.values[:, :, :end]
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        """(key length, key offset) of the next forward's attention mask."""
+        return self.length + query_length, 0
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def get_max_length(self) -> int:
+        return self.max_length
+
+
+def check_full_attention(model, total_length: int) -> None:
+    """InputError for a sliding-window model whose rollout outgrows its window: the decoder's masks
+    let every token see all earlier ones, as full attention does."""
+    window = getattr(model.config, "sliding_window", None)
+    if getattr(model.config, "use_sliding_window", True) is False:  # Qwen2's configs name a window they do not use
+        window = None
+    if window is not None and total_length > window:
+        raise InputError(f"longest prompt + max_new_tokens = {total_length} exceeds the model's sliding window of "
+                         f"{window} tokens, which the torch engine does not apply; use --rollout-engine hf",
+                         field="max_new_tokens")
+
+
+class ModelDecoder:
+    """Decoding through the model's own forward (any causal LM) with a preallocated KV cache.
+
+    The cache is one `PrefixKVLayer` per layer; the attention mask is an additive 4D mask
+    (B, 1, queries, keys) built once and handed to the model as is, so the model skips its own
+    mask construction every step (transformers returns a 4D mask unchanged). Key j is open
+    (0) when it is a real prompt token or a response token already fed, −∞ (the dtype's
+    minimum) otherwise. Recent transformers 5 releases rename the forward's `past_key_values`
+    to `cache`; models written for either name work, and a PEFT model is asked about the
+    model it wraps. `logits_to_keep=1` skips the LM head over the prompt when the model supports it.
     """
 
     def __init__(self, model, prompt_mask: torch.Tensor, steps: int):
+        batch, prompt_len = prompt_mask.shape
+        check_full_attention(model, prompt_len + steps)
         self.model = model
-        self.cache_kwargs = {cache_argument(model) or "past_key_values": DynamicCache(config=model.config),
-                             "use_cache": True}
+        layers = [PrefixKVLayer(prompt_len + steps) for _ in range(model.config.get_text_config().num_hidden_layers)]
+        self.cache_kwargs = {cache_argument(model) or "past_key_values": Cache(layers=layers), "use_cache": True}
         self.prefill_kwargs = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
-        # (B, P + R); response columns are 1 from the start: `decode` shows the model the first `length`.
-        self.attention = torch.cat([prompt_mask, prompt_mask.new_ones(prompt_mask.shape[0], steps)], dim=1)
+        dtype = next(model.parameters()).dtype
+        self.closed = torch.finfo(dtype).min
+        # (B, 1, 1, P + R): the real prompt tokens open; response columns open as their tokens are fed.
+        real = torch.cat([prompt_mask.bool(), prompt_mask.new_zeros(batch, steps, dtype=torch.bool)], dim=1)
+        self.key_mask = torch.zeros(batch, 1, 1, prompt_len + steps, dtype=dtype, device=prompt_mask.device)
+        self.key_mask.masked_fill_(~real[:, None, None, :], self.closed)
 
     def prefill(self, prompt: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
-        """Run the (B, P) left-padded prompt; return the logits for the first response token (B, V)."""
-        positions = position_ids_from_mask(prompt_mask)
-        return self.model(input_ids=prompt, attention_mask=prompt_mask, position_ids=positions,
+        """Run the (B, P) left-padded prompt; return the logits for the first response token (B, V).
+
+        Query i attends to the real tokens at j ≤ i; a padding query attends to itself only
+        (an all-masked row is NaN in some SDPA backends, and would reach real rows through the cache).
+        """
+        prompt_len = prompt.shape[1]
+        causal = torch.ones(prompt_len, prompt_len, dtype=torch.bool, device=prompt.device).tril()
+        itself = torch.eye(prompt_len, dtype=torch.bool, device=prompt.device)
+        allowed = causal & (prompt_mask.bool()[:, None, :] | itself)  # (B, P queries, P keys)
+        mask = torch.zeros(allowed.shape, dtype=self.key_mask.dtype, device=prompt.device).masked_fill_(~allowed, self.closed)
+        return self.model(input_ids=prompt, attention_mask=mask[:, None], position_ids=position_ids_from_mask(prompt_mask),
                           **self.cache_kwargs, **self.prefill_kwargs).logits[:, -1]
 
     def decode(self, token_ids: torch.Tensor, position_ids: torch.Tensor, length: int) -> torch.Tensor:
         """Feed one token per row (B, 1) at `position_ids` (B, 1); `length` = P + tokens so far. → (B, V)."""
-        return self.model(input_ids=token_ids, attention_mask=self.attention[:, :length], position_ids=position_ids,
+        self.key_mask[..., length - 1] = 0  # the token fed now
+        return self.model(input_ids=token_ids, attention_mask=self.key_mask[..., :length], position_ids=position_ids,
                           **self.cache_kwargs).logits[:, -1]

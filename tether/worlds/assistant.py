@@ -320,6 +320,9 @@ def write_prompt_file(path, split: str, n: int | None = None, seed: int = 0) -> 
                               for p in make_prompts(split, n, seed)])
 
 
+# Learning rates tuned for the world's 0.5M-parameter GPT-2 (DESIGN §7): 100–1000× a real model's.
+TUNED = {"sft": {"lr": 3e-3}, "rm": {"lr": 1e-3}, "ppo": {"lr": 2e-4}}
+
 WORLD = World(name="assistant", write_prompt_file=write_prompt_file, write_sft_corpus=write_sft_corpus,
               build_tokenizer=build_tokenizer, build_model=build_model, gold=AssistantGold(), labeler=GoldLabeler,
-              labeler_biases=LabelerBiases, annotate_pair=annotate_pair)
+              labeler_biases=LabelerBiases, annotate_pair=annotate_pair, tuned=TUNED)

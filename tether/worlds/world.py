@@ -68,3 +68,6 @@ class World:
     """The rater's configurable biases: a frozen dataclass whose field defaults are the labeler's defaults."""
     annotate_pair: Callable[[str, str, str], dict]
     """(prompt, chosen, rejected) -> the world's annotations stored with a labelled pair (gold utilities, styles...)."""
+    tuned: dict
+    """{"sft" | "rm" | "ppo": {config field: value}}: the settings tuned for the world's small model, which the
+    demo passes to each stage; the stage configs' own defaults are for real (0.1–1B-parameter) models."""
