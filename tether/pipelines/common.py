@@ -5,11 +5,12 @@ import math
 import random
 import resource
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from tether.config import build_config, save_config, to_dict
+from tether.config import build_config, opt, save_config, to_dict
 from tether.data import read_preferences, tokenize_pairs
 from tether.data.collate import report_too_long
 from tether.errors import InputError, RunError
@@ -73,7 +74,23 @@ def split_held_out(items: list, fraction: float, rng: random.Random) -> tuple[li
     return [items[i] for i in order[:n_held]], [items[i] for i in order[n_held:]]
 
 
-def read_pair_splits(cfg, tokenizer, rng: random.Random):
+@dataclass
+class PairFiles:
+    """The preference pairs a trainer learns from and how they are read (`read_pair_splits`): the fields
+    `rm train` and `dpo` share, declared once."""
+    data: str = opt("", "labelled preference pairs (JSONL, Parquet or a datasets folder)")
+    eval_data: str | None = opt(None, "held-out labelled pairs; default: a split of --data")
+    eval_fraction: float = opt(0.1, "fraction of --data held out when --eval-data is not given", ge=0, lt=1)
+    format: str | None = opt(None, "force the pair format: explicit, implicit or conversational")
+    max_length: int = opt(256, "longest prompt+response in tokens (rm train keeps it in OUT/model/tether.json for "
+                               "rm eval and score)", ge=2)
+    truncation: str = opt("left", "longer pairs: left (cut the prompt's start, keep the responses), right (cut the "
+                                  "responses' end), skip or error; counted on stderr")
+    skip_invalid: bool = opt(False, "skip invalid rows of --data and --eval-data and report them by reason, instead "
+                                    "of stopping at the first")
+
+
+def read_pair_splits(cfg: PairFiles, tokenizer, rng: random.Random):
     """(train pairs, held-out pairs, their tokens, the held-out tokens or None) as `rm train` and `dpo` read them:
     `cfg.data` in `cfg.format`; held out `cfg.eval_data`, else a `cfg.eval_fraction` split of `cfg.data` drawn
     with `rng`; invalid rows skipped and reported with `cfg.skip_invalid`; tokenised to `cfg.max_length` by

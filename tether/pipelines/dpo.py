@@ -27,7 +27,7 @@ from tether.data import pad_right, read_prompts
 from tether.data.collate import TRUNCATIONS
 from tether.io import write_json_atomic, write_jsonl_atomic
 from tether.models import apply_lora, load_causal_lm, load_tokenizer, resolve_device, save_pretrained_atomic, set_seed
-from tether.pipelines.common import (check_finite, cosine_lr, length_bucketed_batches, prepare_run_dir,
+from tether.pipelines.common import (PairFiles, check_finite, cosine_lr, length_bucketed_batches, prepare_run_dir,
                                      read_pair_splits, set_lr)
 from tether.pipelines.policy_eval import evaluate_policy
 from tether.pipelines.scoring import RewardFunction
@@ -39,18 +39,11 @@ LOSSES = ("sigmoid", "ipo", "hinge")
 
 
 @dataclass
-class DPOConfig:
+class DPOConfig(PairFiles):
     """Direct preference optimisation of a policy on labelled pairs, with a frozen reference policy."""
     policy: str = opt("", "causal-LM directory of the initial policy (normally the SFT model); also the reference")
-    data: str = opt("", "labelled preference pairs (read as `tether rm train` reads them)")
     out: str = opt("", "run directory; the policy is written to OUT/model")
     ref_policy: str | None = opt(None, "frozen reference policy (default: --policy; with LoRA the adapter-disabled policy)")
-    eval_data: str | None = opt(None, "held-out labelled pairs; default: a split of --data")
-    eval_fraction: float = opt(0.1, "fraction of --data held out when --eval-data is not given", ge=0, lt=1)
-    format: str | None = opt(None, "force the pair format: explicit, implicit or conversational")
-    max_length: int = opt(256, "longest prompt+response in tokens", ge=2)
-    truncation: str = opt("left", "longer pairs: left (cut the prompt's start, keep the responses), right (cut the responses' end), skip or error; counted on stderr")
-    skip_invalid: bool = opt(False, "skip invalid rows of --data and --eval-data and report them by reason, instead of stopping at the first")
     beta: float = opt(0.1, "beta: the KL coefficient of the implicit reward beta*log(pi/pi_ref); small beta lets the policy drift far", gt=0)
     loss: str = opt("sigmoid", "sigmoid (DPO, Rafailov et al. 2023), ipo (Azar et al. 2023) or hinge (SLiC, Zhao et al. 2023)")
     label_smoothing: float = opt(0.0, "sigmoid only: the assumed share of flipped labels (conservative DPO)", ge=0, lt=0.5)

@@ -26,20 +26,16 @@ from tether.models import (PairScorer, apply_lora, load_reward_model, load_token
                            save_pretrained_atomic, score_pairs, set_seed)
 from tether.models.loading import enable_gradient_checkpointing
 from tether.models.reward import trained_length_rule, training_settings
-from tether.pipelines.common import (autocast, check_finite, cosine_lr, length_bucketed_batches, micro_batches,
+from tether.pipelines.common import (PairFiles, autocast, check_finite, cosine_lr, length_bucketed_batches, micro_batches,
                                      peak_memory_gb, prepare_run_dir, read_pair_splits, set_lr)
 from tether.runlog import MetricsLogger, read_metrics
 
 
 @dataclass
-class RMTrainConfig:
+class RMTrainConfig(PairFiles):
     """Train a reward model (sequence classification, one label) with the Bradley–Terry loss."""
     init: str = opt("", "causal-LM directory the reward model is initialised from (normally the SFT policy)")
-    data: str = opt("", "labelled preference pairs (JSONL, Parquet or a datasets folder)")
     out: str = opt("", "run directory; the reward model is written to OUT/model")
-    eval_data: str | None = opt(None, "held-out labelled pairs; default: a split of --data")
-    eval_fraction: float = opt(0.1, "fraction of --data held out when --eval-data is not given", ge=0, lt=1)
-    format: str | None = opt(None, "force the pair format: explicit, implicit or conversational")
     epochs: int = opt(2, "passes over the training pairs", ge=1)
     batch_size: int = opt(32, "pairs per optimiser step (2x rows per forward); at most a quarter of the training "
                               "pairs, so that an epoch has at least 4 steps", ge=1)
@@ -49,9 +45,6 @@ class RMTrainConfig:
     warmup_steps: int = opt(20, "linear warm-up steps; at most a quarter of the run's steps", ge=0)
     weight_decay: float = opt(0.0, "AdamW weight decay", ge=0)
     max_grad_norm: float = opt(1.0, "clip the gradient's global norm to this", gt=0)
-    max_length: int = opt(256, "longest prompt+response in tokens; kept in OUT/model/tether.json for rm eval and score", ge=2)
-    truncation: str = opt("left", "longer pairs: left (cut the prompt's start, keep the response), right (cut the response's end), skip or error; counted on stderr")
-    skip_invalid: bool = opt(False, "skip invalid rows of --data and --eval-data and report them by reason, instead of stopping at the first")
     use_margin: bool = opt(True, "use a pair's `margin` field in the loss: -log σ(r_c - r_r - m)")
     lora_r: int = opt(0, "LoRA rank (0: full fine-tuning); the scalar head is always trained in full, adapters are merged on save", ge=0)
     lora_alpha: int = opt(16, "LoRA alpha", ge=1)
