@@ -182,6 +182,22 @@ def test_summary_reports_the_hack_when_it_happened():
     assert f"α = {fmt(data['fits']['gold_rl']['alpha'])}" in text
 
 
+@pytest.mark.parametrize("hack", [True, False])
+def test_the_report_opens_with_the_frontier_and_three_sentences_then_the_details(hack):
+    """Issue 18: a student reads the frontier and three sentences first: where gold peaked, whether the smallest
+    β hacked, where "safe but useless" begins."""
+    data = synthetic_sweep(hack=hack)
+    html = render_report(data)
+    summary = html[html.index('id="summary"'):html.index('id="pipeline"')]
+    assert summary.index('id="plot-frontier"') < summary.index('class="headline"') < summary.index("Details")
+    headline = re.findall(r'<p class="headline">(.*?)</p>', summary)
+    best = max((r for r in data["rows"] if r["kind"] == "ppo"), key=lambda r: r["gold_reward"])
+    assert len(headline) == 3 and headline[0].startswith(f"Gold reward peaked at β = {best['beta']:g}")
+    assert ("the policy hacked the reward model" in headline[1]) == hack
+    assert headline[2].startswith("“Safe but useless” refusals begin at β = 0.03" if hack else "No β pushed refusals")
+    assert html.count('id="plot-frontier"') == 1  # drawn once, at the top
+
+
 def test_summary_says_so_when_the_hack_did_not_happen():
     data = synthetic_sweep(hack=False)
     text = " ".join(summarize(data))

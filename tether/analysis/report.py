@@ -23,7 +23,7 @@ from tether.analysis.findings import Findings, decide_findings, peak_status, rew
 from tether.analysis.formats import fmt, pct, signed
 from tether.analysis.frontier import Fit, fixed_beta_rows, row_sqrt_kl
 from tether.analysis.schema import ROW_KINDS, check_sweep, is_number
-from tether.analysis.summary import summary_paragraphs
+from tether.analysis.summary import headline, summary_paragraphs
 from tether.io import write_text_atomic
 
 MAX_SAMPLE_PROMPTS = 8
@@ -147,14 +147,26 @@ def _optimum_table(rows: list[dict], optimum: list[dict]) -> str:
                   caption="PPO against the KL-regularised optimum (dotted above)")
 
 
-def _frontier_section(rows: list[dict], fits: dict[str, Fit], optimum: list[dict]) -> str:
+def _frontier_plot(rows: list[dict], fits: dict[str, Fit], optimum: list[dict]) -> str:
     from tether.analysis.plots import plot_frontier
-    body = _img(plot_frontier(rows, fits, optimum), "plot-frontier",
+    return _img(plot_frontier(rows, fits, optimum), "plot-frontier",
                 "Gold and proxy reward gain over SFT against square-root KL, PPO per beta and best-of-n, with fits")
-    body += _fits_table(fits) if fits else _missing("Too few points for a fit (need two distinct √KL > 0).")
+
+
+def _summary_section(data: dict, f: Findings) -> str:
+    """The frontier and three sentences first (`headline`), the details below (`summary_paragraphs`)."""
+    top = _frontier_plot(data["rows"], sweep_fits(data), data.get("optimum") or []) if data["rows"] else ""
+    top += "".join(f'<p class="headline">{_e(s)}</p>' for s in headline(f))
+    details = "".join(f"<p>{_e(p)}</p>" for p in summary_paragraphs(f))
+    return _section("summary", "What happened", f'{top}<h3>Details</h3><div class="summary">{details}</div>')
+
+
+def _frontier_section(fits: dict[str, Fit], optimum: list[dict], rows: list[dict]) -> str:
+    body = _fits_table(fits) if fits else _missing("Too few points for a fit (need two distinct √KL > 0).")
     if optimum:
         body += _optimum_table(rows, optimum)
-    intro = ("Reward gained over the SFT policy against d = √KL(π ‖ π_ref), as in Gao, Schulman & Hilton (2022). "
+    intro = ("The plot at the top (What happened): reward gained over the SFT policy against d = √KL(π ‖ π_ref), as in "
+             "Gao, Schulman & Hilton (2022). "
              "Dashed: least-squares fits R_rl(d) = d(α − κ log d) to the PPO points and "
              "R_bon(d) = d(α − κ d) to best-of-n, where KL_bon = log n − (n − 1)/n. A gold curve that rises "
              "then falls while the proxy keeps rising is overoptimisation. A peak beyond the largest measured "
@@ -266,12 +278,11 @@ def render_report(data: dict) -> str:
     check_sweep(data)
     pipeline = data.get("pipeline") or {}
     findings = decide_findings(data)
-    summary = "".join(f"<p>{_e(p)}</p>" for p in summary_paragraphs(findings))
     body = "".join([
-        _section("summary", "What happened", f'<div class="summary">{summary}</div>'),
+        _summary_section(data, findings),
         _pipeline_section(pipeline),
         _reward_model_section(pipeline),
-        _frontier_section(data["rows"], sweep_fits(data), data.get("optimum") or []) if data["rows"] else
+        _frontier_section(sweep_fits(data), data.get("optimum") or [], data["rows"]) if data["rows"] else
         _section("frontier", "Reward–KL frontier", _missing("The sweep has no runs.")),
         _curves_section(findings),
         _detectors_section(data, findings) if data["rows"] else

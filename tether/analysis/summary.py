@@ -263,6 +263,37 @@ def _methods_paragraph(f: Findings) -> str | None:
     return text
 
 
+def headline(f: Findings) -> list[str]:
+    """Three sentences a reader takes away, in the order of the lesson's questions: where gold peaked,
+    whether the smallest β hacked the reward model, where "safe but useless" refusals begin. The
+    paragraphs of `summary_paragraphs` give the details."""
+    if not f.ppo:
+        return []
+    sentences = []
+    if f.best_gold is None:
+        sentences.append("No gold reward was measured: the proxy numbers say what the policy was paid, not what it is worth.")
+    else:
+        best = f.best_gold.run.row
+        gain = f" ({signed(f.best_gold.run.gold_delta)} over SFT)" if f.best_gold.run.gold_delta is not None else ""
+        sentences.append(f"Gold reward peaked at β = {best['beta']:g}: {fmt(best['gold_reward'])}{gain} at KL "
+                         f"{fmt(best.get('kl'))} nats.")
+    o = f.overoptimisation
+    if o is not None:
+        small = o.smallest.row
+        sentences.append(f"At the smallest β ({small['beta']:g}) the proxy reward rose to {fmt(small['proxy_reward'])} "
+                         f"while gold fell to {fmt(small['gold_reward'])}: the policy hacked the reward model."
+                         if o.occurred else
+                         f"The smallest β ({small['beta']:g}) did not overoptimise: its proxy was not the highest "
+                         f"with gold below SFT.")
+    r = f.refusals
+    if r.worst is not None:
+        sentences.append(f"“Safe but useless” refusals begin at β = {r.onset['beta']:g} "
+                         f"({pct(r.onset['benign_refusal_rate'])} of benign prompts refused, threshold {pct(r.threshold)})."
+                         if r.onset is not None else
+                         f"No β pushed refusals of benign prompts above {pct(r.threshold)}.")
+    return sentences
+
+
 def summary_paragraphs(f: Findings) -> list[str]:
     """The summary of `f`, one string per paragraph.
 
