@@ -27,7 +27,7 @@ COMMANDS = {
     "sweep": ("tether.pipelines.sweep", "SweepConfig", "run_sweep", "PPO per beta and best-of-n: the reward-KL frontier"),
     "demo": ("tether.pipelines.demo", "DemoConfig", "run_demo", "the whole pipeline on the built-in world, ending in a report"),
     "lab": ("tether.pipelines.lab", "LabConfig", "run_lab", "the demo's pipeline on your own models, a reward model as gold"),
-    "data check": ("tether.pipelines.data_check", "DataCheckConfig", "run_data_check", "validate a preference, prompt or SFT file"),
+    "data check": ("tether.pipelines.data_check", "DataCheckConfig", "run_data_check", "validate a preference, prompt, SFT or label file"),
     "model import": ("tether.pipelines.model_files", "ModelImportConfig", "run_model_import", "turn a GGUF file into a Hugging Face model directory"),
     "model fetch": ("tether.pipelines.model_files", "ModelFetchConfig", "run_model_fetch", "download a known pretrained model once: builtin:NAME"),
 }
