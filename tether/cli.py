@@ -24,7 +24,7 @@ COMMANDS = {
     "ppo": ("tether.pipelines.ppo", "PPOConfig", "run_ppo", "PPO against a reward model with a KL penalty"),
     "dpo": ("tether.pipelines.dpo", "DPOConfig", "run_dpo", "DPO (or IPO, hinge) of a policy on preference pairs"),
     "score": ("tether.pipelines.score", "ScoreConfig", "run_score", "reward, KL and r - beta*KL for given responses"),
-    "sweep": ("tether.pipelines.sweep", "SweepConfig", "run_sweep", "PPO per beta and best-of-n: the reward-KL frontier"),
+    "sweep": ("tether.pipelines.sweep", "SweepConfig", "run_sweep", "PPO, RLOO, GRPO and DPO per beta, best-of-n: the reward-KL frontier"),
     "demo": ("tether.pipelines.demo", "DemoConfig", "run_demo", "the whole pipeline on the built-in world, ending in a report"),
     "lab": ("tether.pipelines.lab", "LabConfig", "run_lab", "the demo's pipeline on your own models, a reward model as gold"),
     "data check": ("tether.pipelines.data_check", "DataCheckConfig", "run_data_check", "validate a preference, prompt, SFT or label file"),
