@@ -86,6 +86,18 @@ def test_python_api_values_are_converted_and_checked():
         SFTConfig(data="d.jsonl", adam_betas=[0.9, 1.5])
 
 
+def test_a_field_with_choices_takes_only_those_and_help_lists_them():
+    """`opt(..., choices=...)`: one declaration gives the check, its message and the --help text."""
+    with pytest.raises(InputError, match=r'^"truncation": must be one of left, right, skip, error, got .middle.$'):
+        SFTConfig(data="d.jsonl", truncation="middle")
+    with pytest.raises(InputError, match=r'^"ppo.loss_aggregation": must be one of token_mean, seq_mean, constant, got .sum.$'):
+        SweepConfig(out="o", ppo=dict(policy="p", reward_model="r", prompts="x", loss_aggregation="sum"))
+    assert RMTrainConfig(init="i", data="d", truncation="skip").truncation == "skip"  # shared PairFiles field
+    parser = argparse.ArgumentParser()
+    add_config_args(parser, SFTConfig)
+    assert "one of left, right, skip, error" in " ".join(parser.format_help().split())
+
+
 def test_magic_numbers_are_fields_with_their_old_values():
     assert PPOConfig(policy="p", reward_model="r", prompts="x", out="o").adam_eps == 1e-5
     assert SFTConfig(data="d").adam_betas == [0.9, 0.95]

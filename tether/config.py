@@ -1,6 +1,6 @@
 """Stage configs: one dataclass per stage, each field documented once.
 
-Fields are declared with `opt(default, "help", ge=…, gt=…, le=…, lt=…)`; the CLI's
+Fields are declared with `opt(default, "help", ge=…, gt=…, le=…, lt=…, choices=…)`; the CLI's
 options and `--help` are generated from them, YAML files (`--config`) fill them,
 and the resolved config is saved with each run as `config.yaml`. Every
 `__post_init__` starts with `check_fields(self)`: each value is converted to its
@@ -32,7 +32,8 @@ BOUNDS = {"ge": (operator.ge, ">="), "gt": (operator.gt, ">"), "le": (operator.l
 
 
 def opt(default, help: str, **kw):
-    """A config field with its one documentation string; `ge`/`gt`/`le`/`lt` bound it (each item of a list)."""
+    """A config field with its one documentation string; `ge`/`gt`/`le`/`lt` bound it and `choices` lists the
+    values it may take (each item of a list; None, where the type allows it, is neither bounded nor a choice)."""
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
     return dataclasses.field(default=default, metadata={"help": help, **kw})
@@ -140,10 +141,16 @@ def _nested(cls, values: dict, field: str):
 
 
 def _check_bounds(value, f: dataclasses.Field) -> None:
+    """Each item (None aside) within the field's `ge`/`gt`/`le`/`lt` bounds and among its `choices`."""
     for item in value if isinstance(value, list) else [value]:
+        if item is None:
+            continue
         for key, (holds, sign) in BOUNDS.items():
-            if key in f.metadata and item is not None:
+            if key in f.metadata:
                 require(holds(item, f.metadata[key]), f.name, f"must be {sign} {f.metadata[key]}, got {item}")
+        choices = f.metadata.get("choices")
+        if choices is not None:
+            require(item in choices, f.name, f"must be one of {', '.join(map(str, choices))}, got {item!r}")
 
 
 def check_fields(cfg) -> None:
@@ -158,6 +165,8 @@ def check_fields(cfg) -> None:
 def _help(f: dataclasses.Field) -> str:
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
     bounds = "".join(f"; {sign} {f.metadata[key]}" for key, (_, sign) in BOUNDS.items() if key in f.metadata)
+    if "choices" in f.metadata:
+        bounds += f"; one of {', '.join(map(str, f.metadata['choices']))}"
     return f"{f.metadata.get('help', '')} (default: {f.metadata.get('default_text', default)}{bounds})"
 
 

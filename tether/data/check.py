@@ -35,9 +35,9 @@ class DataCheckConfig:
 
     file: str = opt("", "JSON Lines or Parquet file, or a folder saved with datasets' save_to_disk")
     format: str | None = opt(None, "force the pair format: explicit, implicit or conversational; "
-                                   "None detects it per row")
+                                   "None detects it per row", choices=FORMATS)
     kind: str = opt("auto", "what the file holds: pairs, labels (written by tether label), prompts, sft, "
-                            "or auto (from the first row's fields)")
+                            "or auto (from the first row's fields)", choices=KINDS)
     split: str | None = opt(None, "split of a datasets folder holding a DatasetDict; None means train")
     skip_invalid: bool = opt(False, "skip invalid rows and report them by reason, instead of stopping at the first")
     tokenizer: str | None = opt(None, "model directory (or builtin:NAME) whose tokenizer reads the file: report the "
@@ -46,9 +46,6 @@ class DataCheckConfig:
     def __post_init__(self):
         check_fields(self)
         require(bool(self.file), "file", "required: the file to check")
-        require(self.kind in KINDS, "kind", f"must be one of {', '.join(KINDS)}, got {self.kind!r}")
-        require(self.format in (None, *FORMATS), "format",
-                f"must be one of {', '.join(FORMATS)}, got {self.format!r}")
         require(self.format is None or self.kind in ("auto", "pairs"), "format", "applies to preference pairs only")
 
 

@@ -35,7 +35,7 @@ class CollectConfig:
     top_k: int = opt(0, "top-k sampling (0: off)", ge=0)
     max_new_tokens: int = opt(48, "longest response in tokens", ge=1)
     max_resamples: int = opt(3, "times a pair with identical or empty responses is resampled before it is dropped (and counted)", ge=0)
-    labeler: str = opt("gold", "gold (the --gold labeler) or none (label later with `tether label`)")
+    labeler: str = opt("gold", "gold (the --gold labeler) or none (label later with `tether label`)", choices=("gold", "none"))
     gold: str = opt("assistant", "the gold labeler: a built-in world's simulated rater (assistant) or a reward-model "
                                  "directory, whose scores g label P(y1 > y2) = sigmoid((g1 - g2) / tau)")
     tau: float | None = opt(None, "gold labeler noise: P(y1 > y2) = sigmoid((u1 - u2) / tau)", gt=0,
@@ -52,7 +52,6 @@ class CollectConfig:
         check_fields(self)
         require(bool(self.policy), "policy", "a policy directory is required (--policy DIR)")
         require(bool(self.prompts), "prompts", "a prompts file is required (--prompts FILE)")
-        require(self.labeler in ("gold", "none"), "labeler", f"must be gold or none, got {self.labeler!r}")
         resolve_gold(self.gold)  # InputError naming the known golds
 
 

