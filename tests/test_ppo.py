@@ -341,7 +341,7 @@ def test_frozen_dtype_is_bfloat16_on_a_gpu_and_float32_on_cpu():
     assert frozen_dtype("auto", torch.device("cuda", 0)) == torch.bfloat16
     assert frozen_dtype("auto", torch.device("cpu")) == torch.float32
     assert frozen_dtype("float32", torch.device("cuda", 0)) == torch.float32
-    with pytest.raises(InputError, match='"dtype": must be auto, float32 or bfloat16'):
+    with pytest.raises(InputError, match='"dtype": must be one of auto, float32, bfloat16, got .float16.'):
         config(tiny_dirs={"policy": "p", "rm": "r", "prompts": "x"}, tmp_path=Path("."), dtype="float16")
 
 

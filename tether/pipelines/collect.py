@@ -12,7 +12,8 @@ from tether.config import check_fields, opt, require
 from tether.data import encode_prompt, read_prompts
 from tether.io import write_jsonl_atomic
 from tether.models import load_causal_lm, load_tokenizer, resolve_device, set_seed
-from tether.pipelines.common import prepare_run_dir, sample_responses
+from tether.pipelines.common import (dtype_name, frozen_dtype, frozen_dtype_opt, peak_memory_gb, prepare_run_dir,
+                                     sample_responses)
 from tether.rollout import SamplingConfig
 from tether.worlds import RewardModelGold, get_world, resolve_gold
 from tether.worlds.reward_model_gold import label_scored_pair
@@ -46,6 +47,8 @@ class CollectConfig:
     batch_size: int = opt(128, "prompts per generation batch", ge=1)
     seed: int = opt(0, "random seed (sampling and labels)")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
+    dtype: str = frozen_dtype_opt("the policy and a reward-model gold (neither is trained)",
+                                  "; sampling and gold scores are float32 either way")
     skip_invalid: bool = opt(False, "skip invalid rows of --prompts and report them by reason, instead of stopping at the first")
 
     def __post_init__(self):
@@ -116,10 +119,12 @@ def relabel(rows: list[dict], labeler) -> list[dict]:
 
 
 def run_collect(cfg: CollectConfig) -> dict:
+    """Sample and label the pairs, write OUT/pairs.jsonl; return their count, the weight dtype and peak memory."""
     device = resolve_device(cfg.device)
-    gold = resolve_gold(cfg.gold, device=device) if cfg.labeler == "gold" else None
+    dtype = frozen_dtype(cfg.dtype, device)
+    gold = resolve_gold(cfg.gold, device=device, dtype=dtype) if cfg.labeler == "gold" else None
     tokenizer = load_tokenizer(cfg.policy, field="policy")
-    model = load_causal_lm(cfg.policy, device, field="policy")
+    model = load_causal_lm(cfg.policy, device, field="policy").to(dtype)
     records = read_prompts(cfg.prompts, skip_invalid=cfg.skip_invalid)
     out = prepare_run_dir(cfg.out, cfg)
     set_seed(cfg.seed)
@@ -156,4 +161,5 @@ def run_collect(cfg: CollectConfig) -> dict:
         rows = [{**r.extra, "prompt": r.prompt, "response_a": y1, "response_b": y2, "id": pair_id(r.prompt, y1, y2),
                  "labeler": None} for r, y1, y2 in pairs]
     write_jsonl_atomic(out / "pairs.jsonl", rows)
-    return {"n_pairs": len(rows), "dropped_identical": len(todo), "path": str(out / "pairs.jsonl")}
+    return {"n_pairs": len(rows), "dropped_identical": len(todo), "path": str(out / "pairs.jsonl"),
+            "dtype": dtype_name(dtype), "memory/peak_gb": peak_memory_gb(device)}

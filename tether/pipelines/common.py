@@ -150,6 +150,18 @@ def frozen_dtype(name: str, device: torch.device) -> torch.dtype:
     return FROZEN_DTYPES[name]
 
 
+def frozen_dtype_opt(models: str, note: str = ""):
+    """The `dtype` field of a stage that holds frozen models (`models` names them; `note` may add what stays
+    float32), the one declaration `frozen_dtype` reads."""
+    return opt("auto", f"weights of {models}: auto is bfloat16 on a GPU, float32 on CPU{note}",
+               choices=("auto", *FROZEN_DTYPES))
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """How a run's metrics record a weight dtype: "bfloat16", not "torch.bfloat16"."""
+    return str(dtype).removeprefix("torch.")
+
+
 def peak_memory_gb(device: torch.device) -> float:
     """Peak memory of this process so far, in GB (10⁹ bytes): on a GPU what torch allocated at most
     (`torch.cuda.max_memory_allocated`), on CPU the process's maximum resident set size (ru_maxrss:

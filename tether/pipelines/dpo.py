@@ -26,8 +26,8 @@ from tether.config import check_fields, opt, require
 from tether.data import pad_right, read_prompts
 from tether.io import write_json_atomic, write_jsonl_atomic
 from tether.models import apply_lora, load_causal_lm, load_tokenizer, resolve_device, save_pretrained_atomic, set_seed
-from tether.pipelines.common import (PairFiles, check_finite, cosine_lr, length_bucketed_batches, prepare_run_dir,
-                                     read_pair_splits, set_lr)
+from tether.pipelines.common import (PairFiles, check_finite, cosine_lr, frozen_dtype, frozen_dtype_opt,
+                                     length_bucketed_batches, peak_memory_gb, prepare_run_dir, read_pair_splits, set_lr)
 from tether.pipelines.policy_eval import evaluate_policy
 from tether.pipelines.scoring import RewardFunction
 from tether.rollout import DEFAULT_ENGINE, ENGINES, SamplingConfig, make_engine, policy_forward
@@ -64,6 +64,8 @@ class DPOConfig(PairFiles):
     rollout_engine: str = opt(DEFAULT_ENGINE, f"what samples the evaluation: {' or '.join(ENGINES)}")
     seed: int = opt(0, "random seed (data order, split, evaluation samples)")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
+    dtype: str = frozen_dtype_opt("the frozen models (reference policy, --reward-model, a reward-model gold)",
+                                  "; the trained policy is always float32, and with LoRA so is its reference")
     threads: int = opt(0, "torch CPU threads (0: torch's default)", ge=0)
 
     def __post_init__(self):
@@ -145,6 +147,7 @@ def run_dpo(cfg: DPOConfig) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
+    frozen = frozen_dtype(cfg.dtype, device)
     tokenizer = load_tokenizer(cfg.policy, field="policy")
     pad_id = tokenizer.pad_token_id
     rng = random.Random(cfg.seed)
@@ -153,7 +156,7 @@ def run_dpo(cfg: DPOConfig) -> dict:
     out = prepare_run_dir(cfg.out, cfg)
     set_seed(cfg.seed)
     policy = load_causal_lm(cfg.policy, device, field="policy")
-    ref = None if cfg.lora_r else load_causal_lm(cfg.ref_policy or cfg.policy, device, field="ref_policy").requires_grad_(False)
+    ref = None if cfg.lora_r else load_causal_lm(cfg.ref_policy or cfg.policy, device, field="ref_policy").to(frozen).requires_grad_(False)
     if cfg.lora_r:
         policy = apply_lora(policy, cfg.lora_r, cfg.lora_alpha, "CAUSAL_LM")
     ref_forward = policy if ref is None else ref
@@ -182,6 +185,7 @@ def run_dpo(cfg: DPOConfig) -> dict:
             step += 1
             bar.update(1)
             row = dpo_metrics(cfg, loss.detach(), chosen.detach(), rejected.detach(), ref_chosen, ref_rejected)
+            row["memory/peak_gb"] = peak_memory_gb(device)
             if held_tok is not None and ((cfg.eval_every and step % cfg.eval_every == 0) or step == total):
                 metrics = held_out_metrics(cfg, policy, held_tok, ref_held, pad_id)
                 row.update(metrics)
@@ -191,7 +195,7 @@ def run_dpo(cfg: DPOConfig) -> dict:
     policy.eval()
     result = {"steps_done": step, "n_train": len(pairs), "n_eval": len(held), **metrics}
     if cfg.reward_model:
-        result |= evaluate_on_prompts(cfg, policy, ref, tokenizer, eval_records, device)
+        result |= evaluate_on_prompts(cfg, policy, ref, tokenizer, eval_records, device, frozen)
         write_jsonl_atomic(out / "eval_samples.jsonl", result.pop("samples"))
         logger.log(step, {f"eval/{k}": v for k, v in result.items() if isinstance(v, (int, float))})
     logger.close()
@@ -200,15 +204,17 @@ def run_dpo(cfg: DPOConfig) -> dict:
     return result
 
 
-def evaluate_on_prompts(cfg: DPOConfig, policy, ref, tokenizer, records, device) -> dict:
-    """`evaluate_policy` of the trained policy: its samples, their KL to the reference, proxy and gold reward."""
-    reward_fn = RewardFunction([cfg.reward_model], tokenizer, device)
+def evaluate_on_prompts(cfg: DPOConfig, policy, ref, tokenizer, records, device, frozen: torch.dtype) -> dict:
+    """`evaluate_policy` of the trained policy: its samples, their KL to the reference, proxy and gold reward
+    (the reward model and a reward-model gold with `frozen` weights)."""
+    reward_fn = RewardFunction([cfg.reward_model], tokenizer, device, dtype=frozen)
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
 
     def ref_logits(s, a, p):
         with reference_model(policy, ref, bool(cfg.lora_r)):
-            return policy_forward(policy if ref is None else ref, s, a, p)
+            return policy_forward(policy if ref is None else ref, s, a, p).float()
 
     return evaluate_policy(policy, ref_logits, reward_fn, tokenizer, records, cfg.eval_samples, sampling,
-                           resolve_gold(cfg.gold), engine=make_engine(cfg.rollout_engine), seed=cfg.seed)
+                           resolve_gold(cfg.gold, device=device, dtype=frozen), engine=make_engine(cfg.rollout_engine),
+                           seed=cfg.seed)

@@ -38,8 +38,8 @@ from tether.distributed import (SINGLE, gather_objects, init_replica, mean_acros
                                 unwrap, wrap)
 from tether.errors import InputError
 from tether.models import ActorCritic, load_tokenizer, save_pretrained_atomic, set_seed
-from tether.pipelines.common import (FROZEN_DTYPES, autocast, check_finite, decode_responses,
-                                     frozen_dtype, peak_memory_gb, prepare_run_dir, set_lr)
+from tether.pipelines.common import (autocast, check_finite, decode_responses, frozen_dtype, frozen_dtype_opt,
+                                     peak_memory_gb, prepare_run_dir, set_lr)
 from tether.pipelines.policy_eval import evaluate_policy
 from tether.pipelines.scoring import RewardFunction
 from tether.rollout import (DEFAULT_ENGINE, ENGINES, SamplingConfig, length_sorted_chunks, make_engine, no_eos_penalty,
@@ -120,7 +120,8 @@ class PPOConfig:
     seed: int = opt(0, "random seed")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
     bf16: bool = opt(False, "bfloat16 autocast for the PPO loss forward passes (GPUs with bf16): the policy's and critic's weights, gradients and optimiser state stay float32 (the master copy)")
-    dtype: str = opt("auto", "weights of the frozen models (reference policy, reward models): auto (bfloat16 on a GPU, float32 on CPU), float32 or bfloat16; the trained policy and critic are always float32 (see --bf16)")
+    dtype: str = frozen_dtype_opt("the frozen models (reference policy, reward models, a reward-model gold)",
+                                  "; the trained policy and critic are always float32 (see --bf16)")
     gradient_checkpointing: bool = opt(False, "recompute the policy's and critic's activations in the backward pass instead of keeping them (less memory, ~1/3 more compute; same gradients)")
     threads: int = opt(0, "torch CPU threads (0: torch's default)", ge=0)
     skip_invalid: bool = opt(False, "skip invalid rows of --prompts and --eval-prompts and report them by reason, instead of stopping at the first")
@@ -137,7 +138,6 @@ class PPOConfig:
                 f"batch_size {self.batch_size} is not a multiple of group_size {self.group_size}")
         require(not (self.kl_estimator == "exact" and self.whiten_rewards), "whiten_rewards",
                 "whitened rewards lose the scale that the exact KL's loss term is matched to; use one or the other")
-        require(self.dtype in ("auto", *FROZEN_DTYPES), "dtype", f"must be auto, {' or '.join(FROZEN_DTYPES)}, got {self.dtype!r}")
         require(self.batch_size % self.minibatch_size == 0, "minibatch_size",
                 f"batch_size {self.batch_size} is not a multiple of minibatch_size {self.minibatch_size}")
         require(self.minibatch_size % self.micro_batch_size == 0, "micro_batch_size",
@@ -485,7 +485,7 @@ def run_ppo(cfg: PPOConfig) -> dict:
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     ddp_model = wrap(model, replica)
-    gold = resolve_gold(cfg.gold, device=device)
+    gold = resolve_gold(cfg.gold, device=device, dtype=frozen)
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr, eps=cfg.adam_eps, fused=True)
     kl_ctl = AdaptiveKLController(cfg.beta, cfg.kl_target, cfg.kl_horizon) if cfg.adaptive_kl else FixedKLController(cfg.beta)
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,

@@ -26,8 +26,9 @@ from tether.models import (PairScorer, apply_lora, load_reward_model, load_token
                            save_pretrained_atomic, score_pairs, set_seed)
 from tether.models.loading import enable_gradient_checkpointing
 from tether.models.reward import trained_length_rule, training_settings
-from tether.pipelines.common import (PairFiles, autocast, check_finite, cosine_lr, length_bucketed_batches, micro_batches,
-                                     peak_memory_gb, prepare_run_dir, read_pair_splits, set_lr)
+from tether.pipelines.common import (PairFiles, autocast, check_finite, cosine_lr, dtype_name, frozen_dtype,
+                                     frozen_dtype_opt, length_bucketed_batches, micro_batches, peak_memory_gb,
+                                     prepare_run_dir, read_pair_splits, set_lr)
 from tether.runlog import MetricsLogger, read_metrics
 
 
@@ -75,6 +76,7 @@ class RMEvalConfig:
     skip_invalid: bool = opt(False, "skip invalid rows of --data and report them by reason, instead of stopping at the first")
     batch_size: int = opt(64, "pairs per forward", ge=1)
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
+    dtype: str = frozen_dtype_opt("the reward model", " (its scores are float32 either way)")
 
     def __post_init__(self):
         check_fields(self)
@@ -323,14 +325,17 @@ def disagreement_row(pair, r_chosen: float, r_rejected: float, p_chosen: float) 
 
 
 def run_rm_eval(cfg: RMEvalConfig) -> dict:
+    """Score `cfg.data`'s pairs; write OUT/eval.json (with the weight dtype and peak memory) and disagreements.jsonl."""
     device = resolve_device(cfg.device)
+    dtype = frozen_dtype(cfg.dtype, device)
     tokenizer = load_tokenizer(cfg.model)
-    model = load_reward_model(cfg.model, device)
+    model = load_reward_model(cfg.model, device).to(dtype)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     max_length, truncation = trained_length_rule(cfg.model, model.config, cfg.max_length, cfg.truncation)
     pairs = read_preferences(cfg.data, cfg.format, skip_invalid=cfg.skip_invalid)
     metrics, disagreements = evaluate_pairs(model, tokenizer, pairs, max_length, truncation, cfg.batch_size, device, cfg.data)
+    metrics |= {"dtype": dtype_name(dtype), "memory/peak_gb": peak_memory_gb(device)}
     out = prepare_run_dir(cfg.out, cfg)
     write_json_atomic(out / "eval.json", metrics)
     write_jsonl_atomic(out / "disagreements.jsonl", disagreements)

@@ -32,7 +32,8 @@ from tether.io import write_json_atomic
 from tether.errors import InputError
 from tether.models import load_causal_lm, load_tokenizer, resolve_device, set_seed
 from tether.models.reward import trained_length_rule
-from tether.pipelines.common import prepare_run_dir, sample_responses
+from tether.pipelines.common import (dtype_name, frozen_dtype, frozen_dtype_opt, peak_memory_gb, prepare_run_dir,
+                                     sample_responses)
 from tether.pipelines.scoring import RewardFunction
 from tether.rollout import SamplingConfig, policy_forward, response_logits, response_logprobs
 from tether.worlds import resolve_gold
@@ -62,6 +63,8 @@ class ScoreConfig:
     out: str = opt("", "directory for scores.json")
     seed: int = opt(0, "random seed (sampling)")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
+    dtype: str = frozen_dtype_opt("the policy, the reference policy, the reward model and a reward-model gold (none "
+                                  "is trained)", "; log-probs, KLs and scores are float32 either way")
 
     def __post_init__(self):
         check_fields(self)
@@ -138,12 +141,15 @@ def print_table(rows, betas, kl: str = "exact", file=None) -> None:
 
 
 def run_score(cfg: ScoreConfig) -> list[dict]:
+    """Score the rows (sampled first with --prompts); write OUT/scores.json (with the weight dtype and peak memory)
+    and tradeoff.png, print the table."""
     device = resolve_device(cfg.device)
+    dtype = frozen_dtype(cfg.dtype, device)
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(cfg.policy, field="policy")
-    policy = load_causal_lm(cfg.policy, device, field="policy")
-    ref = load_causal_lm(cfg.ref_policy, device, field="ref_policy")
-    reward_fn = RewardFunction([cfg.reward_model], tokenizer, device)
+    policy = load_causal_lm(cfg.policy, device, field="policy").to(dtype)
+    ref = load_causal_lm(cfg.ref_policy, device, field="ref_policy").to(dtype)
+    reward_fn = RewardFunction([cfg.reward_model], tokenizer, device, dtype=dtype)
     max_length, truncation = trained_length_rule(cfg.reward_model, reward_fn.model.config, cfg.max_length,
                                                  cfg.truncation, field="reward_model")
     if cfg.responses:
@@ -158,7 +164,7 @@ def run_score(cfg: ScoreConfig) -> list[dict]:
         rows = [(r.prompt, text, r.source_line) for r, text in zip(records, texts)]
     rows, ids = fit_rows(rows, tokenizer, LengthRule(max_length, truncation, cfg.responses or cfg.prompts))
     scored = score_rows(policy, ref, reward_fn, tokenizer, rows, ids, cfg.betas, cfg.batch_size, device, cfg.kl)
-    gold = resolve_gold(cfg.gold, device=device)
+    gold = resolve_gold(cfg.gold, device=device, dtype=dtype)
     if gold is not None:
         for row, g in zip(scored, gold.utilities([p for p, _ in rows], [r for _, r in rows])):
             row["gold"] = g
@@ -167,7 +173,8 @@ def run_score(cfg: ScoreConfig) -> list[dict]:
     if gold is not None:
         means["gold_reward"] = sum(r["gold"] for r in scored) / len(scored)  # as in sweep.json
     means["objective"] = {f"{b:g}": means["reward"] - b * means[KL_KINDS[cfg.kl]] for b in cfg.betas}
-    write_json_atomic(out / "scores.json", {"betas": cfg.betas, "kl": KL_KINDS[cfg.kl], "mean": means, "rows": scored})
+    write_json_atomic(out / "scores.json", {"betas": cfg.betas, "kl": KL_KINDS[cfg.kl], "dtype": dtype_name(dtype),
+                                            "memory/peak_gb": peak_memory_gb(device), "mean": means, "rows": scored})
     plot_score_tradeoff(scored, cfg.betas, out / "tradeoff.png")
     print_table(scored, cfg.betas, cfg.kl)
     gold_text = f"  gold {means['gold_reward']:.3f}" if gold is not None else ""

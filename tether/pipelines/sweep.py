@@ -160,7 +160,7 @@ def dpo_config(cfg: SweepConfig, run_dir: Path, beta: float) -> DPOConfig:
                      epochs=cfg.dpo_epochs, lr=cfg.dpo_lr or ppo.lr, batch_size=cfg.dpo_batch_size, reward_model=ppo.reward_model,
                      gold=ppo.gold, eval_prompts=ppo.eval_prompts or ppo.prompts, eval_samples=ppo.eval_samples,
                      max_new_tokens=ppo.max_new_tokens, temperature=ppo.temperature, rollout_engine=ppo.rollout_engine,
-                     seed=ppo.seed, device=ppo.device, threads=ppo.threads)
+                     seed=ppo.seed, device=ppo.device, dtype=ppo.dtype, threads=ppo.threads)
 
 
 def run_config(cfg: SweepConfig, run_dir: Path, per_run: dict, fields: dict):
@@ -271,8 +271,9 @@ def run_sweep(cfg: SweepConfig) -> dict:
     tokenizer = load_tokenizer(ppo.policy, field="policy")
     sft = load_causal_lm(ppo.policy, device, field="policy").requires_grad_(False)
     eval_records = read_prompts(ppo.eval_prompts or ppo.prompts, skip_invalid=ppo.skip_invalid)
-    reward_fn = RewardFunction([ppo.reward_model], tokenizer, device, dtype=frozen_dtype(ppo.dtype, device))  # as the PPO runs score
-    gold = resolve_gold(ppo.gold, device=device)
+    frozen = frozen_dtype(ppo.dtype, device)
+    reward_fn = RewardFunction([ppo.reward_model], tokenizer, device, dtype=frozen)  # as the PPO runs score
+    gold = resolve_gold(ppo.gold, device=device, dtype=frozen)
     sampling = SamplingConfig(max_new_tokens=ppo.max_new_tokens, temperature=ppo.temperature,
                               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     engine = make_engine(ppo.rollout_engine)  # the PPO runs' engine

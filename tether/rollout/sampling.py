@@ -53,8 +53,10 @@ def sample_next_token(logits: torch.Tensor, temperature: float, top_k: int, top_
 
     The log-prob is under the untruncated softmax(logits / τ), the distribution
     PPO recomputes from a teacher-forced forward; top-k/top-p only restrict which
-    tokens can be drawn.
+    tokens can be drawn. Half-precision logits (a bfloat16 model's) are upcast first: a cumulative sum
+    over the vocabulary in bfloat16 keeps ~3 significant digits.
     """
+    logits = logits.float()
     scaled = logits if temperature == 1.0 else logits / temperature
     logprobs = scaled.log_softmax(-1)  # (B, V)
     if top_k == 0 and top_p >= 1.0:

@@ -11,6 +11,8 @@ for what `--gold` names (a world's gold, or a reward-model directory's:
 A new world joins by one entry in `WORLDS`.
 """
 
+import torch
+
 from tether.errors import InputError
 from tether.models.builtin import BUILTIN_PREFIX, is_model_name
 from tether.worlds import assistant
@@ -32,9 +34,10 @@ def get_world(name: str, field: str = "world") -> World:
     return WORLDS[name]
 
 
-def resolve_gold(spec: str | None, field: str = "gold", device="cpu") -> Gold | None:
+def resolve_gold(spec: str | None, field: str = "gold", device="cpu", dtype=torch.float32) -> Gold | None:
     """The gold that `--gold SPEC` names: None for None, a world's gold for a world's name, a
-    `RewardModelGold` (scoring on `device`, loaded on first use) for a reward-model directory; else InputError.
+    `RewardModelGold` (scoring on `device` with `dtype` weights, loaded on first use) for a reward-model
+    directory; else InputError.
 
     The one door for every command's `--gold` (and its only validation).
     """
@@ -43,7 +46,7 @@ def resolve_gold(spec: str | None, field: str = "gold", device="cpu") -> Gold | 
     if spec in WORLDS:
         return WORLDS[spec].gold
     if is_model_dir(spec):
-        return RewardModelGold(spec, device, field=field)
+        return RewardModelGold(spec, device, field=field, dtype=dtype)
     raise InputError(f"{spec!r} is neither a built-in world ({', '.join(WORLDS)}) nor a reward-model directory",
                      field=field)
 

@@ -20,6 +20,8 @@ import math
 import random
 from pathlib import Path
 
+import torch
+
 from tether.models import load_reward_model, load_tokenizer, score_texts
 from tether.models.loading import check_weights
 
@@ -34,14 +36,16 @@ def preference_prob(g1: float, g2: float, tau: float) -> float:
 
 
 class RewardModelGold:
-    """The `Gold` of a reward-model directory; the model is loaded on first use (once), on `device`."""
+    """The `Gold` of a reward-model directory; the model is loaded on first use (once), on `device`, with `dtype`
+    weights (its scores are float32 whatever the weights are)."""
 
     styles = None  # no style classifier: style shares are absent
     benign = None  # no benign/harmful split: the benign refusal rate is absent
 
-    def __init__(self, path, device="cpu", tau: float = DEFAULT_TAU, field: str = "gold", batch_size: int = 64):
+    def __init__(self, path, device="cpu", tau: float = DEFAULT_TAU, field: str = "gold", batch_size: int = 64,
+                 dtype=torch.float32):
         self.path = check_weights(path, field, "reward model")
-        self.device, self.tau, self.field, self.batch_size = device, tau, field, batch_size
+        self.device, self.tau, self.field, self.batch_size, self.dtype = device, tau, field, batch_size, dtype
         self._model = self._tokenizer = None
 
     @property
@@ -54,7 +58,7 @@ class RewardModelGold:
         """g = r_gold(prompt, response) per row, batched (`score_texts`: prompt + response + EOS)."""
         if self._model is None:
             self._tokenizer = load_tokenizer(self.path, field=self.field)
-            self._model = load_reward_model(self.path, self.device, field=self.field)
+            self._model = load_reward_model(self.path, self.device, field=self.field).to(self.dtype)
         return score_texts(self._model, prompts, responses, self._tokenizer, self.batch_size, self.device)
 
     def preference_prob(self, prompt, y1: str, y2: str) -> float:
