@@ -157,6 +157,52 @@ def test_lab_settings_are_checked_before_any_work(tiny_dirs):
         LabConfig(**{**base, "gold": "assistant"}, ensemble=2)
 
 
+def test_lab_stage_settings_are_stage_configs_checked_where_they_are_declared(tiny_dirs, tmp_path, capsys):
+    """`ppo:` and `rm:` are a PPOConfig and an RMTrainConfig: typed and range-checked by them, errors naming the
+    nested key, on the command line as --ppo-NAME and --rm-NAME; config.yaml keeps the user's keys only."""
+    from tether.cli import main
+    from tether.config import build_config, save_config, to_dict
+    from tether.errors import InputError
+    from tether.pipelines.lab import LabConfig
+    from tether.pipelines.ppo import PPOConfig
+    from tether.pipelines.reward import RMTrainConfig
+    base = dict(policy=str(tiny_dirs["policy"]), gold=str(tiny_dirs["rm"]), prompts=str(tiny_dirs["prompts"]),
+                out=str(tmp_path / "lab"))
+    cfg = LabConfig(**base, ppo={"lr": "1e-5", "batch-size": 128}, rm={"epochs": 1}, ppo_steps=3)
+    assert isinstance(cfg.ppo, PPOConfig) and isinstance(cfg.rm, RMTrainConfig)
+    assert (cfg.ppo.lr, cfg.ppo.batch_size, cfg.ppo.steps, cfg.rm.epochs, cfg.rm.lr) == (1e-5, 128, 3, 1, 1e-5)
+    assert (cfg.ppo.policy, cfg.rm.init, cfg.ppo.reward_model) == (base["policy"], base["policy"],
+                                                                   str(tmp_path / "lab" / "rm" / "model"))
+    with pytest.raises(InputError, match=r'^"rm.lr": must be > 0, got -1.0$'):
+        LabConfig(**base, rm={"lr": -1})
+    with pytest.raises(InputError, match=r'^"ppo.lr": must be > 0, got 0.0$'):
+        LabConfig(**base, ppo={"lr": 0})
+    with pytest.raises(InputError, match=r'^"ppo_steps": must be >= 1'):  # the lab's own field, before PPO's
+        LabConfig(**base, ppo_steps=0)
+
+    save_config(cfg, tmp_path / "config.yaml")
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert saved["ppo"]["lr"] == 1e-5 and not {"policy", "steps", "out", "beta"} & set(saved["ppo"])
+    assert saved["rm"]["epochs"] == 1 and not {"init", "data", "out"} & set(saved["rm"])
+    assert to_dict(build_config(LabConfig, {}, tmp_path / "config.yaml")) == to_dict(cfg)
+
+    argv = ["lab", "--policy", base["policy"], "--gold", base["gold"], "--prompts", base["prompts"], "--out", base["out"]]
+    assert main(argv + ["--rm-lr", "-1"]) == 2
+    assert capsys.readouterr().err == 'tether lab: error: "rm.lr": must be > 0, got -1.0\n'
+    (tmp_path / "lab.yaml").write_text("ppo: {lr: 0}\n")
+    assert main(argv + ["--config", str(tmp_path / "lab.yaml")]) == 2
+    assert capsys.readouterr().err == f'tether lab: error: {tmp_path / "lab.yaml"}: "ppo.lr": must be > 0, got 0.0\n'
+    (tmp_path / "lab.yaml").write_text("lr: 1.0e-5\n")
+    assert main(argv + ["--config", str(tmp_path / "lab.yaml")]) == 2
+    assert "it belongs in the `ppo:` or `rm:` mapping" in capsys.readouterr().err
+    assert not (tmp_path / "lab").exists()
+    with pytest.raises(SystemExit):
+        main(["lab", "--help"])
+    options = set(capsys.readouterr().out.replace("[", " ").split())
+    assert {"--ppo-lr", "--rm-lr", "--ppo-dtype", "--rm-epochs", "--ppo-steps"} <= options
+    assert not {"--lr", "--ppo-policy", "--ppo-beta", "--ppo-out", "--rm-init", "--rm-data"} & options
+
+
 @pytest.mark.slow
 def test_lab_runs_end_to_end_with_a_reward_model_as_gold_and_resumes(user_models, tmp_path, browser, capsys):
     from tether.cli import main

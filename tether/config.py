@@ -10,8 +10,9 @@ rules that join several fields follow it, with `require`.
 
 A field whose type is itself a config dataclass (the sweep's `ppo`) is filled from
 a YAML mapping (`ppo: {lr: 1.0e-5}`) or from the nested class's own options
-(`--lr 1e-5`); `opt(..., per_run=(...))` names the nested fields that the parent
-sets itself: they are neither options nor YAML keys, and `config.yaml` omits them.
+(`--lr 1e-5`; with `opt(..., flag_prefix="rm-")` `--rm-lr 1e-5`, so that a parent may hold several);
+`opt(..., per_run=(...))` names the nested fields that the parent sets itself: they are neither options
+nor YAML keys, and `config.yaml` omits them.
 """
 
 import argparse
@@ -170,23 +171,24 @@ def _help(f: dataclasses.Field) -> str:
     return f"{f.metadata.get('help', '')} (default: {f.metadata.get('default_text', default)}{bounds})"
 
 
-def _add_fields(parser, cls, prefix: str = "", skip=()) -> None:
+def _add_fields(parser, cls, prefix: str = "", skip=(), flag_prefix: str = "") -> None:
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         base, _ = _optional(hints[f.name])
         if f.name in skip or base is dict:
             continue  # set by the parent config, or a mapping (YAML only)
         if dataclasses.is_dataclass(base):
-            group = parser.add_argument_group(f"{f.name} settings ({base.__name__}; YAML: a `{f.name}:` mapping)",
-                                              f.metadata.get("help"))
-            _add_fields(group, base, f"{f.name}.", f.metadata.get("per_run", ()))
+            flags = f.metadata.get("flag_prefix", "")
+            title = f"{f.name} settings ({base.__name__}; YAML: a `{f.name}:` mapping" + (f"; --{flags}NAME" if flags else "")
+            group = parser.add_argument_group(title + ")", f.metadata.get("help"))
+            _add_fields(group, base, f"{f.name}.", f.metadata.get("per_run", ()), flags)
             continue
         kwargs = dict(dest=prefix + f.name, default=argparse.SUPPRESS, help=_help(f), metavar=f.name.upper())
         if typing.get_origin(base) is list:
             kwargs["nargs"] = "+"
         if base is bool:
             kwargs.update(metavar="{true,false}", nargs="?", const=True)  # `--flag` alone means true
-        parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+        parser.add_argument("--" + flag_prefix + f.name.replace("_", "-"), **kwargs)
 
 
 def add_config_args(parser: argparse.ArgumentParser, cls) -> None:
@@ -220,9 +222,10 @@ def _yaml_values(cls, path) -> dict:
     values = {str(k).replace("-", "_"): v for k, v in load_yaml_config(path).items()}
     for key in values:
         if key not in fields:
-            homes = [name for name in fields if dataclasses.is_dataclass(_optional(hints[name])[0])
-                     and key in {f.name for f in dataclasses.fields(_optional(hints[name])[0])}]
-            where = f"it belongs in the `{homes[0]}:` mapping" if homes else f"known: {', '.join(sorted(fields))}"
+            homes = [f"`{name}:`" for name in fields if dataclasses.is_dataclass(_optional(hints[name])[0])
+                     and key in {f.name for f in dataclasses.fields(_optional(hints[name])[0])}
+                     and key not in fields[name].metadata.get("per_run", ())]
+            where = f"it belongs in the {' or '.join(homes)} mapping" if homes else f"known: {', '.join(sorted(fields))}"
             raise InputError(f"unknown config key ({where})", path=path, field=key)
     return values
 

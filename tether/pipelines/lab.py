@@ -14,9 +14,10 @@ with `tether demo`); OUT/stages.json records the finished ones, so a lab run sta
 again with the same settings resumes where it stopped.
 """
 
+import dataclasses
 import json
 import random
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -33,7 +34,8 @@ from tether.pipelines.stages import Stages, sweep_and_report, train_reward_model
 from tether.pipelines.sweep import PER_RUN, SweepConfig
 from tether.worlds import RewardModelGold, resolve_gold
 
-# PPO fields the lab sets itself (beside the sweep's per-run ones): not keys of its `ppo:` mapping.
+# PPO and reward-model fields the lab sets itself (PPO's beside the sweep's per-run ones): neither keys of its
+# `ppo:` and `rm:` mappings nor options.
 LAB_PPO_FIELDS = ("policy", "reward_model", "prompts", "eval_prompts", "gold", "steps", "eval_samples", "eval_every",
                   "max_new_tokens", "seed", "device", "threads")
 LAB_RM_FIELDS = ("init", "data", "eval_data", "out", "seed", "device")
@@ -59,28 +61,60 @@ class LabConfig:
     eval_samples: int = opt(256, "held-out samples per evaluation (PPOConfig.eval_samples)", ge=1)
     bon_max: int = opt(64, "largest n of best-of-n (a power of two)", ge=1)
     bon_prompts: int = opt(32, "held-out prompts for best-of-n (SweepConfig.bon_prompts)", ge=1)
-    ppo: dict = opt({}, "other settings of every PPO run, as `tether ppo` takes them (YAML only, e.g. {lr: 1.0e-5, batch_size: 16})")
-    rm: dict = opt({}, "other settings of the proxy reward model(s), as `tether rm train` takes them (YAML only, e.g. {epochs: 1})")
     seed: int = opt(0, "random seed of every stage")
     threads: int = opt(0, "torch CPU threads (0: torch's default)", ge=0)
     jobs: int = opt(1, "PPO runs of the sweep trained at once (SweepConfig.jobs)", ge=1)
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
     resume: bool = opt(True, "skip the stages a lab run in --out finished (its settings must be these); "
                              "false: refuse an --out that holds a lab run")
+    # Last, so that check_fields has checked the lab's own fields before it builds these from them.
+    ppo: PPOConfig = opt({}, "other settings of every PPO run, as `tether ppo` takes them", flag_prefix="ppo-",
+                         per_run=LAB_PPO_FIELDS + PER_RUN)
+    rm: RMTrainConfig = opt({}, "other settings of the proxy reward model(s), as `tether rm train` takes them",
+                            flag_prefix="rm-", per_run=LAB_RM_FIELDS)
 
     def __post_init__(self):
-        check_fields(self)
         for name in ("policy", "gold", "prompts"):
             require(bool(getattr(self, name)), name, f"--{name} is required")
-        require(self.bon_max & (self.bon_max - 1) == 0, "bon_max", "must be a power of two")
         gold = resolve_gold(self.gold)  # InputError naming the known golds
+        self.ppo = stage_settings(self.ppo, PPOConfig, "ppo", self.ppo_fields())
+        self.rm = stage_settings(self.rm, RMTrainConfig, "rm", self.rm_fields())
+        check_fields(self)
+        require(self.bon_max & (self.bon_max - 1) == 0, "bon_max", "must be a power of two")
         require(self.ensemble == 1 or isinstance(gold, RewardModelGold), "ensemble",
                 "members learn the pairs drawn again from a reward-model gold's scores; a world's gold has none")
-        for key, cls, taken in (("ppo", PPOConfig, LAB_PPO_FIELDS + PER_RUN), ("rm", RMTrainConfig, LAB_RM_FIELDS)):
-            known = {f.name for f in fields(cls)} - set(taken)
-            for name in getattr(self, key):
-                require(str(name).replace("-", "_") in known, f"{key}.{name}",
-                        f"not a setting of the lab's {key} (it takes: {', '.join(sorted(known))})")
+
+    def ppo_fields(self) -> dict:
+        """The LAB_PPO_FIELDS of every PPO run (and `out`, the sweep's): the lab's policy, first proxy reward
+        model, prompt split, gold and sizes."""
+        out = Path(self.out)
+        return {"policy": self.policy, "reward_model": str(out / "rm" / "model"),
+                "prompts": str(out / "data" / "train_prompts.jsonl"), "eval_prompts": str(out / "data" / "eval_prompts.jsonl"),
+                "gold": self.gold, "steps": self.ppo_steps, "eval_samples": self.eval_samples, "eval_every": self.ppo_steps,
+                "max_new_tokens": self.max_new_tokens, "seed": self.seed, "device": self.device, "threads": self.threads,
+                "out": str(out / "sweep")}
+
+    def rm_fields(self) -> dict:
+        """The LAB_RM_FIELDS of the first proxy reward model (`train_reward_models` sets each member's)."""
+        out = Path(self.out)
+        return {"init": self.policy, "data": str(out / "collect" / "pairs.jsonl"),
+                "eval_data": str(out / "collect_eval" / "pairs.jsonl"), "out": str(out / "rm"), "seed": self.seed,
+                "device": self.device}
+
+
+def stage_settings(settings, cls, key: str, lab_fields: dict):
+    """The LabConfig field `key` before check_fields builds the `cls` from it: the user's mapping, which may name
+    none of the fields the lab sets itself (the field's `per_run`), with the lab's values of those
+    (`lab_fields`); a `cls` gets them."""
+    if isinstance(settings, cls):
+        return dataclasses.replace(settings, **lab_fields)
+    if isinstance(settings, dict):
+        known = {f.name for f in dataclasses.fields(cls)} - set(LabConfig.__dataclass_fields__[key].metadata["per_run"])
+        for name in settings:
+            require(str(name).replace("-", "_") in known, f"{key}.{name}",
+                    f"not a setting of the lab's {key} (it takes: {', '.join(sorted(known))})")
+        return {**settings, **lab_fields}
+    return settings  # check_fields names what was expected
 
 
 def split_prompts(path, out: Path, fraction: float, seed: int) -> dict:
@@ -125,13 +159,10 @@ def run_lab(cfg: LabConfig) -> dict:
     members = [str(pairs)]
     if cfg.ensemble > 1:
         members += stage("relabel ensemble pairs", relabel_members, pairs, gold, tau, cfg.ensemble, cfg.seed, data)
+    rm_settings = {name: value for name, value in dataclasses.asdict(cfg.rm).items() if name not in LAB_RM_FIELDS}
     rm_dirs, rm_eval = train_reward_models(stage, cfg.policy, members, out / "collect_eval" / "pairs.jsonl", out,
-                                           cfg.seed, cfg.device, **cfg.rm)
-    ppo = {**cfg.ppo, "policy": cfg.policy, "reward_model": rm_dirs[0], "prompts": str(data / "train_prompts.jsonl"),
-           "eval_prompts": str(data / "eval_prompts.jsonl"), "gold": cfg.gold, "steps": cfg.ppo_steps,
-           "eval_samples": cfg.eval_samples, "eval_every": cfg.ppo_steps, "max_new_tokens": cfg.max_new_tokens,
-           "seed": cfg.seed, "device": cfg.device, "threads": cfg.threads}
+                                           cfg.seed, cfg.device, **rm_settings)
     return sweep_and_report(stage, SweepConfig(
-        out=str(out / "sweep"), ppo=ppo, betas=cfg.betas, bon_ns=[2 ** i for i in range(cfg.bon_max.bit_length())],
+        out=str(out / "sweep"), ppo=dataclasses.replace(cfg.ppo, reward_model=rm_dirs[0]), betas=cfg.betas, bon_ns=[2 ** i for i in range(cfg.bon_max.bit_length())],
         ensemble=rm_dirs[1:], bon_prompts=cfg.bon_prompts, jobs=cfg.jobs,
         pipeline={"collect": collect, "reward_model": dict(rm_eval), "timings_s": stage.timings}))
