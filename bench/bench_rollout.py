@@ -11,11 +11,11 @@ threads on two cores, another busy process slows every engine several-fold.
 
 Engines: every engine of the registry (`tether.rollout.ENGINES`, so a new one is
 measured as soon as it joins): `torch` = `TorchSampler` (the default; a plain
-GPT-2 decodes through `FastGPT2Decoder`) and `hf` = `HFGenerateSampler`
-(`generate` plus the logits it needs for the same `Rollout`: ids, masks,
-log-probs); then `TorchSampler(fast=False)` (the path every other model
-takes: the model's own forward with a preallocated KV cache) and bare `model.generate`
-(token ids only, nothing else kept). A Llama always takes the model's own forward.
+GPT-2 decodes through `FastGPT2Decoder`, a Llama through `FastLlamaDecoder`) and
+`hf` = `HFGenerateSampler` (`generate` plus the logits it needs for the same
+`Rollout`: ids, masks, log-probs); then `TorchSampler(fast=False)` (the path every
+other model takes: the model's own forward with a preallocated KV cache) and bare
+`model.generate` (token ids only, nothing else kept).
 
     python bench/bench_rollout.py [--arch gpt2|llama] [--threads 2] [--batch 16 64] [--new-tokens 32] [--repeats 5]
 """

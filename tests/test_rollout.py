@@ -471,7 +471,7 @@ def test_decoders_write_every_step_into_one_preallocated_cache(decoder_class):
     prompt, prompt_mask = left_pad(PROMPTS, PAD)
     cfg = sampling(max_new_tokens=6)
     decoder = decoder_class(model, prompt_mask, cfg.max_new_tokens)
-    layers = decoder.caches if decoder_class is FastLlamaDecoder else next(iter(decoder.cache_kwargs.values())).layers
+    layers = decoder.caches
     written = []
     original_update = type(layers[0]).update
 

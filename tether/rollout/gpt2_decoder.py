@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tether.rollout.kv_cache import PrefixKVDecoder
+from tether.rollout.kv_cache import PrefixKVDecoder, attend
 
 
 def fast_gpt2_supported(model) -> bool:
@@ -79,7 +79,7 @@ class FastGPT2Decoder(PrefixKVDecoder):
 
     def __init__(self, model, prompt_mask: torch.Tensor, steps: int):
         config = model.config
-        super().__init__(prompt_mask, steps, config.n_layer)
+        super().__init__(prompt_mask, steps, config.n_layer, model.transformer.wte.weight.dtype)
         self.model = model
         self.heads, self.head_dim = config.n_head, config.n_embd // config.n_head
         self.scales = [(self.head_dim ** -0.5 if config.scale_attn_weights else 1.0)
@@ -88,7 +88,7 @@ class FastGPT2Decoder(PrefixKVDecoder):
 
     def last_logits(self, input_ids: torch.Tensor, position_ids: torch.Tensor,
                     attention_mask: torch.Tensor) -> torch.Tensor:
-        """Append T tokens (B, T) to the cache; attention_mask (B, 1, T, keys) is True where
+        """Append T tokens (B, T) to the cache; attention_mask (B, 1, T, keys) is 0 where
         query t may attend to key j. Returns the logits after the last token (B, V)."""
         batch, new = input_ids.shape
         gpt2 = self.model.transformer
@@ -97,7 +97,7 @@ class FastGPT2Decoder(PrefixKVDecoder):
             qkv = conv1d(layer_norm(h, block.ln_1), block.attn.c_attn).view(batch, new, 3, self.heads, self.head_dim)
             query, key, value = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, T, d_head)
             keys, values = cache.update(key, value)
-            attended = F.scaled_dot_product_attention(query, keys, values, attn_mask=attention_mask, scale=scale)
+            attended = attend(query, keys, values, attention_mask, scale)
             h = h + conv1d(attended.transpose(1, 2).reshape(batch, new, -1), block.attn.c_proj)
             h = h + conv1d(act(conv1d(layer_norm(h, block.ln_2), block.mlp.c_fc)), block.mlp.c_proj)
         head = self.model.lm_head

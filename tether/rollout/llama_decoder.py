@@ -20,10 +20,9 @@ attention scaled by 1/√d_head, with head i reading the keys of KV head i // (h
 import sys
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from tether.rollout.kv_cache import PrefixKVDecoder
+from tether.rollout.kv_cache import PrefixKVDecoder, attend
 
 # RoPE variants whose cos/sin depend on the position alone (no rescaling as the sequence grows).
 STATIC_ROPE_TYPES = ("default", "linear", "llama3")
@@ -93,7 +92,7 @@ class FastLlamaDecoder(PrefixKVDecoder):
     def __init__(self, model, prompt_mask: torch.Tensor, steps: int):
         self.model = unwrap_lora(model)
         base = self.model.model
-        super().__init__(prompt_mask, steps, len(base.layers))
+        super().__init__(prompt_mask, steps, len(base.layers), base.embed_tokens.weight.dtype)
         attention = base.layers[0].self_attn
         self.head_dim, self.groups, self.scale = attention.head_dim, attention.num_key_value_groups, attention.scaling
         self.apply_rotary = sys.modules[type(attention).__module__].apply_rotary_pos_emb
@@ -104,7 +103,7 @@ class FastLlamaDecoder(PrefixKVDecoder):
 
     def last_logits(self, input_ids: torch.Tensor, position_ids: torch.Tensor,
                     attention_mask: torch.Tensor) -> torch.Tensor:
-        """Append T tokens (B, T) to the cache; attention_mask (B, 1, T, keys) is True where
+        """Append T tokens (B, T) to the cache; attention_mask (B, 1, T, keys) is 0 where
         query t may attend to key j. Returns the logits after the last token (B, V)."""
         base = self.model.model
         h = base.embed_tokens(input_ids)  # (B, T, E)
@@ -131,5 +130,5 @@ class FastLlamaDecoder(PrefixKVDecoder):
         keys, values = cache.update(key, value)
         kv_heads = key.shape[1]
         grouped = query.reshape(batch, kv_heads, self.groups * new, self.head_dim)
-        attended = F.scaled_dot_product_attention(grouped, keys, values, attn_mask=mask, scale=self.scale)
+        attended = attend(grouped, keys, values, mask, self.scale)
         return attention.o_proj(attended.view(batch, -1, new, self.head_dim).transpose(1, 2).reshape(batch, new, -1))

@@ -17,8 +17,7 @@ from tether.rollout.gpt2_decoder import FastGPT2Decoder, fast_gpt2_supported
 from tether.rollout.llama_decoder import FastLlamaDecoder, fast_llama_supported
 from tether.rollout.interface import Rollout, SamplingConfig
 from tether.rollout.logprobs import accepts_logits_to_keep, cache_argument
-from tether.data.padding import position_ids_from_mask
-from tether.rollout.kv_cache import PrefixKVLayer, prompt_attention_mask, response_key_mask
+from tether.rollout.kv_cache import PrefixKVDecoder
 from tether.rollout.masks import left_pad, truncate_after_eos
 from tether.rollout.sampling import sample_next_token
 
@@ -105,40 +104,27 @@ def check_full_attention(model, total_length: int) -> None:
                          field="max_new_tokens")
 
 
-class ModelDecoder:
+class ModelDecoder(PrefixKVDecoder):
     """Decoding through the model's own forward (any causal LM) with a preallocated KV cache.
 
-    The cache is one `PrefixKVLayer` per layer; the attention mask is an additive 4D mask
-    (B, 1, queries, keys) built once and handed to the model as is, so the model skips its own
-    mask construction every step (transformers returns a 4D mask unchanged). Key j is open
-    (0) when it is a real prompt token or a response token (a step passes the first `length`
-    columns, all fed), −∞ (the dtype's minimum) otherwise. Recent transformers 5 releases rename the forward's `past_key_values`
-    to `cache`; models written for either name work, and a PEFT model is asked about the
-    model it wraps. `logits_to_keep=1` skips the LM head over the prompt when the model supports it.
+    The cache is transformers' `Cache` over the decoder's `PrefixKVLayer`s; the additive 4D
+    mask (B, 1, queries, keys) is handed to the model as is, so the model skips its own
+    mask construction every step (transformers returns a 4D mask unchanged). Recent
+    transformers 5 releases rename the forward's `past_key_values` to `cache`; models written
+    for either name work, and a PEFT model is asked about the model it wraps.
+    `logits_to_keep=1` skips the LM head over the prompt when the model supports it.
     """
 
     def __init__(self, model, prompt_mask: torch.Tensor, steps: int):
-        prompt_len = prompt_mask.shape[1]
-        check_full_attention(model, prompt_len + steps)
+        check_full_attention(model, prompt_mask.shape[1] + steps)
+        num_layers = model.config.get_text_config().num_hidden_layers
+        super().__init__(prompt_mask, steps, num_layers, next(model.parameters()).dtype)
         self.model = model
-        layers = [PrefixKVLayer(prompt_len + steps) for _ in range(model.config.get_text_config().num_hidden_layers)]
-        self.cache_kwargs = {cache_argument(model) or "past_key_values": Cache(layers=layers), "use_cache": True}
-        self.prefill_kwargs = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
-        self.dtype = next(model.parameters()).dtype
-        self.key_mask = additive_mask(response_key_mask(prompt_mask, steps), self.dtype)  # (B, 1, 1, P + R)
+        self.forward_kwargs = {cache_argument(model) or "past_key_values": Cache(layers=self.caches), "use_cache": True}
+        if accepts_logits_to_keep(model):
+            self.forward_kwargs["logits_to_keep"] = 1
 
-    def prefill(self, prompt: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
-        """Run the (B, P) left-padded prompt; return the logits for the first response token (B, V)."""
-        mask = additive_mask(prompt_attention_mask(prompt_mask), self.dtype)
-        return self.model(input_ids=prompt, attention_mask=mask, position_ids=position_ids_from_mask(prompt_mask),
-                          **self.cache_kwargs, **self.prefill_kwargs).logits[:, -1]
-
-    def decode(self, token_ids: torch.Tensor, position_ids: torch.Tensor, length: int) -> torch.Tensor:
-        """Feed one token per row (B, 1) at `position_ids` (B, 1); `length` = P + tokens so far. → (B, V)."""
-        return self.model(input_ids=token_ids, attention_mask=self.key_mask[..., :length], position_ids=position_ids,
-                          **self.cache_kwargs).logits[:, -1]
-
-
-def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Boolean mask → the additive one transformers adds to attention scores: 0 where allowed, else dtype's minimum."""
-    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, torch.finfo(dtype).min)
+    def last_logits(self, input_ids: torch.Tensor, position_ids: torch.Tensor,
+                    attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          **self.forward_kwargs).logits[:, -1]
