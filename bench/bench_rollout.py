@@ -11,11 +11,11 @@ threads on two cores, another busy process slows every engine several-fold.
 
 Engines: every engine of the registry (`tether.rollout.ENGINES`, so a new one is
 measured as soon as it joins): `torch` = `TorchSampler` (the default; a plain
-GPT-2 decodes through `FastGPT2Decoder`) and `hf` = `HFGenerateSampler`
-(`generate` plus the logits it needs for the same `Rollout`: ids, masks,
-log-probs); then `TorchSampler(fast_gpt2=False)` (the path every other model
-takes: the model's own forward with a preallocated KV cache) and bare `model.generate`
-(token ids only, nothing else kept). A Llama always takes the model's own forward.
+GPT-2 decodes through `FastGPT2Decoder`, a Llama through `FastLlamaDecoder`) and
+`hf` = `HFGenerateSampler` (`generate` plus the logits it needs for the same
+`Rollout`: ids, masks, log-probs); then `TorchSampler(fast=False)` (the path every
+other model takes: the model's own forward with a preallocated KV cache) and bare
+`model.generate` (token ids only, nothing else kept).
 
     python bench/bench_rollout.py [--arch gpt2|llama] [--threads 2] [--batch 16 64] [--new-tokens 32] [--repeats 5]
 """
@@ -101,7 +101,7 @@ def main(argv=None) -> None:
     n_params = sum(p.numel() for p in model.parameters())
     cfg = SamplingConfig(max_new_tokens=args.new_tokens, eos_token_id=EOS, pad_token_id=PAD)
     engines = {f"{name} ({engine.__name__})": engine() for name, engine in ENGINES.items()}
-    engines |= {"TorchSampler, HF fwd": TorchSampler(fast_gpt2=False), "model.generate": BareGenerate()}
+    engines |= {"TorchSampler, HF fwd": TorchSampler(fast=False), "model.generate": BareGenerate()}
     default = f"{DEFAULT_ENGINE} ({ENGINES[DEFAULT_ENGINE].__name__})"
     print(f"{args.arch} {n_params / 1e6:.2f}M parameters, torch {torch.__version__}, {args.threads} threads, "
           f"{args.new_tokens} new tokens, median of {args.repeats} runs")

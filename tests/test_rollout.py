@@ -11,13 +11,15 @@ from tether.rollout import (HFGenerateSampler, Rollout, SamplingConfig, TorchSam
                             no_eos_penalty, policy_forward, response_logits, response_logprobs, sample_next_token,
                             sequence_logprobs, top_k_filter, top_p_filter, truncate_after_eos)
 from tether.rollout.gpt2_decoder import fast_gpt2_supported
+from tether.rollout.llama_decoder import fast_llama_supported
+from tether.rollout.torch_sampler import FastLlamaDecoder, ModelDecoder, decoder_class
 
 VOCAB, EOS, PAD = 50, 1, 0
 PROMPTS = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14, 15, 16, 17], [18]]  # lengths 7, 2, 4, 1: left padding
 
 
-# Every engine and decoding path: the GPT-2 fast decoder, the model's own forward, Hugging Face generate.
-ENGINES = {"fast": TorchSampler(), "model": TorchSampler(fast_gpt2=False), "hf": HFGenerateSampler()}
+# Every engine and decoding path: the fast decoders, the model's own forward, Hugging Face generate.
+ENGINES = {"fast": TorchSampler(), "model": TorchSampler(fast=False), "hf": HFGenerateSampler()}
 engines = pytest.mark.parametrize("engine", ENGINES.values(), ids=ENGINES.keys())
 
 
@@ -37,14 +39,41 @@ def tiny_gpt2(eos_bias: float = 0.0, attn_implementation: str = "sdpa", **config
     return model
 
 
-def tiny_llama():
-    """Another architecture (rotary positions, grouped KV heads): always the model's own forward."""
+def tiny_llama(**config_overrides):
+    """Another architecture (rotary positions, grouped KV heads): `FastLlamaDecoder` or the model's own forward."""
     from transformers import LlamaConfig, LlamaForCausalLM
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
-                         bos_token_id=EOS, eos_token_id=EOS, pad_token_id=PAD)
-    return LlamaForCausalLM(config).eval()
+    settings = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                    num_key_value_heads=1, max_position_embeddings=64, bos_token_id=EOS, eos_token_id=EOS,
+                    pad_token_id=PAD)
+    return LlamaForCausalLM(LlamaConfig(**{**settings, **config_overrides})).eval()
+
+
+def tiny_llama3_rope():
+    """Llama 3's RoPE frequency scaling, 4 query heads on 2 KV heads of width 12, biases, tied embeddings."""
+    rope = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 8}
+    return tiny_llama(rope_parameters=rope, num_attention_heads=4, num_key_value_heads=2, head_dim=12,
+                      attention_bias=True, mlp_bias=True, tie_word_embeddings=True)
+
+
+def tiny_qwen2(**config_overrides):
+    """Qwen2: Llama's layer with biases on q, k and v (none on o); 4 query heads on 2 KV heads."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    torch.manual_seed(0)
+    settings = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, max_position_embeddings=64, bos_token_id=EOS, eos_token_id=EOS,
+                    pad_token_id=PAD)
+    model = Qwen2ForCausalLM(Qwen2Config(**{**settings, **config_overrides})).eval()
+    with torch.no_grad():  # random q/k/v biases (they start at zero), so that a dropped bias shows
+        for layer in model.model.layers:
+            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                proj.bias.normal_(std=0.5)
+    return model
+
+
+LLAMA_FAMILY = [pytest.param(tiny_llama, id="llama"), pytest.param(tiny_llama3_rope, id="llama3-rope"),
+                pytest.param(tiny_qwen2, id="qwen2")]
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +172,7 @@ def test_rollout_logprobs_equal_teacher_forced_logprobs(eos_model, engine, tempe
     pytest.param(lambda: tiny_gpt2(eos_bias=2.5, scale_attn_by_inverse_layer_idx=True, activation_function="relu"),
                  id="gpt2-layer-scaled-relu"),
     pytest.param(lambda: tiny_gpt2(eos_bias=2.5, attn_implementation="eager"), id="gpt2-eager"),
-    pytest.param(tiny_llama, id="llama"),
+    *LLAMA_FAMILY,
 ])
 @pytest.mark.parametrize("engine", [ENGINES["fast"], ENGINES["model"]], ids=["fast", "model"])
 def test_logprobs_equal_teacher_forced_logprobs_for_other_models(model, engine):
@@ -205,7 +234,9 @@ def test_sequence_logprobs_rejects_a_start_outside_the_sequence(model):
     (ENGINES["model"], lambda: tiny_gpt2(eos_bias=1.0, attn_implementation="eager")),
     (ENGINES["hf"], lambda: tiny_gpt2(eos_bias=1.0)),
     (ENGINES["model"], tiny_llama),
-], ids=["fast", "model", "model-eager", "hf", "model-llama"])
+    (ENGINES["fast"], tiny_llama),
+    (ENGINES["fast"], tiny_qwen2),
+], ids=["fast", "model", "model-eager", "hf", "model-llama", "fast-llama", "fast-qwen2"])
 def test_left_padding_does_not_change_a_greedy_response(engine, model):
     model = model()
     cfg = sampling(top_k=1)
@@ -267,6 +298,70 @@ def test_fast_gpt2_only_for_a_plain_gpt2_without_dropout():
     lora = get_peft_model(tiny_gpt2(), LoraConfig(r=2, target_modules=["c_attn"], fan_in_fan_out=True))
     assert not fast_gpt2_supported(lora)
     assert not fast_gpt2_supported(lora.get_base_model())  # the LoRA layers are injected in place
+
+
+@pytest.mark.parametrize("model", LLAMA_FAMILY)
+def test_fast_llama_decoder_samples_what_the_model_forward_samples(model):
+    model = model()
+    assert decoder_class(model) is FastLlamaDecoder and decoder_class(model, fast=False) is ModelDecoder
+    cfg = sampling(temperature=0.8, top_p=0.95)
+    fast = TorchSampler().generate(model, PROMPTS * 2, cfg, seeded(11))
+    slow = TorchSampler(fast=False).generate(model, PROMPTS * 2, cfg, seeded(11))
+    for name in ("response_ids", "response_mask", "ended_with_eos"):
+        assert torch.equal(getattr(fast, name), getattr(slow, name)), name
+    torch.testing.assert_close(fast.logprobs, slow.logprobs, rtol=0, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")  # raised by peft
+def test_fast_llama_only_where_it_reproduces_the_model():
+    from peft import LoraConfig, PrefixTuningConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+    assert fast_llama_supported(tiny_llama()) and fast_llama_supported(tiny_qwen2())
+    assert not fast_llama_supported(tiny_gpt2())
+    assert fast_llama_supported(tiny_llama().train())  # dropout 0: training mode changes nothing
+    assert not fast_llama_supported(tiny_llama(attention_dropout=0.1).train())
+    assert fast_llama_supported(tiny_llama(attention_dropout=0.1).eval())
+    assert not fast_llama_supported(tiny_qwen2(use_sliding_window=True, sliding_window=8, max_window_layers=0))
+    dynamic = {"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 2.0}
+    assert not fast_llama_supported(tiny_llama(rope_parameters=dynamic))  # its frequencies change with the length
+    subclassed = tiny_llama()
+    subclassed.__class__ = type("MyLlama", (LlamaForCausalLM,), {})
+    assert not fast_llama_supported(subclassed)
+    hooked = tiny_llama()
+    hooked.model.layers[1].mlp.register_forward_hook(lambda module, args, out: out * 2)
+    assert not fast_llama_supported(hooked)
+    replaced = tiny_llama()
+    replaced.model.layers[0].self_attn = torch.nn.Identity()
+    assert not fast_llama_supported(replaced)
+    lora = get_peft_model(tiny_llama(), LoraConfig(r=2, target_modules=["q_proj", "v_proj", "down_proj"],
+                                                   task_type="CAUSAL_LM"))
+    assert fast_llama_supported(lora)  # the decoder calls the LoRA layers as the model does
+    prefix = get_peft_model(tiny_llama(), PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=2))
+    assert not fast_llama_supported(prefix)  # prompt learning changes the forward, not a layer
+
+
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
+def test_lora_llama_is_sampled_with_its_adapters_on_and_off():
+    """The fast decoder runs peft's LoRA layers: the adapter shapes the log-probs, and `disable_adapter` removes it."""
+    from peft import LoraConfig, get_peft_model
+    adapter = LoraConfig(r=2, target_modules=["q_proj", "k_proj", "o_proj", "up_proj"], task_type="CAUSAL_LM",
+                         init_lora_weights=False)
+    policy = get_peft_model(tiny_llama(), adapter).eval()
+    assert decoder_class(policy) is FastLlamaDecoder
+    cfg = sampling(temperature=0.7)
+    rollout = TorchSampler().generate(policy, PROMPTS, cfg, seeded(9))
+    with torch.no_grad():
+        recomputed, _ = sequence_logprobs(policy, rollout.sequences, rollout.attention_mask,
+                                          rollout.prompt_ids.shape[1], 0.7)
+        without_adapter, _ = sequence_logprobs(tiny_llama(), rollout.sequences, rollout.attention_mask,
+                                               rollout.prompt_ids.shape[1], 0.7)
+    torch.testing.assert_close(rollout.logprobs, recomputed * rollout.response_mask, rtol=0, atol=1e-5)
+    assert (rollout.logprobs - without_adapter * rollout.response_mask).abs().max() > 1e-3
+    with policy.disable_adapter():
+        base = TorchSampler().generate(policy, PROMPTS, cfg, seeded(9))
+    reference = TorchSampler().generate(tiny_llama(), PROMPTS, cfg, seeded(9))
+    assert torch.equal(base.response_ids, reference.response_ids)
+    torch.testing.assert_close(base.logprobs, reference.logprobs, rtol=0, atol=1e-6)
 
 
 @pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
@@ -368,14 +463,15 @@ def test_too_long_for_the_model_is_an_input_error(model):
         TorchSampler().generate(model, PROMPTS, sampling(max_new_tokens=60), seeded())
 
 
-def test_model_decoder_writes_every_step_into_one_preallocated_cache():
-    """The generic path allocates each layer's keys and values once, P + R long, and returns views of them."""
-    from tether.rollout.torch_sampler import ModelDecoder, sample_loop
+@pytest.mark.parametrize("decoder_class", [ModelDecoder, FastLlamaDecoder])
+def test_decoders_write_every_step_into_one_preallocated_cache(decoder_class):
+    """Each layer's keys and values are allocated once, P + R long, and read back as views of them."""
+    from tether.rollout.torch_sampler import sample_loop
     model = tiny_llama()
     prompt, prompt_mask = left_pad(PROMPTS, PAD)
     cfg = sampling(max_new_tokens=6)
-    decoder = ModelDecoder(model, prompt_mask, cfg.max_new_tokens)
-    layers = next(iter(decoder.cache_kwargs.values())).layers
+    decoder = decoder_class(model, prompt_mask, cfg.max_new_tokens)
+    layers = decoder.caches
     written = []
     original_update = type(layers[0]).update
 
@@ -394,9 +490,12 @@ def test_model_decoder_writes_every_step_into_one_preallocated_cache():
 
 
 def test_a_rollout_beyond_a_sliding_window_is_an_input_error():
+    qwen2 = tiny_qwen2(use_sliding_window=True, sliding_window=8, max_window_layers=0)
+    with pytest.raises(InputError, match=r'"max_new_tokens": .* sliding window of 8 tokens'):
+        TorchSampler().generate(qwen2, PROMPTS, sampling(max_new_tokens=4), seeded())
     model = tiny_llama()
     model.config.sliding_window = 8
     with pytest.raises(InputError, match=r'"max_new_tokens": .* sliding window of 8 tokens'):
-        TorchSampler().generate(model, PROMPTS, sampling(max_new_tokens=4), seeded())
+        TorchSampler(fast=False).generate(model, PROMPTS, sampling(max_new_tokens=4), seeded())
     model.config.use_sliding_window = False  # a window the config names but the model does not use
-    TorchSampler().generate(model, PROMPTS, sampling(max_new_tokens=4), seeded())
+    TorchSampler(fast=False).generate(model, PROMPTS, sampling(max_new_tokens=4), seeded())

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tether.data.padding import position_ids_from_mask
+from tether.rollout.kv_cache import PrefixKVDecoder, attend
 
 
 def fast_gpt2_supported(model) -> bool:
@@ -70,7 +70,7 @@ def fast_activation(act: nn.Module):
     return gelu_tanh if type(act) is NewGELUActivation else act
 
 
-class FastGPT2Decoder:
+class FastGPT2Decoder(PrefixKVDecoder):
     """Decodes a plain GPT-2 from its own KV buffers (B, heads, P + R, d_head), filled left to right.
 
     Same interface as `ModelDecoder`: `prefill(prompt, prompt_mask)`, then
@@ -79,56 +79,26 @@ class FastGPT2Decoder:
 
     def __init__(self, model, prompt_mask: torch.Tensor, steps: int):
         config = model.config
+        super().__init__(prompt_mask, steps, config.n_layer, model.transformer.wte.weight.dtype)
         self.model = model
         self.heads, self.head_dim = config.n_head, config.n_embd // config.n_head
         self.scales = [(self.head_dim ** -0.5 if config.scale_attn_weights else 1.0)
                        / (i + 1 if config.scale_attn_by_inverse_layer_idx else 1) for i in range(config.n_layer)]
         self.activations = [fast_activation(block.mlp.act) for block in model.transformer.h]
-        batch, prompt_len = prompt_mask.shape
-        shape = (batch, self.heads, prompt_len + steps, self.head_dim)
-        weight = model.transformer.wte.weight
-        self.keys = [weight.new_empty(shape) for _ in range(config.n_layer)]
-        self.values = [weight.new_empty(shape) for _ in range(config.n_layer)]
-        self.length = 0  # buffer positions filled so far
-        # (B, 1, 1, P + R): which keys a new token may attend to; response columns are all True.
-        self.key_mask = torch.cat([prompt_mask.bool(), prompt_mask.new_ones(batch, steps, dtype=torch.bool)],
-                                  dim=1)[:, None, None, :]
-
-    def prefill(self, prompt: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
-        """Run the (B, P) left-padded prompt; return the logits for the first response token (B, V).
-
-        Query i attends to the real tokens at j ≤ i. A padding query attends to itself
-        only: its output is never read, but some SDPA backends return NaN for an
-        all-masked row, and NaN values times zero attention weights would reach the
-        real rows through the cache.
-        """
-        prompt_len = prompt.shape[1]
-        causal = torch.ones(prompt_len, prompt_len, dtype=torch.bool, device=prompt.device).tril()
-        itself = torch.eye(prompt_len, dtype=torch.bool, device=prompt.device)
-        mask = causal & (prompt_mask.bool()[:, None, :] | itself)  # (B, P queries, P keys)
-        return self.last_logits(prompt, position_ids_from_mask(prompt_mask), mask[:, None])
-
-    def decode(self, token_ids: torch.Tensor, position_ids: torch.Tensor, length: int) -> torch.Tensor:
-        """Feed one token per row (B, 1) at `position_ids` (B, 1); `length` = P + tokens so far. → (B, V)."""
-        return self.last_logits(token_ids, position_ids, self.key_mask[..., :length])
 
     def last_logits(self, input_ids: torch.Tensor, position_ids: torch.Tensor,
                     attention_mask: torch.Tensor) -> torch.Tensor:
-        """Append T tokens (B, T) to the cache; attention_mask (B, 1, T, keys) is True where
+        """Append T tokens (B, T) to the cache; attention_mask (B, 1, T, keys) is 0 where
         query t may attend to key j. Returns the logits after the last token (B, V)."""
         batch, new = input_ids.shape
-        start, end = self.length, self.length + new
         gpt2 = self.model.transformer
         h = F.embedding(input_ids, gpt2.wte.weight) + F.embedding(position_ids, gpt2.wpe.weight)  # (B, T, E)
-        for block, keys, values, scale, act in zip(gpt2.h, self.keys, self.values, self.scales, self.activations):
+        for block, cache, scale, act in zip(gpt2.h, self.caches, self.scales, self.activations):
             qkv = conv1d(layer_norm(h, block.ln_1), block.attn.c_attn).view(batch, new, 3, self.heads, self.head_dim)
             query, key, value = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, T, d_head)
-            keys[:, :, start:end] = key
-            values[:, :, start:end] = value
-            attended = F.scaled_dot_product_attention(query, keys[:, :, :end], values[:, :, :end],
-                                                      attn_mask=attention_mask, scale=scale)
+            keys, values = cache.update(key, value)
+            attended = attend(query, keys, values, attention_mask, scale)
             h = h + conv1d(attended.transpose(1, 2).reshape(batch, new, -1), block.attn.c_proj)
             h = h + conv1d(act(conv1d(layer_norm(h, block.ln_2), block.mlp.c_fc)), block.mlp.c_proj)
-        self.length = end
         head = self.model.lm_head
         return F.linear(layer_norm(h[:, -1], gpt2.ln_f), head.weight, head.bias)

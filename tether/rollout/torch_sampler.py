@@ -5,17 +5,19 @@ few dozen tiny ops, so Python and dispatch overhead, not arithmetic, sets the
 speed (DESIGN §7). The loop therefore does the least per step: one new token
 per row against a KV cache, attention masks and position ids that are views of
 buffers built once, and inverse-CDF sampling instead of `torch.multinomial`.
-A plain GPT-2 skips the Hugging Face module stack altogether (`gpt2_decoder`).
+A plain GPT-2 skips the Hugging Face module stack altogether (`gpt2_decoder`), and
+a Llama or Qwen2 runs its own submodules without the model-level wrapper (`llama_decoder`).
 """
 
 import torch
-from transformers.cache_utils import Cache, CacheLayerMixin
+from transformers.cache_utils import Cache
 
 from tether.errors import InputError
 from tether.rollout.gpt2_decoder import FastGPT2Decoder, fast_gpt2_supported
+from tether.rollout.llama_decoder import FastLlamaDecoder, fast_llama_supported
 from tether.rollout.interface import Rollout, SamplingConfig
 from tether.rollout.logprobs import accepts_logits_to_keep, cache_argument
-from tether.data.padding import position_ids_from_mask
+from tether.rollout.kv_cache import PrefixKVDecoder
 from tether.rollout.masks import left_pad, truncate_after_eos
 from tether.rollout.sampling import sample_next_token
 
@@ -30,13 +32,14 @@ class TorchSampler:
     The returned tensors are ordinary tensors (not inference tensors), so they
     can feed a training forward.
 
-    fast_gpt2: decode a plain GPT-2 with `FastGPT2Decoder` (the same numbers to
-    float rounding, 1.7–2× faster at the built-in world's size); False always
-    calls the model's own forward.
+    fast: decode a plain GPT-2 with `FastGPT2Decoder` and a Llama or Qwen2 with
+    `FastLlamaDecoder` where they reproduce the model (the same numbers to float
+    rounding, faster at the built-in world's size: bench/bench_rollout.py); False
+    always calls the model's own forward (`ModelDecoder`).
     """
 
-    def __init__(self, fast_gpt2: bool = True):
-        self.fast_gpt2 = fast_gpt2
+    def __init__(self, fast: bool = True):
+        self.fast = fast
 
     def generate(self, model, prompt_ids: list[list[int]], cfg: SamplingConfig,
                  generator: torch.Generator | None = None) -> Rollout:
@@ -44,13 +47,21 @@ class TorchSampler:
         prompt, prompt_mask = left_pad(prompt_ids, cfg.pad_token_id, device)
         check_fits_context(model, prompt.shape[1] + cfg.max_new_tokens)
         with torch.inference_mode():
-            decoder_class = FastGPT2Decoder if self.fast_gpt2 and fast_gpt2_supported(model) else ModelDecoder
-            decoder = decoder_class(model, prompt_mask, cfg.max_new_tokens)
+            decoder = decoder_class(model, self.fast)(model, prompt_mask, cfg.max_new_tokens)
             sampled, logprobs = sample_loop(decoder, prompt, prompt_mask, cfg, generator)
         response_ids, response_mask, ended_with_eos = truncate_after_eos(sampled, cfg.eos_token_id, cfg.pad_token_id)
         return Rollout(prompt_ids=prompt, prompt_mask=prompt_mask, response_ids=response_ids,
                        response_mask=response_mask, logprobs=logprobs * response_mask,
                        ended_with_eos=ended_with_eos)
+
+
+def decoder_class(model, fast: bool = True):
+    """The decoder for `model`: a fast one where it reproduces the model's forward (if `fast`), else `ModelDecoder`."""
+    if fast and fast_gpt2_supported(model):
+        return FastGPT2Decoder
+    if fast and fast_llama_supported(model):
+        return FastLlamaDecoder
+    return ModelDecoder
 
 
 def check_fits_context(model, total_length: int) -> None:
@@ -81,46 +92,6 @@ def sample_loop(decoder, prompt: torch.Tensor, prompt_mask: torch.Tensor, cfg: S
     return sampled[:, :t + 1], logprobs[:, :t + 1]
 
 
-class PrefixKVLayer(CacheLayerMixin):
-    """One layer's keys and values in buffers (B, heads, P + R, d_head) allocated once, on the first update.
-
-    `update` writes the new tokens after the filled ones and returns the filled prefix as views,
-    so a decoding step neither allocates nor concatenates (a `DynamicCache` grows by `torch.cat`
-    every step) and attention reads only the keys written so far (a transformers `StaticCache`
-    returns the whole buffer, unfilled slots too).
-    """
-
-    def __init__(self, max_length: int):
-        super().__init__()
-        self.max_length, self.length = max_length, 0
-
-    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        batch, heads, _, _ = key_states.shape
-        self.keys = key_states.new_empty(batch, heads, self.max_length, key_states.shape[-1])
-        self.values = value_states.new_empty(batch, heads, self.max_length, value_states.shape[-1])
-        self.dtype, self.device = key_states.dtype, key_states.device
-        self.is_initialized = True
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        start, end = self.length, self.length + key_states.shape[-2]
-        self.keys[:, :, start:end] = key_states
-        self.values[:, :, start:end] = value_states
-        self.length = end
-        return self.keys[:, :, :end], self.values[:, :, :end]
-
-    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        """(key length, key offset) of the next forward's attention mask."""
-        return self.length + query_length, 0
-
-    def get_seq_length(self) -> int:
-        return self.length
-
-    def get_max_length(self) -> int:
-        return self.max_length
-
-
 def check_full_attention(model, total_length: int) -> None:
     """InputError for a sliding-window model whose rollout outgrows its window: the decoder's masks
     let every token see all earlier ones, as full attention does."""
@@ -133,48 +104,27 @@ def check_full_attention(model, total_length: int) -> None:
                          field="max_new_tokens")
 
 
-class ModelDecoder:
+class ModelDecoder(PrefixKVDecoder):
     """Decoding through the model's own forward (any causal LM) with a preallocated KV cache.
 
-    The cache is one `PrefixKVLayer` per layer; the attention mask is an additive 4D mask
-    (B, 1, queries, keys) built once and handed to the model as is, so the model skips its own
-    mask construction every step (transformers returns a 4D mask unchanged). Key j is open
-    (0) when it is a real prompt token or a response token already fed, −∞ (the dtype's
-    minimum) otherwise. Recent transformers 5 releases rename the forward's `past_key_values`
-    to `cache`; models written for either name work, and a PEFT model is asked about the
-    model it wraps. `logits_to_keep=1` skips the LM head over the prompt when the model supports it.
+    The cache is transformers' `Cache` over the decoder's `PrefixKVLayer`s; the additive 4D
+    mask (B, 1, queries, keys) is handed to the model as is, so the model skips its own
+    mask construction every step (transformers returns a 4D mask unchanged). Recent
+    transformers 5 releases rename the forward's `past_key_values` to `cache`; models written
+    for either name work, and a PEFT model is asked about the model it wraps.
+    `logits_to_keep=1` skips the LM head over the prompt when the model supports it.
     """
 
     def __init__(self, model, prompt_mask: torch.Tensor, steps: int):
-        batch, prompt_len = prompt_mask.shape
-        check_full_attention(model, prompt_len + steps)
+        check_full_attention(model, prompt_mask.shape[1] + steps)
+        num_layers = model.config.get_text_config().num_hidden_layers
+        super().__init__(prompt_mask, steps, num_layers, next(model.parameters()).dtype)
         self.model = model
-        layers = [PrefixKVLayer(prompt_len + steps) for _ in range(model.config.get_text_config().num_hidden_layers)]
-        self.cache_kwargs = {cache_argument(model) or "past_key_values": Cache(layers=layers), "use_cache": True}
-        self.prefill_kwargs = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
-        dtype = next(model.parameters()).dtype
-        self.closed = torch.finfo(dtype).min
-        # (B, 1, 1, P + R): the real prompt tokens open; response columns open as their tokens are fed.
-        real = torch.cat([prompt_mask.bool(), prompt_mask.new_zeros(batch, steps, dtype=torch.bool)], dim=1)
-        self.key_mask = torch.zeros(batch, 1, 1, prompt_len + steps, dtype=dtype, device=prompt_mask.device)
-        self.key_mask.masked_fill_(~real[:, None, None, :], self.closed)
+        self.forward_kwargs = {cache_argument(model) or "past_key_values": Cache(layers=self.caches), "use_cache": True}
+        if accepts_logits_to_keep(model):
+            self.forward_kwargs["logits_to_keep"] = 1
 
-    def prefill(self, prompt: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
-        """Run the (B, P) left-padded prompt; return the logits for the first response token (B, V).
-
-        Query i attends to the real tokens at j ≤ i; a padding query attends to itself only
-        (an all-masked row is NaN in some SDPA backends, and would reach real rows through the cache).
-        """
-        prompt_len = prompt.shape[1]
-        causal = torch.ones(prompt_len, prompt_len, dtype=torch.bool, device=prompt.device).tril()
-        itself = torch.eye(prompt_len, dtype=torch.bool, device=prompt.device)
-        allowed = causal & (prompt_mask.bool()[:, None, :] | itself)  # (B, P queries, P keys)
-        mask = torch.zeros(allowed.shape, dtype=self.key_mask.dtype, device=prompt.device).masked_fill_(~allowed, self.closed)
-        return self.model(input_ids=prompt, attention_mask=mask[:, None], position_ids=position_ids_from_mask(prompt_mask),
-                          **self.cache_kwargs, **self.prefill_kwargs).logits[:, -1]
-
-    def decode(self, token_ids: torch.Tensor, position_ids: torch.Tensor, length: int) -> torch.Tensor:
-        """Feed one token per row (B, 1) at `position_ids` (B, 1); `length` = P + tokens so far. → (B, V)."""
-        self.key_mask[..., length - 1] = 0  # the token fed now
-        return self.model(input_ids=token_ids, attention_mask=self.key_mask[..., :length], position_ids=position_ids,
-                          **self.cache_kwargs).logits[:, -1]
+    def last_logits(self, input_ids: torch.Tensor, position_ids: torch.Tensor,
+                    attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          **self.forward_kwargs).logits[:, -1]
