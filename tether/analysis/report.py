@@ -19,7 +19,7 @@ from importlib import resources
 from string import Template
 
 from tether.analysis.detectors import count_filler, gold_proxy_gap, is_refusal, is_repetitive
-from tether.analysis.findings import Findings, decide_findings, peak_status, reward_delta, sweep_fits
+from tether.analysis.findings import MIN_FIT_R2, Findings, decide_findings, peak_status, reward_delta, sweep_fits
 from tether.analysis.formats import fmt, pct, signed
 from tether.analysis.frontier import Fit, fixed_beta_rows, row_sqrt_kl
 from tether.analysis.schema import ROW_KINDS, check_sweep, is_number
@@ -150,7 +150,7 @@ def _optimum_table(rows: list[dict], optimum: list[dict]) -> str:
 def _frontier_plot(rows: list[dict], fits: dict[str, Fit], optimum: list[dict]) -> str:
     from tether.analysis.plots import plot_frontier
     return _img(plot_frontier(rows, fits, optimum), "plot-frontier",
-                "Gold and proxy reward gain over SFT against square-root KL, PPO per beta and best-of-n, with fits")
+                "Gold and proxy reward gain over SFT against square-root KL, each method's runs with its fit")
 
 
 def _summary_section(data: dict, f: Findings) -> str:
@@ -167,8 +167,10 @@ def _frontier_section(fits: dict[str, Fit], optimum: list[dict], rows: list[dict
         body += _optimum_table(rows, optimum)
     intro = ("The plot at the top (What happened): reward gained over the SFT policy against d = √KL(π ‖ π_ref), as in "
              "Gao, Schulman & Hilton (2022). "
-             "Dashed: least-squares fits R_rl(d) = d(α − κ log d) to the PPO points and "
-             "R_bon(d) = d(α − κ d) to best-of-n, where KL_bon = log n − (n − 1)/n. A gold curve that rises "
+             "Dashed, in each method's colour: its least-squares fit, R_rl(d) = d(α − κ log d) to the points of PPO, "
+             "RLOO, GRPO and DPO, R_bon(d) = d(α − κ d) to best-of-n, where KL_bon = log n − (n − 1)/n; a method "
+             f"whose fit explains less than R² = {MIN_FIT_R2:g} of its points is drawn as points only (“no fit”). "
+             "A gold curve that rises "
              "then falls while the proxy keeps rising is overoptimisation. A peak beyond the largest measured "
              "√KL is an extrapolation. Dotted: π* ∝ π_ref·exp(r/β), the exact optimum of r − β·KL for each β "
              "of the sweep, estimated by reweighting the best-of-n samples of the SFT policy (its KL cannot "
