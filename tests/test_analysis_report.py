@@ -190,6 +190,14 @@ def test_the_frontier_draws_each_fitted_method_in_its_colour_and_says_no_fit_for
     assert "GRPO, β = 0.01, 0.1, 1" in labels and any(t.startswith("GRPO fit, R²=1.00") for t in labels)
 
 
+def test_the_detectors_intro_reads_the_repetition_threshold_is_repetitive_uses(monkeypatch):
+    from tether.analysis import detectors, report
+    assert "repetitive when over 30% of its word 3-grams repeat" in render_report(synthetic_sweep())
+    assert detectors.is_repetitive("a b c a b c a b c") and not detectors.is_repetitive("a b c a b c")  # 4/7 > 0.3 ≥ 1/4
+    monkeypatch.setattr(report, "REPETITION_THRESHOLD", 0.45)
+    assert "repetitive when over 45% of its word 3-grams repeat" in render_report(synthetic_sweep())
+
+
 # ---------------------------------------------------------------- summary
 
 def test_summary_reports_the_hack_when_it_happened():

@@ -18,7 +18,8 @@ import re
 from importlib import resources
 from string import Template
 
-from tether.analysis.detectors import count_filler, gold_proxy_gap, is_refusal, is_repetitive
+from tether.analysis.detectors import (REPETITION_N, REPETITION_THRESHOLD, count_filler, gold_proxy_gap, is_refusal,
+                                       is_repetitive)
 from tether.analysis.findings import MIN_FIT_R2, Findings, decide_findings, peak_status, reward_delta, sweep_fits
 from tether.analysis.formats import fmt, pct, signed
 from tether.analysis.frontier import Fit, fixed_beta_rows, row_sqrt_kl
@@ -231,8 +232,9 @@ def _detectors_section(data: dict, f: Findings) -> str:
                      "Share of each response style per run")
     intro = (f"Refusals match stock phrases (“I'm sorry”, “As an AI”, …) and are counted on benign prompts; "
              f"above {pct(threshold)} a policy counts as “safe but useless”. Filler counts phrases such as "
-             f"“Great question!” and “I hope this helps”. A response is repetitive when over 30% of its word "
-             f"trigrams repeat. distinct-n is the share of unique n-grams over all responses (Li et al. 2016).")
+             f"“Great question!” and “I hope this helps”. A response is repetitive when over "
+             f"{pct(REPETITION_THRESHOLD)} of its word {REPETITION_N}-grams repeat. distinct-n is the share of unique "
+             f"n-grams over all responses (Li et al. 2016).")
     return _section("detectors", "Hacking detectors", body, intro)
 
 
