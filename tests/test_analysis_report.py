@@ -414,3 +414,29 @@ def test_summary_and_frontier_compare_ppo_with_the_kl_regularised_optimum():
     assert "PPO against the KL-regularised optimum" in page and page.count("<tr>") > len(BETAS)
     data.pop("optimum")
     assert "π*" not in " ".join(summarize(data)) and "KL-regularised optimum" not in render_report(data)
+
+
+def test_the_report_shows_dpos_implicit_margin_beside_the_reward_models_on_the_same_pairs():
+    """A sweep.json from before rm_margin/rm_accuracy is read as it was (no table, no sentence); with them the
+    frontier section has the table (each DPO run, then the reward model) and the summary one sentence."""
+    data = synthetic_sweep()
+    dpo = [{"kind": "dpo", "label": f"DPO β={b:g}", "beta": b, "kl": 0.5 / b, "proxy_reward": 0.5, "gold_reward": 0.3,
+            "dpo_margin": 2 * b, "dpo_accuracy": acc} for b, acc in ((0.1, 0.625), (1.0, 0.875))]
+    data["rows"] += dpo
+    check_sweep(data)
+    page = render_report(data)
+    assert "against the reward model on the same" not in page and "implicit reward ranked" not in " ".join(summarize(data))
+    for row in dpo:
+        row.update(rm_margin=0.75, rm_accuracy=0.5, rm_n_pairs=64)
+    check_sweep(data)
+    page = render_report(data)
+    table = page[page.index("against the reward model on the same 64 held-out pairs"):]
+    table = table[:table.index("</table>")]
+    cells = re.findall(r'<td class="[a-z]+">([^<]*)</td>', table)
+    assert cells == ["DPO β=0.1", "0.1", "0.2", "62%", "DPO β=1", "1", "2", "88%", "reward model", "—", "0.75", "50%"]
+    text = " ".join(summarize(data))
+    assert ("On the 64 held-out pairs DPO was evaluated on, its implicit reward ranked 62%–88% as the labels did "
+            "(best: DPO β=1) and the reward model 50%: DPO's implicit reward ranks more of them as labelled") in text
+    data["rows"][-1]["rm_accuracy"] = "half"
+    with pytest.raises(InputError, match="rm_accuracy"):
+        check_sweep(data)
