@@ -113,12 +113,17 @@ def drawn_fit(fits: dict, reward: str, kind: str):
     return None if fit is None or peak_status(fit) == "no fit" else fit
 
 
+def _short_name(kind: str) -> str:
+    """"PPO", "RLOO", "GRPO", "DPO", "best-of-n": the method's name in `ROW_KINDS` without ", fixed β"."""
+    return ROW_KINDS[kind].split(",")[0]
+
+
 def _method_label(kind: str, rows: list[dict], fits: dict, reward: str) -> str:
     """A method's legend entry: its name ("GRPO, β = 0.01, 0.1, 1": the β list where its points are not all
     annotated), and "no fit" (with the R² that was too low) when no fit of it is drawn."""
     label = ROW_KINDS[kind]
     if kind not in ("ppo", "bon"):
-        label = f"{label.split(',')[0]}, β = " + ", ".join(f"{r['beta']:g}" for r in rows)
+        label = f"{_short_name(kind)}, β = " + ", ".join(format(r["beta"], "g") for r in rows if r.get("beta") is not None)
     if drawn_fit(fits, reward, kind) is not None:
         return label
     fit = fits.get(fit_key(reward, kind))
@@ -164,7 +169,7 @@ def _frontier_panel(ax, rows: list[dict], fits: dict, reward: str, optimum: list
         _method_points(ax, method_rows, kind, key, _method_label(kind, method_rows, fits, reward), shades)
         fit = drawn_fit(fits, reward, kind)
         if fit is not None:
-            _draw_fit(ax, fit, d_max, METHOD_STYLES[kind][0], ROW_KINDS[kind].split(",")[0], "fit:" + fit_key(reward, kind))
+            _draw_fit(ax, fit, d_max, METHOD_STYLES[kind][0], _short_name(kind), "fit:" + fit_key(reward, kind))
     for i, r in enumerate(others):
         ax.plot([row_sqrt_kl(r)], [r[key]], marker=OTHER_MARKERS.get(r["kind"], "P"), ms=8, ls="none",
                 color=OTHER_COLORS[i % len(OTHER_COLORS)], mec="black", mew=0.5, label=r["label"], zorder=4)
