@@ -437,6 +437,10 @@ def test_the_report_shows_dpos_implicit_margin_beside_the_reward_models_on_the_s
     text = " ".join(summarize(data))
     assert ("On the 64 held-out pairs DPO was evaluated on, its implicit reward ranked 62%–88% as the labels did "
             "(best: DPO β=1) and the reward model 50%: DPO's implicit reward ranks more of them as labelled") in text
+    data["rows"][-2]["dpo_accuracy"] = 0.874  # shown as 87%, beside 88%: a range
+    assert "ranked 87%–88% as the labels did" in " ".join(summarize(data))
+    data["rows"][-2]["dpo_accuracy"] = 0.876  # both shown as 88%: one number
+    assert "ranked 88% as the labels did" in " ".join(summarize(data))
     data["rows"][-1]["rm_accuracy"] = "half"
     with pytest.raises(InputError, match="rm_accuracy"):
         check_sweep(data)

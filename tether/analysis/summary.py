@@ -272,8 +272,8 @@ RANKING_WORDS = {"more": "DPO's implicit reward ranks more of them as labelled t
 def _implicit_ranking_sentence(r: ImplicitRanking | None) -> str | None:
     if r is None:
         return None
-    accuracies = sorted(run["dpo_accuracy"] for run in r.runs)
-    ranked = pct(accuracies[0]) if len(accuracies) == 1 else f"{pct(accuracies[0])}–{pct(accuracies[-1])}"
+    lowest, highest = (pct(min(run["dpo_accuracy"] for run in r.runs)), pct(r.best["dpo_accuracy"]))
+    ranked = highest if lowest == highest else f"{lowest}–{highest}"
     pairs = f"the {fmt(r.n_pairs)} held-out pairs" if r.n_pairs else "the held-out pairs"
     noise = ("" if r.standard_error is None else
              f" (gap {signed(100 * r.gap)} points; {r.n_standard_errors:g} standard errors: "
