@@ -208,3 +208,28 @@ def test_methods_on_one_frontier_compare_gold_at_a_common_kl_and_name_who_peaks_
     assert by_kind["ppo"].gold_at_common == pytest.approx(float(by_kind["ppo"].fit.predict(2.0)))
     assert m.most_gold_at_common == "ppo" and m.first_to_peak == "dpo"
     assert by_kind["dpo"].fit.peak_d < by_kind["ppo"].fit.peak_d
+
+
+def dpo_row(beta, dpo_accuracy, rm_accuracy=0.25, rm_n_pairs=6, **fields) -> dict:
+    return {"kind": "dpo", "label": f"DPO β={beta:g}", "beta": beta, "kl": 1.0, "dpo_margin": beta, "dpo_accuracy": dpo_accuracy,
+            "rm_margin": 0.5, "rm_accuracy": rm_accuracy, "rm_n_pairs": rm_n_pairs, **fields}
+
+
+@pytest.mark.parametrize("n, verdict", [(6, "as many"), (7, "more")])
+def test_dpo_ranks_more_held_out_pairs_than_the_reward_model_beyond_two_standard_errors(n, verdict):
+    """Best DPO 0.75 against the reward model's 0.25: SE = √((0.75·0.25 + 0.25·0.75)/n), at n = 6 exactly 0.25,
+    so the gap 0.5 sits on 2 SE (as many); one pair more and it is beyond (more)."""
+    from tether.analysis.findings import RANKING_STANDARD_ERRORS
+    assert RANKING_STANDARD_ERRORS == 2.0
+    r = decide(dpo_row(1.0, 0.75, rm_n_pairs=n), dpo_row(0.1, 0.5, rm_n_pairs=n), ppo(0.1)).implicit_ranking
+    assert [run["beta"] for run in r.runs] == [0.1, 1.0] and r.best["beta"] == 1.0
+    assert (r.gap, r.rm_accuracy, r.rm_margin, r.n_pairs) == (0.5, 0.25, 0.5, n)
+    assert r.standard_error == pytest.approx((0.375 / n) ** 0.5) and r.verdict == verdict
+
+
+def test_dpo_ranking_fewer_pairs_and_the_rows_without_the_reward_models_numbers():
+    assert decide(dpo_row(1.0, 0.25, rm_accuracy=0.75, rm_n_pairs=7)).implicit_ranking.verdict == "fewer"
+    assert decide(dpo_row(1.0, 0.5, rm_accuracy=0.5, rm_n_pairs=None)).implicit_ranking.verdict == "as many"  # no n: equal only
+    assert decide(dpo_row(1.0, 0.5, rm_accuracy=0.25, rm_n_pairs=None)).implicit_ranking.standard_error is None
+    old = {k: v for k, v in dpo_row(1.0, 0.75).items() if not k.startswith("rm_")}  # a sweep.json from before the fields
+    assert decide(old, ppo(0.1)).implicit_ranking is None

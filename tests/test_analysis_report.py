@@ -14,8 +14,8 @@ import pytest
 from tether.analysis.findings import peak_status, sweep_findings
 from tether.analysis.formats import fmt, pct, signed
 from tether.analysis.frontier import Fit, frontier_fits
-from tether.analysis.plots import (plot_detectors, plot_frontier, plot_learning_curves, plot_rm_curves,
-                                   plot_style_shares)
+from tether.analysis.plots import (METHOD_STYLES, frontier_figure, plot_detectors, plot_frontier, plot_learning_curves,
+                                   plot_rm_curves, plot_style_shares)
 from tether.analysis.report import render_report, write_report
 from tether.analysis.schema import SCHEMA_VERSION, check_sweep
 from tether.analysis.summary import summarize
@@ -162,6 +162,40 @@ def test_plots_cope_with_missing_data():
     assert _is_png(plot_detectors(proxy_only))
     assert _is_png(plot_learning_curves({}))
     assert _is_png(plot_rm_curves([{"step": 1, "train/loss": 0.7}]))
+
+
+def test_the_frontier_draws_each_fitted_method_in_its_colour_and_says_no_fit_for_the_others():
+    """PPO, GRPO and best-of-n fit (R² ≈ 1); DPO's gold zig-zags (R² < MIN_FIT_R2); RLOO has one point (no fit at all).
+    Read from the figure's artists: one dashed line per fitted method, none for the others, whose legend says "no fit"."""
+    def row(kind, beta, d, gold, proxy):
+        return {"kind": kind, "label": f"{kind} {beta}", "beta": beta, "kl": d * d, "gold_delta": gold, "proxy_delta": proxy}
+    rl = lambda d, a=0.6, k=0.7: d * (a - k * math.log(d))
+    rows = ([row("ppo", b, d, rl(d), d) for b, d in ((1.0, 0.5), (0.1, 1.0), (0.01, 2.0))]
+            + [row("grpo", b, d, rl(d, 0.4), d) for b, d in ((1.0, 0.4), (0.1, 1.2), (0.01, 2.4))]
+            + [row("dpo", b, d, g, d) for b, d, g in ((1.0, 0.5, 0.4), (0.3, 0.8, -0.3), (0.1, 1.1, 0.5), (0.03, 1.5, -0.4))]
+            + [row("rloo", 0.1, 1.0, 0.2, 0.5)]
+            + [{"kind": "bon", "label": f"best-of-{n}", "n": n, "kl": d * d, "gold_delta": d * (0.5 - 0.25 * d),
+                "proxy_delta": d} for n, d in ((2, 0.44), (4, 0.8), (16, 1.35))])
+    fits = frontier_fits(rows)
+    assert peak_status(fits["gold_dpo"]) == "no fit" and "gold_rloo" not in fits
+    gold_ax = frontier_figure(rows, fits).axes[0]
+    fitted = {line.get_gid(): line for line in gold_ax.get_lines() if (line.get_gid() or "").startswith("fit:")}
+    assert set(fitted) == {"fit:gold_rl", "fit:gold_grpo", "fit:gold_bon"}
+    for gid, kind in (("fit:gold_rl", "ppo"), ("fit:gold_grpo", "grpo"), ("fit:gold_bon", "bon")):
+        assert fitted[gid].get_color() == METHOD_STYLES[kind][0] and fitted[gid].get_linestyle() == "--"
+    curve = fitted["fit:gold_grpo"]
+    assert curve.get_ydata() == pytest.approx(fits["gold_grpo"].predict(curve.get_xdata()))
+    labels = [text.get_text() for text in gold_ax.get_legend().get_texts()]
+    assert "DPO, β = 0.03, 0.1, 0.3, 1 (no fit: R²=" in " ".join(labels) and "RLOO, β = 0.1 (no fit)" in labels
+    assert "GRPO, β = 0.01, 0.1, 1" in labels and any(t.startswith("GRPO fit, R²=1.00") for t in labels)
+
+
+def test_the_detectors_intro_reads_the_repetition_threshold_is_repetitive_uses(monkeypatch):
+    from tether.analysis import detectors, report
+    assert "repetitive when over 30% of its word 3-grams repeat" in render_report(synthetic_sweep())
+    assert detectors.is_repetitive("a b c a b c a b c") and not detectors.is_repetitive("a b c a b c")  # 4/7 > 0.3 ≥ 1/4
+    monkeypatch.setattr(report, "REPETITION_THRESHOLD", 0.45)
+    assert "repetitive when over 45% of its word 3-grams repeat" in render_report(synthetic_sweep())
 
 
 # ---------------------------------------------------------------- summary
@@ -380,3 +414,33 @@ def test_summary_and_frontier_compare_ppo_with_the_kl_regularised_optimum():
     assert "PPO against the KL-regularised optimum" in page and page.count("<tr>") > len(BETAS)
     data.pop("optimum")
     assert "π*" not in " ".join(summarize(data)) and "KL-regularised optimum" not in render_report(data)
+
+
+def test_the_report_shows_dpos_implicit_margin_beside_the_reward_models_on_the_same_pairs():
+    """A sweep.json from before rm_margin/rm_accuracy is read as it was (no table, no sentence); with them the
+    frontier section has the table (each DPO run, then the reward model) and the summary one sentence."""
+    data = synthetic_sweep()
+    dpo = [{"kind": "dpo", "label": f"DPO β={b:g}", "beta": b, "kl": 0.5 / b, "proxy_reward": 0.5, "gold_reward": 0.3,
+            "dpo_margin": 2 * b, "dpo_accuracy": acc} for b, acc in ((0.1, 0.625), (1.0, 0.875))]
+    data["rows"] += dpo
+    check_sweep(data)
+    page = render_report(data)
+    assert "against the reward model on the same" not in page and "implicit reward ranked" not in " ".join(summarize(data))
+    for row in dpo:
+        row.update(rm_margin=0.75, rm_accuracy=0.5, rm_n_pairs=64)
+    check_sweep(data)
+    page = render_report(data)
+    table = page[page.index("against the reward model on the same 64 held-out pairs"):]
+    table = table[:table.index("</table>")]
+    cells = re.findall(r'<td class="[a-z]+">([^<]*)</td>', table)
+    assert cells == ["DPO β=0.1", "0.1", "0.2", "62%", "DPO β=1", "1", "2", "88%", "reward model", "—", "0.75", "50%"]
+    text = " ".join(summarize(data))
+    assert ("On the 64 held-out pairs DPO was evaluated on, its implicit reward ranked 62%–88% as the labels did "
+            "(best: DPO β=1) and the reward model 50%: DPO's implicit reward ranks more of them as labelled") in text
+    data["rows"][-2]["dpo_accuracy"] = 0.874  # shown as 87%, beside 88%: a range
+    assert "ranked 87%–88% as the labels did" in " ".join(summarize(data))
+    data["rows"][-2]["dpo_accuracy"] = 0.876  # both shown as 88%: one number
+    assert "ranked 88% as the labels did" in " ".join(summarize(data))
+    data["rows"][-1]["rm_accuracy"] = "half"
+    with pytest.raises(InputError, match="rm_accuracy"):
+        check_sweep(data)

@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from conftest import make_policy, make_tokenizer
 from tether.cli import main
 from tether.models import reward_model_from_policy
-from tether.pipelines.dpo import DPOConfig, run_dpo, sequence_logprobs
+from tether.pipelines.dpo import DPOConfig, all_pair_logprobs, held_out_pairs, run_dpo, sequence_logprobs
 from tether.runlog import read_metrics
 from test_reward_pipeline import no_load_bars, save_world_policy, world_pairs, write_jsonl  # noqa: F401 (fixture)
 
@@ -97,3 +97,44 @@ def test_dpo_rejects_label_smoothing_outside_the_sigmoid_loss(world, tmp_path):
     from tether.errors import InputError
     with pytest.raises(InputError, match="label_smoothing"):
         dpo_config(world, tmp_path, loss="ipo", label_smoothing=0.1)
+
+
+def test_held_out_pairs_are_those_dpo_reports_its_margin_on(world, tmp_path):
+    """With a split of --data the held-out pairs are drawn from the seed: DPO's implicit margin β·(h_w − h_l),
+    recomputed on `held_out_pairs` from the saved policy and the reference, is the one `run_dpo` reported."""
+    from tether.data import tokenize_pairs
+    cfg = dpo_config(world, tmp_path / "split", eval_data=None, eval_fraction=0.25, beta=0.5, seed=3)
+    result = run_dpo(cfg)
+    tokenizer = AutoTokenizer.from_pretrained(world["policy"])
+    pairs = held_out_pairs(cfg, tokenizer)
+    assert len(pairs) == result["n_eval"] == 30
+    tokens = tokenize_pairs(pairs, tokenizer, cfg.max_length, cfg.truncation)
+    logps = [all_pair_logprobs(AutoModelForCausalLM.from_pretrained(path), tokens, 64, tokenizer.pad_token_id)
+             for path in (tmp_path / "split" / "model", world["policy"])]
+    (chosen, rejected), (ref_chosen, ref_rejected) = logps
+    margin = (0.5 * ((chosen - ref_chosen) - (rejected - ref_rejected))).mean().item()
+    assert margin == pytest.approx(result["eval/rewards/margins"], abs=1e-4) and abs(margin) > 1e-3
+
+
+def test_the_reward_models_margin_on_dpos_held_out_pairs_is_a_hand_computation(world, tmp_path):
+    """Three pairs, each response scored alone by the reward model: the mean of r(x, y_w) − r(x, y_l) and the share
+    of pairs with r(x, y_w) > r(x, y_l), as the sweep stores them beside every DPO row."""
+    from tether.data import encode_prompt, encode_response
+    from tether.models import load_reward_model, score_sequences
+    from tether.pipelines.scoring import RewardFunction
+    from tether.pipelines.sweep import reward_model_margins
+    pairs = world_pairs(3, seed=5)
+    cfg = dpo_config(world, tmp_path / "unused", eval_data=str(write_jsonl(tmp_path / "three.jsonl", pairs)),
+                     reward_model=str(world["rm"]), eval_prompts=str(world["prompts"]))
+    tokenizer = AutoTokenizer.from_pretrained(world["policy"])
+    got = reward_model_margins(cfg, tokenizer, RewardFunction([str(world["rm"])], tokenizer, torch.device("cpu")))
+    rm = load_reward_model(world["rm"], torch.device("cpu"))
+
+    def r(prompt, response):
+        ids = encode_prompt(tokenizer, prompt) + encode_response(tokenizer, response)
+        return score_sequences(rm, torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long)).item()
+
+    margins = [r(p["prompt"], p["chosen"]) - r(p["prompt"], p["rejected"]) for p in pairs]
+    assert got["rm_n_pairs"] == 3 and got["rm_margin"] == pytest.approx(sum(margins) / 3, abs=1e-5)
+    assert got["rm_accuracy"] == pytest.approx(sum(m > 0 for m in margins) / 3)
+    assert not (tmp_path / "unused").exists()

@@ -75,7 +75,7 @@ def test_sweep_has_a_ppo_row_per_beta_and_best_of_n_rows_with_their_analytic_kl(
 
 def test_demo_puts_grpo_and_dpo_on_the_frontier_with_kl_measured_like_ppo(demo):
     """A row per (method, β), each a finished run whose KL comes from its own samples against the reference; DPO's
-    held-out implicit margin beside the reward model's score; a gold fit per method with two or more points."""
+    held-out implicit margin beside the reward model's margin on the same pairs; a gold fit per method with two or more points."""
     rows, sweep = demo["sweep"]["rows"], demo["sweep"]
     for kind, betas in (("grpo", QUICK.grpo_betas), ("dpo", QUICK.dpo_betas)):
         runs = [r for r in rows if r["kind"] == kind]
@@ -84,6 +84,10 @@ def test_demo_puts_grpo_and_dpo_on_the_frontier_with_kl_measured_like_ppo(demo):
             finished = json.loads((demo["out"] / "sweep" / row["run_dir"] / "eval.json").read_text())
             assert row["kl"] == finished["kl"] and row["kl"] >= 0 and math.isfinite(row["gold_reward"])
     assert all(math.isfinite(r["dpo_margin"]) and 0 <= r["dpo_accuracy"] <= 1 for r in rows if r["kind"] == "dpo")
+    rm = sweep["pipeline"]["reward_model"]  # `rm eval` on the pairs DPO holds out (collect_eval): the same numbers
+    for row in (r for r in rows if r["kind"] == "dpo"):
+        assert row["rm_n_pairs"] == rm["n_pairs"] and row["rm_margin"] == pytest.approx(rm["mean_margin"], abs=1e-4)
+        assert row["rm_accuracy"] == pytest.approx(rm["accuracy"], abs=1.5 / rm["n_pairs"])  # a near-tie may flip
     assert {"gold_grpo", "gold_dpo"} <= set(sweep["fits"])
     assert any(p.startswith("Methods on one frontier") for p in summarize(sweep))
 

@@ -88,7 +88,13 @@ def distinct_n(texts: list[str], n: int) -> float:
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
-def repetition_rate(text: str, n: int = 3) -> float:
+REPETITION_N = 3
+"""`is_repetitive` counts repeats among word n-grams of this n (trigrams)."""
+REPETITION_THRESHOLD = 0.3
+"""A response whose `repetition_rate` exceeds this share is repetitive (`is_repetitive`)."""
+
+
+def repetition_rate(text: str, n: int = REPETITION_N) -> float:
     """Share of the text's n-grams that repeat an earlier one: 1 − |unique| / |all|.
 
     "a b c a b c" has trigrams abc, bca, cab, abc → 1 − 3/4 = 0.25. 0.0 for fewer than n words.
@@ -97,7 +103,7 @@ def repetition_rate(text: str, n: int = 3) -> float:
     return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
 
 
-def is_repetitive(text: str, n: int = 3, threshold: float = 0.3) -> bool:
+def is_repetitive(text: str, n: int = REPETITION_N, threshold: float = REPETITION_THRESHOLD) -> bool:
     """True when `repetition_rate(text, n)` exceeds `threshold` (strictly)."""
     return repetition_rate(text, n) > threshold
 

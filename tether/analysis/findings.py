@@ -6,6 +6,7 @@ decides anything. Rows are those of `sweep.json` (`tether.analysis.schema.Row`);
 is its `sft_baseline`, the policy every gain is measured from.
 """
 
+import math
 from dataclasses import dataclass
 
 from tether.analysis.frontier import FIT_KINDS, Fit, fixed_beta_rows, frontier_fits
@@ -25,6 +26,9 @@ MIN_FIT_R2 = 0.5
 """A fit explaining less of its points' variance than this (R²) is reported as no fit: it predicts nothing."""
 OPTIMUM_LIMIT_SHARE = 0.9
 """π*'s estimated KL at or above this share of its bound log n is "at the estimate's limit"."""
+RANKING_STANDARD_ERRORS = 2.0
+"""DPO's held-out accuracy and the reward model's on the same pairs differ when their gap exceeds this many standard
+errors of the gap; within it the two rank the pairs alike (`implicit_ranking`)."""
 
 
 def reward_delta(row: dict, sft: dict, reward: str) -> float | None:
@@ -255,6 +259,7 @@ class Findings:
     other_runs: list[OtherRun]
     reward_model: RewardModelAccuracy | None
     methods: "MethodComparison | None" = None
+    implicit_ranking: "ImplicitRanking | None" = None
 
     @property
     def readable_hacks(self) -> list[str]:
@@ -422,6 +427,40 @@ def _methods(rows: list[dict], sft: dict, fits: dict[str, Fit]) -> MethodCompari
                             min(peaking, key=lambda p: p.fit.peak_d).kind if peaking else None)
 
 
+@dataclass(frozen=True)
+class ImplicitRanking:
+    """DPO's implicit reward β·log π/π_ref against the reward model on the same held-out pairs (the DPO rows'
+    `dpo_*` and `rm_*`): the DPO run ranking the most pairs as labelled, the gap of its accuracy over the reward
+    model's, the gap's standard error √(p_dpo(1 − p_dpo)/n + p_rm(1 − p_rm)/n) (the two treated as independent
+    binomials; None without n), and `verdict`: "more", "fewer" or "as many" pairs ranked as labelled than the
+    reward model, "as many" when the gap is within RANKING_STANDARD_ERRORS standard errors."""
+    runs: list[dict]  # the DPO rows with both accuracies, by β
+    best: dict
+    rm_accuracy: float
+    rm_margin: float | None
+    n_pairs: int | None
+    gap: float  # best's dpo_accuracy − rm_accuracy
+    standard_error: float | None
+    verdict: str
+    n_standard_errors: float  # RANKING_STANDARD_ERRORS, for the words
+
+
+def implicit_ranking(rows: list[dict]) -> ImplicitRanking | None:
+    """The comparison above over the DPO rows with `dpo_accuracy` and `rm_accuracy`; None when there is none.
+    The reward model's numbers are one per sweep (they do not depend on β): the first such row's."""
+    runs = sorted((r for r in rows if r["kind"] == "dpo" and is_number(r.get("dpo_accuracy"))
+                   and is_number(r.get("rm_accuracy"))), key=lambda r: r.get("beta") or 0)
+    if not runs:
+        return None
+    best, rm = max(runs, key=lambda r: r["dpo_accuracy"]), runs[0]
+    gap, n = best["dpo_accuracy"] - rm["rm_accuracy"], rm.get("rm_n_pairs")
+    se = (None if not n else
+          math.sqrt((best["dpo_accuracy"] * (1 - best["dpo_accuracy"]) + rm["rm_accuracy"] * (1 - rm["rm_accuracy"])) / n))
+    within = abs(gap) <= RANKING_STANDARD_ERRORS * se if se is not None else gap == 0
+    return ImplicitRanking(runs, best, rm["rm_accuracy"], rm.get("rm_margin"), n, gap, se,
+                           "as many" if within else ("more" if gap > 0 else "fewer"), RANKING_STANDARD_ERRORS)
+
+
 def decide_findings(data: Sweep) -> Findings:
     """Every finding of a `sweep.json` that passed `schema.check_sweep`."""
     sft = data.get("sft_baseline") or {}
@@ -436,4 +475,4 @@ def decide_findings(data: Sweep) -> Findings:
         optimum=_optimum(ppo, data.get("optimum") or []), best_of_n=_best_of_n(bon, ppo, sft),
         fit_peaks=_fit_peaks(sweep_fits(data)), other_runs=[_other_run(r, ppo, sft) for r in others],
         reward_model=_reward_model(data.get("pipeline") or {}),
-        methods=_methods(data["rows"], sft, sweep_fits(data)))
+        methods=_methods(data["rows"], sft, sweep_fits(data)), implicit_ranking=implicit_ranking(data["rows"]))

@@ -6,8 +6,9 @@ directly (no pyplot), so nothing changes global matplotlib state and no display
 is needed. Rows are those of `sweep.json` (`tether.analysis.schema.Row`).
 
 Colours are fixed across figures: fixed-β PPO runs go from dark (small β, loose
-tether) to light (large β) along viridis; best-of-n is orange; the SFT reference
-is black or grey.
+tether) to light (large β) along viridis; best-of-n is orange; on the frontier each
+other method has a colour and marker of its own (`METHOD_STYLES`) and mitigation
+runs are grey; the SFT reference is black or grey.
 """
 
 import functools
@@ -20,15 +21,19 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from tether.analysis.findings import REFUSAL_THRESHOLD, peak_status
-from tether.analysis.frontier import fixed_beta_rows, row_sqrt_kl
+from tether.analysis.frontier import FIT_KINDS, fixed_beta_rows, row_sqrt_kl
+from tether.analysis.schema import ROW_KINDS
 from tether.io import atomic_open
 
 DPI = 120
 BON_COLOR = "#d55e00"
 OPTIMUM_COLOR = "#009e73"
-FIT_COLORS = {"rl": "#2c3e70", "bon": BON_COLOR}
+METHOD_STYLES = {"ppo": ("#2c3e70", "o"), "rloo": ("#56b4e9", "v"), "grpo": ("#cc79a7", "P"), "dpo": ("#8c564b", "X"),
+                 "bon": (BON_COLOR, "o")}
+"""Method (row kind) → (colour, marker) on the frontier; its fit is dashed in the colour (PPO's points are shaded by β)."""
 OTHER_MARKERS = {"ppo_adaptive": "D", "ppo_ensemble": "s", "ppo_early_stop": "^"}
-OTHER_COLORS = ["#cc79a7", "#009e73", "#e69f00", "#56b4e9", "#7f7f7f"]
+OTHER_COLORS = ["#7f7f7f", "#c7c7c7", "#4d4d4d", "#a3a3a3"]
+"""Mitigation rows: greys, apart from the methods' colours."""
 STYLE = {
     "font.size": 10, "axes.titlesize": 11, "axes.titleweight": "bold", "axes.labelsize": 10,
     "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
@@ -79,58 +84,98 @@ def _no_data(ax, message: str) -> None:
     ax.set_yticks([])
 
 
-def _fit_label(fit) -> str:
-    formula = "d(α − κ·log d)" if fit.kind == "rl" else "d(α − κ·d)"
-    r2 = "—" if fit.r2 is None else f"{fit.r2:.2f}"
-    who = "PPO" if fit.kind == "rl" else "best-of-n"
-    return f"{who} fit {formula}, R²={r2}"
+def _fit_label(name: str, fit) -> str:
+    """"PPO fit, R²=0.88, peak √KL=0.75" (the peak only where the fit predicts one within reach)."""
+    label = f"{name} fit, R²={fit.r2:.2f}"
+    return label + (f", peak √KL={fit.peak_d:.2f}" if peak_status(fit) in ("measured", "extrapolated") else "")
 
 
-def _draw_fit(ax, fit, d_max: float) -> None:
-    """The fitted curve over its own points' range (to `d_max` when the fit does not record it)."""
+def _draw_fit(ax, fit, d_max: float, color, name: str, gid: str) -> None:
+    """The fitted curve over its own points' range (to `d_max` when the fit does not record it), dashed in the
+    method's colour, its predicted peak an open circle; the line's `gid` is "fit:" + the fit's name in `fits`."""
     d_max = min(d_max, 1.1 * fit.d_max) if fit.d_max is not None else d_max
     grid = np.linspace(0.0, d_max, 200)
-    ax.plot(grid, fit.predict(grid), ls="--", lw=1.4, color=FIT_COLORS[fit.kind], alpha=0.9,
-            label=_fit_label(fit))
+    ax.plot(grid, fit.predict(grid), ls="--", lw=1.4, color=color, alpha=0.9, label=_fit_label(name, fit), gid=gid)
     peak = fit.peak_d
     if peak_status(fit) in ("measured", "extrapolated") and 0 < peak <= d_max:
-        ax.plot([peak], [fit.peak_reward], marker="o", ms=8, mfc="none", mec=FIT_COLORS[fit.kind], mew=1.5,
-                ls="none", label=f"predicted peak, √KL={peak:.2f}")
+        ax.plot([peak], [fit.peak_reward], marker="o", ms=8, mfc="none", mec=color, mew=1.5, ls="none")
+
+
+def fit_key(reward: str, kind: str) -> str:
+    """The key in `fits` of method `kind`'s fit of `reward`: "gold_rl" for PPO, else "gold_" + kind (`FIT_KINDS`)."""
+    return f"{reward}_" + next(name for name, row_kind in FIT_KINDS.items() if row_kind == kind)
+
+
+def drawn_fit(fits: dict, reward: str, kind: str):
+    """The `Fit` of method `kind` ("ppo", "rloo", "grpo", "dpo", "bon") for `reward`, or None when it has none or
+    its fit explains too little to draw (`peak_status` "no fit": R² below `findings.MIN_FIT_R2`)."""
+    fit = fits.get(fit_key(reward, kind))
+    return None if fit is None or peak_status(fit) == "no fit" else fit
+
+
+def _short_name(kind: str) -> str:
+    """"PPO", "RLOO", "GRPO", "DPO", "best-of-n": the method's name in `ROW_KINDS` without ", fixed β"."""
+    return ROW_KINDS[kind].split(",")[0]
+
+
+def _method_label(kind: str, rows: list[dict], fits: dict, reward: str) -> str:
+    """A method's legend entry: its name ("GRPO, β = 0.01, 0.1, 1": the β list where its points are not all
+    annotated), and "no fit" (with the R² that was too low) when no fit of it is drawn."""
+    label = ROW_KINDS[kind]
+    if kind not in ("ppo", "bon"):
+        label = f"{_short_name(kind)}, β = " + ", ".join(format(r["beta"], "g") for r in rows if r.get("beta") is not None)
+    if drawn_fit(fits, reward, kind) is not None:
+        return label
+    fit = fits.get(fit_key(reward, kind))
+    return label + (" (no fit)" if fit is None or fit.r2 is None else f" (no fit: R²={fit.r2:.2f})")
+
+
+def _method_points(ax, rows: list[dict], kind: str, key: str, label: str, beta_shades: dict) -> None:
+    """One method's points; PPO's shaded by β (`beta_colors`) and each annotated, best-of-n joined by a line and each
+    annotated with its n; another method's annotated at its smallest and largest β only (its legend lists them all)."""
+    color, marker = METHOD_STYLES[kind]
+    d, y = [row_sqrt_kl(r) for r in rows], [r[key] for r in rows]
+    if kind == "bon":
+        ax.plot(d, y, marker=marker, ms=4.5, lw=1.3, color=color, label=label, zorder=3)
+    else:
+        fill = [beta_shades[r["label"]] for r in rows] if kind == "ppo" else color
+        ax.scatter(d, y, s=46, zorder=4, c=fill, marker=marker, edgecolors="black", linewidths=0.5, label=label)
+    for i, (r, x, v) in enumerate(zip(rows, d, y)):
+        if kind not in ("ppo", "bon") and 0 < i < len(rows) - 1:
+            continue
+        if kind == "bon":
+            text = f"n={r['n']}" if r.get("n") is not None else r["label"]
+        else:
+            text = f"β={r['beta']:g}" if r.get("beta") is not None else r["label"]
+        ax.annotate(text, (x, v), xytext=(4, -11) if kind == "bon" else (5, 4), textcoords="offset points",
+                    fontsize=7.5, color="#333" if kind == "ppo" else color)
 
 
 def _frontier_panel(ax, rows: list[dict], fits: dict, reward: str, optimum: list[dict]) -> None:
     key = f"{reward}_delta"
     ax.axhline(0.0, color="#999", lw=0.8)
-    colors = beta_colors(rows)
     placed = [r for r in rows if r.get(key) is not None and (r.get("kl") is not None or r.get("sqrt_kl") is not None)]
-    ppo = fixed_beta_rows(placed)
-    bon = sorted((r for r in placed if r.get("kind") == "bon"), key=lambda r: r.get("n") or 0)
-    others = [r for r in placed if r.get("kind") not in ("ppo", "bon")]
+    by_kind = {kind: sorted((r for r in placed if r.get("kind") == kind and (kind != "ppo" or r.get("beta") is not None)),
+                            key=lambda r: r.get("n" if kind == "bon" else "beta") or 0) for kind in METHOD_STYLES}
+    others = [r for r in placed if r.get("kind") not in METHOD_STYLES]
     optimum = sorted((o for o in optimum if o.get(key) is not None), key=lambda o: -o["beta"])
-    d_all = [row_sqrt_kl(r) for r in ppo + bon + others + optimum] or [1.0]
+    d_all = [row_sqrt_kl(r) for r in placed + optimum] or [1.0]
     d_max = max(d_all) * 1.08
     ax.plot([0], [0], marker="*", ms=13, color="black", ls="none", label="SFT (reference)", zorder=5)
-    if ppo:
-        ax.scatter([row_sqrt_kl(r) for r in ppo], [r[key] for r in ppo], s=46, zorder=4,
-                   c=[colors[r["label"]] for r in ppo], edgecolors="black", linewidths=0.5, label="PPO, fixed β")
-        for r in ppo:
-            ax.annotate(r["label"], (row_sqrt_kl(r), r[key]), xytext=(5, 4), textcoords="offset points",
-                        fontsize=8, color="#333")
-    if bon:
-        ax.plot([row_sqrt_kl(r) for r in bon], [r[key] for r in bon], marker="o", ms=4.5, lw=1.3,
-                color=BON_COLOR, label="best-of-n", zorder=3)
-        for r in bon:
-            ax.annotate(f"n={r['n']}" if r.get("n") is not None else r["label"], (row_sqrt_kl(r), r[key]),
-                        xytext=(4, -11), textcoords="offset points", fontsize=7.5, color=BON_COLOR)
+    shades = beta_colors(rows)
+    for kind, method_rows in by_kind.items():
+        if not method_rows:
+            continue
+        _method_points(ax, method_rows, kind, key, _method_label(kind, method_rows, fits, reward), shades)
+        fit = drawn_fit(fits, reward, kind)
+        if fit is not None:
+            _draw_fit(ax, fit, d_max, METHOD_STYLES[kind][0], _short_name(kind), "fit:" + fit_key(reward, kind))
     for i, r in enumerate(others):
         ax.plot([row_sqrt_kl(r)], [r[key]], marker=OTHER_MARKERS.get(r["kind"], "P"), ms=8, ls="none",
                 color=OTHER_COLORS[i % len(OTHER_COLORS)], mec="black", mew=0.5, label=r["label"], zorder=4)
     if optimum:
         ax.plot([row_sqrt_kl(o) for o in optimum], [o[key] for o in optimum], marker="x", ms=6, lw=1.2, ls=":",
                 color=OPTIMUM_COLOR, label="π* ∝ π_ref·e^(r/β) (reweighted SFT samples)", zorder=3)
-    for kind in ("rl", "bon"):
-        if f"{reward}_{kind}" in fits:
-            _draw_fit(ax, fits[f"{reward}_{kind}"], d_max)
     ax.set_xlim(left=-0.02 * d_max, right=d_max * 1.12)
     ax.set_xlabel(SQRT_KL_LABEL)
     ax.set_ylabel(f"{reward} reward − SFT's")
@@ -139,18 +184,24 @@ def _frontier_panel(ax, rows: list[dict], fits: dict, reward: str, optimum: list
 
 
 @_styled
-def plot_frontier(rows: list[dict], fits: dict, optimum: list[dict] | None = None, path=None) -> bytes:
-    """Gold and proxy reward gain over SFT against d = √KL, with the Gao et al. (2022) fits dashed.
+def frontier_figure(rows: list[dict], fits: dict, optimum: list[dict] | None = None) -> Figure:
+    """Gold and proxy reward gain over SFT against d = √KL: each method's points in its colour and marker
+    (`METHOD_STYLES`), its Gao et al. (2022) fit dashed in the same colour where the fit holds (`drawn_fit`).
 
-    `fits` maps "gold_rl", "gold_bon", "proxy_rl", "proxy_bon" to `Fit`s (any may be
-    missing); `optimum` (sweep.json's) is drawn dotted. The gold panel is left out
-    when no row has a gold reward.
+    `fits` maps "{gold|proxy}_{rl|bon|rloo|grpo|dpo}" to `Fit`s (any may be missing; "rl" is PPO's);
+    `optimum` (sweep.json's) is drawn dotted. The gold panel is left out when no row has a gold reward.
     """
     rewards = [w for w in ("gold", "proxy") if any(r.get(f"{w}_delta") is not None for r in rows)] or ["proxy"]
     fig = _figure(6.2 * len(rewards), 6.0)
     for ax, reward in zip(_subplots(fig, 1, len(rewards)), rewards):
         _frontier_panel(ax, rows, fits, reward, optimum or [])
-    return _png(fig, path)
+    return fig
+
+
+@_styled
+def plot_frontier(rows: list[dict], fits: dict, optimum: list[dict] | None = None, path=None) -> bytes:
+    """`frontier_figure` as PNG bytes (written to `path` too when given)."""
+    return _png(frontier_figure(rows, fits, optimum), path)
 
 
 LEARNING_CURVE_PANELS = (

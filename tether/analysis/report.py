@@ -18,8 +18,10 @@ import re
 from importlib import resources
 from string import Template
 
-from tether.analysis.detectors import count_filler, gold_proxy_gap, is_refusal, is_repetitive
-from tether.analysis.findings import Findings, decide_findings, peak_status, reward_delta, sweep_fits
+from tether.analysis.detectors import (REPETITION_N, REPETITION_THRESHOLD, count_filler, gold_proxy_gap, is_refusal,
+                                       is_repetitive)
+from tether.analysis.findings import (MIN_FIT_R2, Findings, ImplicitRanking, decide_findings, peak_status, reward_delta,
+                                      sweep_fits)
 from tether.analysis.formats import fmt, pct, signed
 from tether.analysis.frontier import Fit, fixed_beta_rows, row_sqrt_kl
 from tether.analysis.schema import ROW_KINDS, check_sweep, is_number
@@ -147,10 +149,21 @@ def _optimum_table(rows: list[dict], optimum: list[dict]) -> str:
                   caption="PPO against the KL-regularised optimum (dotted above)")
 
 
+def _implicit_ranking_table(r: ImplicitRanking) -> str:
+    """Each DPO run's implicit reward margin and accuracy beside the reward model's, on the same held-out pairs."""
+    out = [[run["label"], fmt(run.get("beta")), fmt(run.get("dpo_margin")), pct(run["dpo_accuracy"])] for run in r.runs]
+    out.append(["reward model", "—", fmt(r.rm_margin), pct(r.rm_accuracy)])
+    pairs = "the same held-out pairs" if r.n_pairs is None else f"the same {fmt(r.n_pairs)} held-out pairs"
+    return _table(["ranker", "β", "mean margin", "accuracy"], out,
+                  caption=f"DPO's implicit reward β·log π/π_ref against the reward model on {pairs} (margin: mean "
+                          f"r(chosen) − r(rejected); accuracy: share ranked as labelled). They are the sweep's "
+                          f"--dpo-eval-data, else a split of --dpo-data, which the reward model may have learned from")
+
+
 def _frontier_plot(rows: list[dict], fits: dict[str, Fit], optimum: list[dict]) -> str:
     from tether.analysis.plots import plot_frontier
     return _img(plot_frontier(rows, fits, optimum), "plot-frontier",
-                "Gold and proxy reward gain over SFT against square-root KL, PPO per beta and best-of-n, with fits")
+                "Gold and proxy reward gain over SFT against square-root KL, each method's runs with its fit")
 
 
 def _summary_section(data: dict, f: Findings) -> str:
@@ -161,14 +174,19 @@ def _summary_section(data: dict, f: Findings) -> str:
     return _section("summary", "What happened", f'{top}<h3>Details</h3><div class="summary">{details}</div>')
 
 
-def _frontier_section(fits: dict[str, Fit], optimum: list[dict], rows: list[dict]) -> str:
+def _frontier_section(fits: dict[str, Fit], optimum: list[dict], rows: list[dict],
+                      ranking: ImplicitRanking | None = None) -> str:
     body = _fits_table(fits) if fits else _missing("Too few points for a fit (need two distinct √KL > 0).")
     if optimum:
         body += _optimum_table(rows, optimum)
+    if ranking is not None:
+        body += _implicit_ranking_table(ranking)
     intro = ("The plot at the top (What happened): reward gained over the SFT policy against d = √KL(π ‖ π_ref), as in "
              "Gao, Schulman & Hilton (2022). "
-             "Dashed: least-squares fits R_rl(d) = d(α − κ log d) to the PPO points and "
-             "R_bon(d) = d(α − κ d) to best-of-n, where KL_bon = log n − (n − 1)/n. A gold curve that rises "
+             "Dashed, in each method's colour: its least-squares fit, R_rl(d) = d(α − κ log d) to the points of PPO, "
+             "RLOO, GRPO and DPO, R_bon(d) = d(α − κ d) to best-of-n, where KL_bon = log n − (n − 1)/n; a method "
+             f"whose fit explains less than R² = {MIN_FIT_R2:g} of its points is drawn as points only (“no fit”). "
+             "A gold curve that rises "
              "then falls while the proxy keeps rising is overoptimisation. A peak beyond the largest measured "
              "√KL is an extrapolation. Dotted: π* ∝ π_ref·exp(r/β), the exact optimum of r − β·KL for each β "
              "of the sweep, estimated by reweighting the best-of-n samples of the SFT policy (its KL cannot "
@@ -229,8 +247,9 @@ def _detectors_section(data: dict, f: Findings) -> str:
                      "Share of each response style per run")
     intro = (f"Refusals match stock phrases (“I'm sorry”, “As an AI”, …) and are counted on benign prompts; "
              f"above {pct(threshold)} a policy counts as “safe but useless”. Filler counts phrases such as "
-             f"“Great question!” and “I hope this helps”. A response is repetitive when over 30% of its word "
-             f"trigrams repeat. distinct-n is the share of unique n-grams over all responses (Li et al. 2016).")
+             f"“Great question!” and “I hope this helps”. A response is repetitive when over "
+             f"{pct(REPETITION_THRESHOLD)} of its word {REPETITION_N}-grams repeat. distinct-n is the share of unique "
+             f"n-grams over all responses (Li et al. 2016).")
     return _section("detectors", "Hacking detectors", body, intro)
 
 
@@ -282,7 +301,8 @@ def render_report(data: dict) -> str:
         _summary_section(data, findings),
         _pipeline_section(pipeline),
         _reward_model_section(pipeline),
-        _frontier_section(sweep_fits(data), data.get("optimum") or [], data["rows"]) if data["rows"] else
+        _frontier_section(sweep_fits(data), data.get("optimum") or [], data["rows"], findings.implicit_ranking)
+        if data["rows"] else
         _section("frontier", "Reward–KL frontier", _missing("The sweep has no runs.")),
         _curves_section(findings),
         _detectors_section(data, findings) if data["rows"] else

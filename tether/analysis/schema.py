@@ -20,7 +20,8 @@ SCHEMA_VERSION = 1
 
 NUMBER_FIELDS = ("beta", "n", "kl", "sqrt_kl", "proxy_reward", "gold_reward", "proxy_delta", "gold_delta",
                  "refusal_rate", "benign_refusal_rate", "filler_per_response", "repetition_rate", "mean_length",
-                 "distinct_1", "distinct_2", "entropy", "dpo_margin", "dpo_accuracy")
+                 "distinct_1", "distinct_2", "entropy", "dpo_margin", "dpo_accuracy", "rm_margin", "rm_accuracy",
+                 "rm_n_pairs")
 """The row keys that hold a finite number or null."""
 ROW_KINDS = {"ppo": "PPO, fixed β", "bon": "best-of-n", "ppo_adaptive": "PPO, adaptive KL",
              "ppo_ensemble": "PPO, RM ensemble", "ppo_early_stop": "PPO, early stop",
@@ -72,6 +73,9 @@ class Row(TypedDict, total=False):
     rm_gold_agreement: float | None  # share of same-prompt sample pairs the reward model orders as gold does
     dpo_margin: float | None  # a DPO row's implicit reward margin β·h on held-out pairs (TRL's eval rewards/margins)
     dpo_accuracy: float | None  # its share of held-out pairs with a positive margin
+    rm_margin: float | None  # a DPO row's: the reward model's mean r(chosen) − r(rejected) on the same held-out pairs
+    rm_accuracy: float | None  # and its share of them with r(chosen) > r(rejected) (a tie ½, as dpo_accuracy)
+    rm_n_pairs: int | None  # the pairs the reward model scored (fewer only where its length rule skips some)
     steps_done: int | None  # PPO iterations run (fewer when the early-stop row stopped)
     early_stop: dict | None  # {"step", "reason"} when the early-stop row stopped
     style_shares: dict[str, float] | None  # the world's style → share of responses

@@ -4,8 +4,8 @@ Every sentence is written from a `tether.analysis.findings.Findings`: the rules 
 thresholds live there; this module only chooses the words for what was decided.
 """
 
-from tether.analysis.findings import (MIN_FIT_R2, BenignRefusals, BestOfNPeak, Findings, FitPeak, OptimumComparison, Reference,
-                                      RewardModelAccuracy, Rise, decide_findings)
+from tether.analysis.findings import (MIN_FIT_R2, BenignRefusals, BestOfNPeak, Findings, FitPeak, ImplicitRanking,
+                                      OptimumComparison, Reference, RewardModelAccuracy, Rise, decide_findings)
 from tether.analysis.formats import fmt, pct, signed
 from tether.analysis.frontier import row_sqrt_kl
 from tether.analysis.schema import ROW_KINDS, check_sweep
@@ -263,6 +263,25 @@ def _methods_paragraph(f: Findings) -> str | None:
     return text
 
 
+RANKING_WORDS = {"more": "DPO's implicit reward ranks more of them as labelled than the reward model does",
+                 "fewer": "DPO's implicit reward ranks fewer of them as labelled than the reward model does",
+                 "as many": "within the noise, DPO's implicit reward ranks them as well as the reward model does"}
+"""`ImplicitRanking.verdict` → the words for it."""
+
+
+def _implicit_ranking_sentence(r: ImplicitRanking | None) -> str | None:
+    if r is None:
+        return None
+    lowest, highest = (pct(min(run["dpo_accuracy"] for run in r.runs)), pct(r.best["dpo_accuracy"]))
+    ranked = highest if lowest == highest else f"{lowest}–{highest}"
+    pairs = f"the {fmt(r.n_pairs)} held-out pairs" if r.n_pairs else "the held-out pairs"
+    noise = ("" if r.standard_error is None else
+             f" (gap {signed(100 * r.gap)} points; {r.n_standard_errors:g} standard errors: "
+             f"±{fmt(100 * r.n_standard_errors * r.standard_error)} points)")
+    return (f"On {pairs} DPO was evaluated on, its implicit reward ranked {ranked} as the labels did (best: "
+            f"{r.best['label']}) and the reward model {pct(r.rm_accuracy)}: {RANKING_WORDS[r.verdict]}{noise}.")
+
+
 def headline(f: Findings) -> list[str]:
     """Three sentences a reader takes away, in the order of the lesson's questions: where gold peaked,
     whether the smallest β hacked the reward model, where "safe but useless" refusals begin. The
@@ -300,8 +319,8 @@ def summary_paragraphs(f: Findings) -> list[str]:
     It says which β maximised gold reward and by how much over SFT; whether the
     smallest β overoptimised (highest proxy, gold below SFT), and says so when it did
     not; which readable hack appeared; whether the largest β stayed near the reference;
-    PPO against the KL-regularised optimum; best-of-n's peak; the fits' predicted peak;
-    other runs against plain PPO; and the reward model's accuracy against the labeler ceiling.
+    PPO against the KL-regularised optimum; best-of-n's peak; the fits' predicted peak; the methods compared;
+    DPO's implicit ranking of held-out pairs against the reward model's; other runs against plain PPO; and the reward model's accuracy against the labeler ceiling.
     """
     if not (f.ppo or f.bon or f.others):
         return ["The sweep has no runs, so there is nothing to summarise."]
@@ -309,8 +328,8 @@ def summary_paragraphs(f: Findings) -> list[str]:
     if f.ppo:
         paragraphs += [_gold_paragraph(f), _overoptimisation_paragraph(f), _hacks_paragraph(f),
                        _reference_paragraph(f.reference), _optimum_paragraph(f.optimum)]
-    paragraphs += [_bon_paragraph(f.best_of_n), _fits_paragraph(f.fit_peaks), _methods_paragraph(f), _others_paragraph(f),
-                   _rm_paragraph(f.reward_model)]
+    paragraphs += [_bon_paragraph(f.best_of_n), _fits_paragraph(f.fit_peaks), _methods_paragraph(f),
+                   _implicit_ranking_sentence(f.implicit_ranking), _others_paragraph(f), _rm_paragraph(f.reward_model)]
     return [p for p in paragraphs if p]
 
 

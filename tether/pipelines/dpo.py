@@ -142,6 +142,14 @@ def held_out_metrics(cfg, policy, tokens, ref_logps, pad_id) -> dict:
     return dpo_metrics(cfg, loss, chosen, rejected, *ref_logps, prefix="eval/")
 
 
+def held_out_pairs(cfg: DPOConfig, tokenizer) -> list:
+    """The held-out pairs whose DPO metrics `run_dpo` reports (eval/…; the sweep's `dpo_margin`): the split that
+    `read_pair_splits` draws first from random.Random(cfg.seed), as `run_dpo` draws it, less the pairs its length
+    rule skipped. They depend on the pair files, the split and the seed, not on β."""
+    _, held, _, held_tok = read_pair_splits(cfg, tokenizer, random.Random(cfg.seed))
+    return [held[i] for i in held_tok.pair_indices] if held_tok else []
+
+
 def run_dpo(cfg: DPOConfig) -> dict:
     """Train; write OUT/model, metrics.jsonl, eval.json (and eval_samples.jsonl with --reward-model); return eval.json."""
     if cfg.threads:

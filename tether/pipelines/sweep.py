@@ -20,17 +20,20 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from tether.algos import bradley_terry_accuracy
 from tether.analysis import REFUSAL_THRESHOLD, SCHEMA_VERSION, frontier_fits, sweep_findings
 from tether.analysis.report import write_report
 from tether.config import check_fields, opt, require
-from tether.data import read_prompts
+from tether.data import read_prompts, tokenize_pairs
 from tether.io import write_json_atomic
 from tether.errors import InputError
 from tether.models import load_causal_lm, load_tokenizer, resolve_device, set_seed
+from tether.models.reward import trained_length_rule
 from tether.pipelines.common import changed_settings, frozen_dtype, prepare_run_dir
 from tether.pipelines.policy_eval import best_of_n, evaluate_policy, kl_regularised_optima, sample_grid
-from tether.pipelines.dpo import DPOConfig, run_dpo
+from tether.pipelines.dpo import DPOConfig, held_out_pairs, run_dpo
 from tether.pipelines.ppo import PPOConfig, run_ppo
+from tether.pipelines.reward import pair_scores
 from tether.pipelines.scoring import RewardFunction
 from tether.rollout import SamplingConfig, make_engine, policy_forward
 from tether.runlog import read_metrics
@@ -253,6 +256,22 @@ def dpo_margins(result: dict) -> dict:
     return row
 
 
+def reward_model_margins(dpo: DPOConfig, tokenizer, reward_fn: RewardFunction) -> dict:
+    """The reward model's margin r(x, y_w) − r(x, y_l) on the held-out pairs of DPO's `dpo_margin`
+    (`held_out_pairs`), scored as `rm eval` scores pairs (its trained length rule, `pair_scores`): `rm_margin`
+    (the mean), `rm_accuracy` (the share with r_w > r_l, a tie ½, as `dpo_accuracy`) and `rm_n_pairs`; {} without
+    held-out pairs. It does not depend on β: computed once per sweep and shown beside every DPO row."""
+    pairs = held_out_pairs(dpo, tokenizer)
+    if not pairs:
+        return {}
+    model, rm_tokenizer = reward_fn.model, reward_fn.tokenizers[0]
+    max_length, truncation = trained_length_rule(dpo.reward_model, model.config, None, None, field="reward_model")
+    tokens = tokenize_pairs(pairs, rm_tokenizer, max_length, truncation, path=dpo.eval_data or dpo.data)
+    r_chosen, r_rejected = pair_scores(model, tokens, dpo.batch_size, reward_fn.device)
+    return {"rm_margin": (r_chosen - r_rejected).mean().item(),
+            "rm_accuracy": bradley_terry_accuracy(r_chosen, r_rejected).item(), "rm_n_pairs": len(r_chosen)}
+
+
 def with_deltas(row: dict, baseline: dict) -> dict:
     row["sqrt_kl"] = math.sqrt(max(row["kl"], 0.0))
     row["proxy_delta"] = row["proxy_reward"] - baseline["proxy_reward"]
@@ -283,13 +302,16 @@ def run_sweep(cfg: SweepConfig) -> dict:
     baseline_samples = baseline.pop("samples")
     rows = []
     specs = run_specs(cfg)
-    results = train_runs([run_config(cfg, out / "runs" / name, overrides, fields) for name, overrides, fields in specs],
-                         cfg.jobs)
+    configs = [run_config(cfg, out / "runs" / name, overrides, fields) for name, overrides, fields in specs]
+    results = train_runs(configs, cfg.jobs)
+    dpo = next((c for c in configs if isinstance(c, DPOConfig)), None)
+    rm_margins = reward_model_margins(dpo, tokenizer, reward_fn) if dpo is not None else {}
     for (name, _, fields), result in zip(specs, results):
         run_dir = out / "runs" / name
         result.pop("samples", None)
         samples = [json.loads(l) for l in (run_dir / "eval_samples.jsonl").read_text().splitlines() if l.strip()]
-        rows.append(with_deltas({**fields, **dpo_margins(result), "curve": learning_curve(run_dir), "samples": samples[:16],
+        beside = rm_margins if fields["kind"] == "dpo" else {}
+        rows.append(with_deltas({**fields, **dpo_margins(result), **beside, "curve": learning_curve(run_dir), "samples": samples[:16],
                                  "run_dir": str(run_dir.relative_to(out))}, baseline))
     optima = []
     if cfg.bon_ns and "bon" in cfg.methods:
