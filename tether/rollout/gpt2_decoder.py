@@ -28,18 +28,23 @@ def fast_gpt2_supported(model) -> bool:
 
     False (so the model's own forward is used) for subclasses, active dropout
     (training mode with p > 0), cross-attention, upcast/reordered attention, any
-    module hook, or any layer replaced by a wrapper (LoRA, quantisation).
+    module hook but FSDP2's, sharded weights, or any layer replaced by a wrapper
+    (LoRA, quantisation). A model sharded with FSDP2 qualifies while its weights are
+    gathered (`tether.distributed.unsharded`): they are plain tensors then, and FSDP2's
+    hooks, which only gather and free them, are what this decoder skips.
     """
+    from torch.distributed.tensor import DTensor
     from transformers import GPT2LMHeadModel
     from transformers.pytorch_utils import Conv1D
-    if type(model) is not GPT2LMHeadModel:
+    if unsharded_class(model) is not GPT2LMHeadModel or any(isinstance(p, DTensor) for p in model.parameters()):
         return False
     if model.training and any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()):
         return False
     config = model.config
     if config.add_cross_attention or config.reorder_and_upcast_attn:
         return False
-    if any(m._forward_hooks or m._forward_pre_hooks for m in model.modules()):
+    if any(not fsdp_hook(hook) for m in model.modules() for hooks in (m._forward_hooks, m._forward_pre_hooks)
+           for hook in hooks.values()):
         return False
     gpt2 = model.transformer
     expected = [(gpt2.wte, nn.Embedding), (gpt2.wpe, nn.Embedding), (gpt2.ln_f, nn.LayerNorm),
@@ -48,6 +53,19 @@ def fast_gpt2_supported(model) -> bool:
         expected += [(block.ln_1, nn.LayerNorm), (block.ln_2, nn.LayerNorm), (block.attn.c_attn, Conv1D),
                      (block.attn.c_proj, Conv1D), (block.mlp.c_fc, Conv1D), (block.mlp.c_proj, Conv1D)]
     return all(type(module) is kind for module, kind in expected)
+
+
+def unsharded_class(module) -> type:
+    """The module's class; for one that FSDP2 sharded, the class it was made from (`fully_shard` swaps in a
+    subclass FSDP<Name> of FSDPModule and it)."""
+    from torch.distributed.fsdp import FSDPModule
+    bases = type(module).__bases__
+    return bases[1] if isinstance(module, FSDPModule) and bases[0] is FSDPModule else type(module)
+
+
+def fsdp_hook(hook) -> bool:
+    """True for a forward hook that FSDP2 (`fully_shard`) registered: a method of its per-module state."""
+    return type(getattr(hook, "__self__", None)).__module__.startswith("torch.distributed.fsdp")
 
 
 def conv1d(x: torch.Tensor, layer) -> torch.Tensor:
