@@ -157,33 +157,44 @@ from tether.distributed import init_replica, is_sharded, shard, unsharded
 from tether.rollout import SamplingConfig, TorchSampler
 from tether.rollout.gpt2_decoder import fast_gpt2_supported
 
+
+
+class Holder(torch.nn.Module):  # as ActorCritic holds the policy: the root, whose forward sampling never calls
+    def __init__(self, policy):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, ids):
+        return self.policy(input_ids=ids, labels=ids).loss
+
+
 replica = init_replica("cpu")
 plain = AutoModelForCausalLM.from_pretrained(sys.argv[1]).eval()
-model = shard(AutoModelForCausalLM.from_pretrained(sys.argv[1]).eval())
+root = shard(Holder(AutoModelForCausalLM.from_pretrained(sys.argv[1]).eval()))
+model = root.policy
 # rank 1 decodes more steps than rank 0: a collective inside a forward would hang
 cfg = SamplingConfig(max_new_tokens=4 + 6 * replica.rank, temperature=1.0, eos_token_id=1, pad_token_id=0)
 prompts = [[7, 8, 9], [10, 11]]
 sample = lambda m, fast: TorchSampler(fast_gpt2=fast).generate(m, prompts, cfg, torch.Generator().manual_seed(replica.rank))
 result = {"sharded_fast": fast_gpt2_supported(model)}
-with unsharded(model):
+with unsharded(root):
     result["unsharded_fast"] = fast_gpt2_supported(model)
-    result["plain_weights"] = not is_sharded(model)
-    for fast in (True, False):
+    result["plain_weights"] = not is_sharded(root)
+    for fast in (False, True):  # the policy's own forward first: a submodule's, not the root's
         got, want = sample(model, fast), sample(plain, fast)
         result[f"same_tokens_{fast}"] = torch.equal(got.response_ids, want.response_ids)
         result[f"logprob_gap_{fast}"] = (got.logprobs - want.logprobs).abs().max().item()
-result["resharded"] = is_sharded(model)
-ids = torch.tensor(prompts[0])[None]
-model(input_ids=ids, labels=ids).loss.backward()  # training forwards gather and free the blocks again
-result["grads_sharded"] = all(p.grad is not None and type(p.grad).__name__ == "DTensor" for p in model.parameters())
+result["resharded"] = is_sharded(root)
+root(torch.tensor(prompts[0])[None]).backward()  # training forwards gather and free the blocks again
+result["grads_sharded"] = all(p.grad is not None and type(p.grad).__name__ == "DTensor" for p in root.parameters())
 open(sys.argv[2] + f"/rank{replica.rank}.json", "w").write(json.dumps(result))
 """
 
 
 def test_a_sharded_policy_samples_on_whole_weights_with_the_fast_decoder(tiny_dirs, tmp_path):
-    """`unsharded` gathers an FSDP2 model once: its weights are plain tensors, FastGPT2Decoder (and the model's own
-    forward) sample what the whole model samples, replicas may take different numbers of decoding steps, and after
-    it the model is sharded again and trains."""
+    """`unsharded` gathers an FSDP2 model once: its weights are plain tensors, FastGPT2Decoder (and the policy's own
+    forward, though the root is the module around it) sample what the whole model samples, replicas may take different
+    numbers of decoding steps, and after it the model is sharded again and trains."""
     script = tmp_path / "unsharded.py"
     script.write_text(UNSHARDED_SCRIPT)
     result = subprocess.run(LAUNCHERS["torchrun"] + [str(script), str(tiny_dirs["policy"]), str(tmp_path)],

@@ -85,15 +85,19 @@ def shard(module: torch.nn.Module, replicated: tuple[torch.nn.Module, ...] = ())
     its own unit, then `module` itself, whose forward gathers the remaining weights (embeddings, heads).
     The submodules in `replicated` (frozen models: no gradients or optimiser state to shard) stay whole on
     every replica. A block reshards after its forward; the root keeps its weights until the backward, as
-    fully_shard's defaults do (`unsharded` restores these settings)."""
+    fully_shard's defaults do (`unsharded` restores these settings). `module` is the root from the start."""
     from torch.distributed.fsdp import fully_shard
     kept = {id(m) for r in replicated for m in r.modules()}
     blocks = {name for m in module.modules() for name in (getattr(m, "_no_split_modules", None) or [])}
     for m in module.modules():
         if type(m).__name__ in blocks and m is not module and id(m) not in kept:
             fully_shard(m, reshard_after_forward=True)
-    return fully_shard(module, reshard_after_forward=False,
+    root = fully_shard(module, reshard_after_forward=False,
                        ignored_params={p for r in replicated for p in r.parameters()} or None)
+    # FSDP2 makes the first unit to run a forward the root; code that calls a submodule first (sampling from
+    # the policy inside an actor-critic) would make a block one. torch has no public call for this.
+    root._get_fsdp_state()._lazy_init()
+    return root
 
 
 def is_sharded(module: torch.nn.Module) -> bool:
