@@ -147,3 +147,123 @@ def test_fsdp_shards_sft_and_rm_train_and_saves_the_whole_model(tiny_dirs, tmp_p
         for key in one:  # Adam turns float noise in near-zero gradients into steps of up to lr
             torch.testing.assert_close(fsdp[key], one[key], atol=2e-3, rtol=0, msg=key)
         auto.from_pretrained(tmp_path / f"{train.__name__}_fsdp" / "model")
+
+
+UNSHARDED_SCRIPT = """
+import json, sys
+import torch
+from transformers import AutoModelForCausalLM
+from tether.distributed import init_replica, is_sharded, shard, unsharded
+from tether.rollout import SamplingConfig, TorchSampler
+from tether.rollout.torch_sampler import ModelDecoder, decoder_class
+
+
+
+class Holder(torch.nn.Module):  # as ActorCritic holds the policy: the root, whose forward sampling never calls
+    def __init__(self, policy):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, ids):
+        return self.policy(input_ids=ids, labels=ids).loss
+
+
+replica = init_replica("cpu")
+plain = AutoModelForCausalLM.from_pretrained(sys.argv[1]).eval()
+root = shard(Holder(AutoModelForCausalLM.from_pretrained(sys.argv[1]).eval()))
+model = root.policy
+# rank 1 decodes more steps than rank 0: a collective inside a forward would hang
+cfg = SamplingConfig(max_new_tokens=4 + 6 * replica.rank, temperature=1.0, eos_token_id=1, pad_token_id=0)
+prompts = [[7, 8, 9], [10, 11]]
+sample = lambda m, fast: TorchSampler(fast=fast).generate(m, prompts, cfg, torch.Generator().manual_seed(replica.rank))
+fast_decoder = lambda m: decoder_class(m) is not ModelDecoder
+result = {"sharded_fast": fast_decoder(model)}
+with unsharded(root):
+    result["unsharded_fast"] = fast_decoder(model)
+    result["plain_weights"] = not is_sharded(root)
+    for fast in (False, True):  # the policy's own forward first: a submodule's, not the root's
+        got, want = sample(model, fast), sample(plain, fast)
+        result[f"same_tokens_{fast}"] = torch.equal(got.response_ids, want.response_ids)
+        result[f"logprob_gap_{fast}"] = (got.logprobs - want.logprobs).abs().max().item()
+result["resharded"] = is_sharded(root)
+root(torch.tensor(prompts[0])[None]).backward()  # training forwards gather and free the blocks again
+result["grads_sharded"] = all(p.grad is not None and type(p.grad).__name__ == "DTensor" for p in root.parameters())
+open(sys.argv[2] + f"/rank{replica.rank}.json", "w").write(json.dumps(result))
+"""
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_a_sharded_policy_samples_on_whole_weights_with_the_fast_decoder(tiny_dirs, tmp_path, arch):
+    """`unsharded` gathers an FSDP2 model once: its weights are plain tensors, the fast decoder (FastGPT2Decoder,
+    FastLlamaDecoder) and the policy's own forward (though the root is the module around it) sample what the whole
+    model samples, replicas may take different numbers of decoding steps, and after it the model is sharded again
+    and trains."""
+    policy = tiny_dirs["policy"]
+    if arch == "llama":
+        from transformers import LlamaConfig, LlamaForCausalLM
+        torch.manual_seed(0)
+        policy = tmp_path / "llama"
+        LlamaForCausalLM(LlamaConfig(num_hidden_layers=2, hidden_size=32, intermediate_size=64, num_attention_heads=4,
+                                     num_key_value_heads=2, vocab_size=64, max_position_embeddings=64)).save_pretrained(policy)
+    script = tmp_path / "unsharded.py"
+    script.write_text(UNSHARDED_SCRIPT)
+    result = subprocess.run(LAUNCHERS["torchrun"] + [str(script), str(policy), str(tmp_path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for rank in (0, 1):
+        got = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert got["sharded_fast"] is False and got["unsharded_fast"] is True and got["plain_weights"] is True
+        assert got["same_tokens_True"] and got["same_tokens_False"]
+        assert got["logprob_gap_True"] < 1e-5 and got["logprob_gap_False"] < 1e-5
+        assert got["resharded"] and got["grads_sharded"]
+
+
+def ppo_args(tiny_dirs, out, *extra):
+    return ["ppo", "--policy", str(tiny_dirs["policy"]), "--reward-model", str(tiny_dirs["rm"]), "--prompts",
+            str(tiny_dirs["prompts"]), "--out", str(out), "--batch-size", "8", "--minibatch-size", "4",
+            "--micro-batch-size", "2", "--max-new-tokens", "6", "--eval-samples", "8", "--steps", "4",
+            "--save-every", "2", "--lr", "1e-3", "--device", "cpu", "--threads", "1", *extra]
+
+
+def kill_after_first_checkpoint(command, out) -> None:
+    """Start `command`, SIGKILL the launcher and its replicas once out/checkpoints/last.pt exists."""
+    killed = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint, deadline = out / "checkpoints" / "last.pt", time.time() + 300
+    while time.time() < deadline and killed.poll() is None and not checkpoint.exists():
+        time.sleep(0.01)
+    for process in [*psutil.Process(killed.pid).children(recursive=True), psutil.Process(killed.pid)]:
+        process.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL and checkpoint.exists(), "the run ended before it could be killed"
+
+
+@pytest.mark.slow
+def test_fsdp_ppo_gives_the_ddp_run_and_resumes_from_a_whole_checkpoint(tiny_dirs, tmp_path):
+    """PPO with --fsdp on 2 gloo processes, killed after its first checkpoint and resumed, gives the metrics and the
+    model of an uninterrupted DDP run on 2 processes, and a model directory plain transformers loads.
+
+    The reference is 2 processes, not 1: each replica samples its own rollouts (seed + 7919·rank), so 2 processes
+    train on other rollouts than 1 does; with the same rollouts, sharding must not change a number."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+    launcher = LAUNCHERS["torchrun"] + ["-m", "tether"]
+    ddp = subprocess.run(launcher + ppo_args(tiny_dirs, tmp_path / "ddp"), capture_output=True, text=True, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    fsdp = launcher + ppo_args(tiny_dirs, tmp_path / "fsdp", "--fsdp", "true")
+    kill_after_first_checkpoint(fsdp, tmp_path / "fsdp")
+    checkpoint = torch.load(tmp_path / "fsdp" / "checkpoints" / "last.pt", weights_only=False)
+    policy = load_file(tiny_dirs["policy"] / "model.safetensors")
+    assert checkpoint["model"]["actor.transformer.wte.weight"].shape == policy["transformer.wte.weight"].shape  # whole
+    resumed = subprocess.run(fsdp + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    rows = {k: read_metrics(tmp_path / k / "metrics.jsonl") for k in ("ddp", "fsdp")}
+    assert [r["step"] for r in rows["fsdp"]] == [r["step"] for r in rows["ddp"]] == [1, 2, 3, 4, 4]
+    for want, got in zip(rows["ddp"], rows["fsdp"]):
+        numbers = [k for k in want if not k.startswith(("time/", "memory/"))]
+        assert sorted(numbers) == sorted(k for k in got if not k.startswith(("time/", "memory/")))
+        assert [got[k] for k in numbers] == pytest.approx([want[k] for k in numbers], abs=1e-5), want["step"]
+    one, sharded = (load_file(tmp_path / k / "model" / "model.safetensors") for k in ("ddp", "fsdp"))
+    assert sorted(one) == sorted(sharded)
+    for key in one:
+        torch.testing.assert_close(sharded[key], one[key], atol=2e-3, rtol=0, msg=key)
+    AutoModelForCausalLM.from_pretrained(tmp_path / "fsdp" / "model")

@@ -296,6 +296,12 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tiny_
     assert checkpoint.read_bytes() == good
 
 
+def test_fsdp_with_lora_is_an_input_error(tiny_dirs, tmp_path):
+    with pytest.raises(InputError, match="without --fsdp"):
+        config(tiny_dirs, tmp_path, fsdp=True, lora_r=4)
+    assert config(tiny_dirs, tmp_path, fsdp=True).fsdp  # alone, a valid setting
+
+
 def test_cli_ppo_bad_input_exits_2_with_one_line(tiny_dirs, tmp_path):
     result = subprocess.run([sys.executable, "-m", "tether", "ppo", "--policy", str(tiny_dirs["policy"]), "--reward-model",
                              str(tiny_dirs["rm"]), "--prompts", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "x")],

@@ -68,26 +68,36 @@ def share_weight(n_local: float, n_global: float, replica: Replica) -> float:
     return replica.world_size * n_local / n_global
 
 
-def wrap(model: torch.nn.Module, replica: Replica, fsdp: bool = False) -> torch.nn.Module:
-    """DistributedDataParallel around `model` (or `shard(model)` with fsdp) when there are several replicas,
-    else `model` itself. Build the optimiser after this: sharding replaces the parameters."""
+def wrap(model: torch.nn.Module, replica: Replica, fsdp: bool = False,
+         replicated: tuple[torch.nn.Module, ...] = ()) -> torch.nn.Module:
+    """DistributedDataParallel around `model` (or `shard(model, replicated)` with fsdp) when there are several
+    replicas, else `model` itself. Build the optimiser after this: sharding replaces the parameters."""
     if not replica.distributed:
         return model
     if fsdp:
-        return shard(model)
+        return shard(model, replicated)
     device_ids = [replica.device.index] if replica.device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
-def shard(module: torch.nn.Module) -> torch.nn.Module:
+def shard(module: torch.nn.Module, replicated: tuple[torch.nn.Module, ...] = ()) -> torch.nn.Module:
     """FSDP2: every transformer block (the classes a transformers model lists in `_no_split_modules`) is
-    its own unit, then `module` itself, whose forward gathers the remaining weights (embeddings, heads)."""
+    its own unit, then `module` itself, whose forward gathers the remaining weights (embeddings, heads).
+    The submodules in `replicated` (frozen models: no gradients or optimiser state to shard) stay whole on
+    every replica. A block reshards after its forward; the root keeps its weights until the backward, as
+    fully_shard's defaults do (`unsharded` restores these settings). `module` is the root from the start."""
     from torch.distributed.fsdp import fully_shard
+    kept = {id(m) for r in replicated for m in r.modules()}
     blocks = {name for m in module.modules() for name in (getattr(m, "_no_split_modules", None) or [])}
     for m in module.modules():
-        if type(m).__name__ in blocks and m is not module:
-            fully_shard(m)
-    return fully_shard(module)
+        if type(m).__name__ in blocks and m is not module and id(m) not in kept:
+            fully_shard(m, reshard_after_forward=True)
+    root = fully_shard(module, reshard_after_forward=False,
+                       ignored_params={p for r in replicated for p in r.parameters()} or None)
+    # FSDP2 makes the first unit to run a forward the root; code that calls a submodule first (sampling from
+    # the policy inside an actor-critic) would make a block one. torch has no public call for this.
+    root._get_fsdp_state()._lazy_init()
+    return root
 
 
 def is_sharded(module: torch.nn.Module) -> bool:
@@ -116,6 +126,26 @@ def gathered(root: torch.nn.Module):
         root.reshard()
 
 
+@contextlib.contextmanager
+def unsharded(root: torch.nn.Module):
+    """Every FSDP unit of `root` (what `shard` returned) gathered once, for code that calls the model a
+    data-dependent number of times (sampling stops when every row has ended, at another step on each
+    replica) or reads its weights directly (`FastGPT2Decoder`). Inside, the weights are plain tensors
+    and forwards do no collectives; the whole model is held on each replica, as generation needs it.
+    Every replica must enter it; nothing without FSDP."""
+    from torch.distributed.fsdp import FSDPModule
+    units = [m for m in root.modules() if isinstance(m, FSDPModule)]
+    for unit in units:
+        unit.set_reshard_after_forward(False, recurse=False)
+        unit.unshard()
+    try:
+        yield
+    finally:
+        for unit in units:
+            unit.reshard()
+            unit.set_reshard_after_forward(unit is not root, recurse=False)  # as `shard` set them
+
+
 def full_state_dict(model: torch.nn.Module) -> dict | None:
     """The whole state dict on CPU on rank 0 (empty elsewhere) when `model` is sharded, else None.
     A collective: every replica calls it."""
@@ -123,9 +153,56 @@ def full_state_dict(model: torch.nn.Module) -> dict | None:
         return None
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    # a tied parameter (lm_head = input embeddings) once, under its first name, as save_pretrained writes it
+    return without_tied(state, model)
+
+
+def without_tied(state: dict, model: torch.nn.Module) -> dict:
+    """A tied parameter (lm_head = input embeddings) once, under its first name, as save_pretrained writes it
+    and as torch's sharded state-dict loading expects it."""
     tied = {n for n, _ in model.named_parameters(remove_duplicate=False)} - {n for n, _ in model.named_parameters()}
     return {k: v for k, v in state.items() if k not in tied}
+
+
+def whole_copy(module: torch.nn.Module) -> dict:
+    """A copy of the module's weights on every replica: whole tensors (on CPU) when it is sharded, a clone of
+    its state dict otherwise. A collective under FSDP: every replica calls it."""
+    if not is_sharded(module):
+        return {k: v.detach().clone() for k, v in module.state_dict().items()}
+    from torch.distributed.tensor import DTensor
+    return {k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().cpu().clone()
+            for k, v in module.state_dict().items()}
+
+
+def load_whole(module: torch.nn.Module, state: dict) -> None:
+    """Load whole tensors (`whole_copy`'s, or a checkpoint's) into `module`, each replica keeping its shard."""
+    if not is_sharded(module):
+        module.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+    set_model_state_dict(module, state, options=StateDictOptions(full_state_dict=True))
+
+
+def training_state(model: torch.nn.Module, optimizer) -> tuple[dict, dict]:
+    """(model state, optimiser state) for a checkpoint: whole tensors on CPU on rank 0 (empty elsewhere)
+    when `model` is sharded, the plain state dicts otherwise. A collective under FSDP."""
+    if not is_sharded(model):
+        return model.state_dict(), optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+    model_state, optimizer_state = get_state_dict(model, optimizer,
+                                                  options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return without_tied(model_state, model), optimizer_state
+
+
+def load_training_state(model: torch.nn.Module, optimizer, model_state: dict, optimizer_state: dict) -> None:
+    """Load `training_state`'s dicts (every replica reads the whole file; each keeps its shard). The model's
+    missing keys (frozen parts a checkpoint leaves out) keep their values."""
+    if not is_sharded(model):
+        model.load_state_dict(model_state, strict=False)
+        optimizer.load_state_dict(optimizer_state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+    set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optimizer_state,
+                   options=StateDictOptions(full_state_dict=True, strict=False))
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -74,7 +74,8 @@ class ActorCritic(torch.nn.Module):
         else:
             logits = policy_forward(self.policy, sequences, attention_mask, response_start)
             values = token_scores(self.critic, sequences, attention_mask)
-        return logits, values[:, response_start - 1:-1]
+        # a copy, not a view: FSDP2 hooks the outputs for the backward, which an in-place op on a view would bypass
+        return logits, values[:, response_start - 1:-1].clone()
 
     @torch.no_grad()
     def ref_logits(self, sequences, attention_mask, response_start: int):

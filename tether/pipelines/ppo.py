@@ -34,8 +34,9 @@ from tether.algos.stats import LOSS_AGGREGATIONS, masked_whiten_with_scale
 from tether.config import check_fields, opt, require
 from tether.data import encode_prompt, read_prompts
 from tether.io import atomic_open, write_json_atomic, write_jsonl_atomic
-from tether.distributed import (SINGLE, gather_objects, init_replica, mean_across, no_sync, shutdown, sum_across,
-                                unwrap, wrap)
+from tether.distributed import (SINGLE, full_state_dict, gather_objects, init_replica, load_training_state,
+                                load_whole, mean_across, no_sync, shutdown, sum_across, training_state, unsharded,
+                                unwrap, whole_copy, wrap)
 from tether.errors import InputError
 from tether.models import ActorCritic, load_tokenizer, save_pretrained_atomic, set_seed
 from tether.pipelines.common import (autocast, check_finite, decode_responses, frozen_dtype, frozen_dtype_opt,
@@ -124,6 +125,7 @@ class PPOConfig:
                                   "; the trained policy and critic are always float32 (see --bf16)")
     gradient_checkpointing: bool = opt(False, "recompute the policy's and critic's activations in the backward pass instead of keeping them (less memory, ~1/3 more compute; same gradients)")
     threads: int = opt(0, "torch CPU threads (0: torch's default)", ge=0)
+    fsdp: bool = opt(False, "with several processes: shard weights, gradients and optimiser state over them (FSDP2) instead of replicating them (DDP)")
     skip_invalid: bool = opt(False, "skip invalid rows of --prompts and --eval-prompts and report them by reason, instead of stopping at the first")
 
     def __post_init__(self):
@@ -142,6 +144,7 @@ class PPOConfig:
                 f"batch_size {self.batch_size} is not a multiple of minibatch_size {self.minibatch_size}")
         require(self.minibatch_size % self.micro_batch_size == 0, "micro_batch_size",
                 f"minibatch_size {self.minibatch_size} is not a multiple of micro_batch_size {self.micro_batch_size}")
+        require(not (self.fsdp and self.lora_r), "fsdp", "LoRA keeps one copy of small adapters; use it without --fsdp")
         resolve_gold(self.gold)  # InputError naming the known golds
 
 
@@ -178,14 +181,15 @@ def rng_state(generator, stream) -> dict:
 def save_checkpoint(path: Path, step, model, optimizer, kl_ctl, generator, stream, early_stop_state, replica) -> None:
     """Atomic (write, fsync, rename): everything needed for a resumed run to equal an uninterrupted one.
 
-    Models, optimiser and KL controller are the same on every replica; RNG states and
-    prompt positions are per replica, gathered to rank 0, which alone writes.
+    Models, optimiser and KL controller are the same on every replica (under FSDP, gathered whole to
+    rank 0); RNG states and prompt positions are per replica, gathered to rank 0, which alone writes.
     """
     rng_states = gather_objects(rng_state(generator, stream), replica)
+    model_state, optimizer_state = training_state(model, optimizer)
     if not replica.is_main:
         return
-    state = {"step": step, "model": {k: v for k, v in model.state_dict().items() if not k.startswith("ref.")},
-             "optimizer": optimizer.state_dict(), "kl_ctl": kl_ctl.state_dict(),
+    state = {"step": step, "model": {k: v for k, v in model_state.items() if not k.startswith("ref.")},
+             "optimizer": optimizer_state, "kl_ctl": kl_ctl.state_dict(),
              "rng": rng_states, "early_stop": early_stop_state}
     with atomic_open(path, "wb") as f:
         torch.save(state, f)
@@ -198,8 +202,7 @@ def load_checkpoint(path: Path, model, optimizer, kl_ctl, generator, stream, rep
     if len(state["rng"]) != replica.world_size:
         raise InputError(f"checkpoint was written by {len(state['rng'])} process(es); resume with as many, "
                          f"not {replica.world_size}", path=path, field="resume")
-    model.load_state_dict(state["model"], strict=False)
-    optimizer.load_state_dict(state["optimizer"])
+    load_training_state(model, optimizer, state["model"], state["optimizer"])
     kl_ctl.load_state_dict(state["kl_ctl"])
     rng = state["rng"][replica.rank]
     random.setstate(rng["python"])
@@ -378,7 +381,7 @@ def ppo_update(model, optimizer, exp: Experience, cfg, generator, step: int, rep
                     loss.backward()
                 for key, value in parts.items():
                     stats.setdefault(key, []).append(value.item())
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)  # the global norm, of the shards under FSDP
             optimizer.step()
     return {k: float(np.mean(v)) for k, v in stats.items()}
 
@@ -404,11 +407,6 @@ def step_metrics(exp: Experience, stats: dict, rollout) -> dict:
 def eval_metrics(ev: dict) -> dict:
     """An evaluation's numbers as metrics rows carry them: eval/<name>."""
     return {f"eval/{k}": v for k, v in ev.items() if isinstance(v, (int, float))}
-
-
-def snapshot(module: torch.nn.Module) -> dict:
-    """A copy of the module's weights (the policy to fall back to when early stopping fires)."""
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
 def early_stopping(cfg: PPOConfig) -> bool:
@@ -484,7 +482,9 @@ def run_ppo(cfg: PPOConfig) -> dict:
                              lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, ref_dtype=frozen)
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
-    ddp_model = wrap(model, replica)
+    # FSDP shards what is trained (policy, critic); the frozen reference stays whole on every replica (and the
+    # reward models, outside `model`): no gradients or optimiser state, bf16 on a GPU (--dtype), no collectives.
+    ddp_model = wrap(model, replica, cfg.fsdp, replicated=(model.ref,) if model.ref is not None else ())
     gold = resolve_gold(cfg.gold, device=device, dtype=frozen)
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr, eps=cfg.adam_eps, fused=True)
     kl_ctl = AdaptiveKLController(cfg.beta, cfg.kl_target, cfg.kl_horizon) if cfg.adaptive_kl else FixedKLController(cfg.beta)
@@ -502,13 +502,17 @@ def run_ppo(cfg: PPOConfig) -> dict:
     if cfg.resume and replica.is_main:
         truncate_jsonl(out / "samples.jsonl", start)
     samples_file = (out / "samples.jsonl").open("a" if cfg.resume else "w", encoding="utf-8") if replica.is_main else None
-    evaluate = lambda: evaluate_policy(model.policy, model.ref_logits, reward_fn, tokenizer, eval_prompts,
-                                       cfg.eval_samples, sampling, gold, engine=engine, seed=cfg.seed,
-                                       batch_size=cfg.batch_size, chunk_size=cfg.micro_batch_size)
+    # Sampling and scoring run on the whole weights (`unsharded`, one gather; nothing under DDP): a replica's
+    # sampling loop stops when its own rows have ended, so replicas call the model a different number of times.
+    def evaluate():
+        with unsharded(model):
+            return evaluate_policy(model.policy, model.ref_logits, reward_fn, tokenizer, eval_prompts, cfg.eval_samples,
+                                   sampling, gold, engine=engine, seed=cfg.seed, batch_size=cfg.batch_size,
+                                   chunk_size=cfg.micro_batch_size)
     if early_stopping(cfg) and start == 0:  # the detectors' baseline and the fallback policy: the initial one
         ev = evaluate()
         early["first_agreement"] = ev.get("rm_gold_agreement")
-        early["good_state"] = snapshot(model.policy)
+        early["good_state"] = whole_copy(model.policy)
         logger.log(0, eval_metrics(ev))
     warned = False  # the KL run-away warning is printed once
     bar = tqdm(range(start, cfg.steps), desc="ppo", unit="it", initial=start, total=cfg.steps, dynamic_ncols=True,
@@ -518,13 +522,14 @@ def run_ppo(cfg: PPOConfig) -> dict:
         t0 = time.perf_counter()
         batch_idx = group_prompts(stream, local_batch, cfg.group_size)
         model.eval()
-        rollout = engine.generate(model.policy, [prompt_ids[i] for i in batch_idx], sampling, generator)
-        texts = decode_responses(tokenizer, rollout)
-        batch_prompts = [prompts[i].prompt for i in batch_idx]
-        t1 = time.perf_counter()
-        # 2–4. Score, per-token rewards (−β·KL, score at the last token), advantages (GAE, RLOO or GRPO).
-        beta = kl_ctl.value
-        exp = make_experience(model, reward_fn, rollout, batch_prompts, texts, beta, cfg)
+        with unsharded(model):
+            rollout = engine.generate(model.policy, [prompt_ids[i] for i in batch_idx], sampling, generator)
+            texts = decode_responses(tokenizer, rollout)
+            batch_prompts = [prompts[i].prompt for i in batch_idx]
+            t1 = time.perf_counter()
+            # 2–4. Score, per-token rewards (−β·KL, score at the last token), advantages (GAE, RLOO or GRPO).
+            beta = kl_ctl.value
+            exp = make_experience(model, reward_fn, rollout, batch_prompts, texts, beta, cfg)
         t2 = time.perf_counter()
         # 5. Update: PPO epochs over shuffled minibatches.
         if cfg.anneal_lr:
@@ -552,7 +557,7 @@ def run_ppo(cfg: PPOConfig) -> dict:
             if reason is not None:
                 early["stopped"] = {"step": step + 1, "reason": reason}
             else:
-                early["good_state"] = snapshot(model.policy)
+                early["good_state"] = whole_copy(model.policy)
         logger.log(step + 1, metrics)
         bar.set_postfix(score=f"{metrics['objective/scores']:.2f}", kl=f"{metrics['objective/kl']:.2f}", beta=f"{beta:.3g}")
         if samples_file and cfg.samples_every and (step + 1) % cfg.samples_every == 0:
@@ -569,15 +574,16 @@ def run_ppo(cfg: PPOConfig) -> dict:
         print(f"ppo: early stop at iteration {early['stopped']['step']}: {early['stopped']['reason']}; "
               "keeping the policy of the last evaluation that passed")
     if early["stopped"] and early["good_state"] is not None:
-        model.policy.load_state_dict(early["good_state"])
+        load_whole(model.policy, early["good_state"])
     final = evaluate()
     final["early_stop"] = early["stopped"]
     final["steps_done"] = early["stopped"]["step"] if early["stopped"] else cfg.steps
     logger.log(final["steps_done"], eval_metrics(final))
     logger.close()
+    state = full_state_dict(model.policy)  # gathered to rank 0 under FSDP
     if replica.is_main:
         policy = model.policy.merge_and_unload() if cfg.lora_r else model.policy
-        save_pretrained_atomic(out / "model", policy, tokenizer)
+        save_pretrained_atomic(out / "model", policy, tokenizer, state)
         write_jsonl_atomic(out / "eval_samples.jsonl", final["samples"])
         write_json_atomic(out / "eval.json", {k: v for k, v in final.items() if k != "samples"})
     shutdown(replica)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tether.rollout.kv_cache import PrefixKVDecoder, attend
+from tether.rollout.kv_cache import PrefixKVDecoder, attend, plain_weights_without_hooks, unsharded_class
 
 
 def fast_gpt2_supported(model) -> bool:
@@ -28,18 +28,19 @@ def fast_gpt2_supported(model) -> bool:
 
     False (so the model's own forward is used) for subclasses, active dropout
     (training mode with p > 0), cross-attention, upcast/reordered attention, any
-    module hook, or any layer replaced by a wrapper (LoRA, quantisation).
+    module hook but FSDP2's, sharded weights, or any layer replaced by a wrapper
+    (LoRA, quantisation). A model sharded with FSDP2 qualifies while its weights are
+    gathered (`tether.distributed.unsharded`): they are plain tensors then, and FSDP2's
+    hooks, which only gather and free them, are what this decoder skips.
     """
     from transformers import GPT2LMHeadModel
     from transformers.pytorch_utils import Conv1D
-    if type(model) is not GPT2LMHeadModel:
+    if unsharded_class(model) is not GPT2LMHeadModel or not plain_weights_without_hooks(model):
         return False
     if model.training and any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()):
         return False
     config = model.config
     if config.add_cross_attention or config.reorder_and_upcast_attn:
-        return False
-    if any(m._forward_hooks or m._forward_pre_hooks for m in model.modules()):
         return False
     gpt2 = model.transformer
     expected = [(gpt2.wte, nn.Embedding), (gpt2.wpe, nn.Embedding), (gpt2.ln_f, nn.LayerNorm),

@@ -11,6 +11,31 @@ from transformers.cache_utils import CacheLayerMixin
 from tether.data.padding import position_ids_from_mask
 
 
+def unsharded_class(module) -> type:
+    """The module's class; for one that FSDP2 sharded, the class it was made from (`fully_shard` swaps in a
+    subclass FSDP<Name> of FSDPModule and it)."""
+    from torch.distributed.fsdp import FSDPModule
+    bases = type(module).__bases__
+    return bases[1] if isinstance(module, FSDPModule) and bases[0] is FSDPModule else type(module)
+
+
+def fsdp_hook(hook) -> bool:
+    """True for a forward hook that FSDP2 (`fully_shard`) registered: a method of its per-module state."""
+    return type(getattr(hook, "__self__", None)).__module__.startswith("torch.distributed.fsdp")
+
+
+def plain_weights_without_hooks(model) -> bool:
+    """True when every parameter is a plain tensor (not an FSDP2 shard) and no module has a forward hook
+    but FSDP2's, which only gather and free weights: what a decoder reading weights and calling
+    submodules directly may skip."""
+    from torch.distributed.tensor import DTensor
+    if any(isinstance(p, DTensor) for p in model.parameters()):
+        return False
+    return all(fsdp_hook(hook) for m in model.modules() for hooks in (m._forward_hooks, m._forward_pre_hooks)
+               for hook in hooks.values())
+
+
+
 class PrefixKVLayer(CacheLayerMixin):
     """One layer's keys and values in buffers (B, heads, P + R, d_head) allocated once, on the first update.
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tether.rollout.kv_cache import PrefixKVDecoder, attend
+from tether.rollout.kv_cache import PrefixKVDecoder, attend, plain_weights_without_hooks, unsharded_class
 
 # RoPE variants whose cos/sin depend on the position alone (no rescaling as the sequence grows).
 STATIC_ROPE_TYPES = ("default", "linear", "llama3")
@@ -67,26 +67,25 @@ def fast_llama_supported(model) -> bool:
     dropout, sliding-window layers, RoPE types that rescale with the sequence length,
     and any replaced decoder layer, attention, MLP or rotary module. Projections, norms,
     activations and the embedding may be any module (a LoRA layer, say): the decoder calls
-    them as the model does.
+    them as the model does. A model sharded with FSDP2 qualifies while its weights are
+    gathered (`tether.distributed.unsharded`), as for `fast_gpt2_supported`.
     """
     model = unwrap_lora(model)
     family = llama_family()
-    if type(model) not in family:
+    if unsharded_class(model) not in family or not plain_weights_without_hooks(model):
         return False
-    base_class, layer_class, attention_class, mlp_class, rotary_class = family[type(model)]
+    base_class, layer_class, attention_class, mlp_class, rotary_class = family[unsharded_class(model)]
     config = model.config
     if model.training and (config.attention_dropout > 0
                            or any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules())):
         return False
-    if any(m._forward_hooks or m._forward_pre_hooks for m in model.modules()):
-        return False
     if set(getattr(config, "layer_types", None) or ["full_attention"]) != {"full_attention"}:
         return False
     base = model.model
-    if (type(base) is not base_class or type(base.rotary_emb) is not rotary_class
+    if (unsharded_class(base) is not base_class or type(base.rotary_emb) is not rotary_class
             or base.rotary_emb.rope_type not in STATIC_ROPE_TYPES or len(base.layers) != config.num_hidden_layers):
         return False
-    return all(type(layer) is layer_class and type(layer.self_attn) is attention_class and type(layer.mlp) is mlp_class
+    return all(unsharded_class(layer) is layer_class and type(layer.self_attn) is attention_class and type(layer.mlp) is mlp_class
                for layer in base.layers)
 
 
