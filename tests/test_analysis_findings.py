@@ -9,7 +9,7 @@ import inspect
 import pytest
 
 from tether.analysis.findings import (EXTRAPOLATION_FACTOR, FILLER_RISE, NEAR_REFERENCE_KL, OPTIMUM_LIMIT_SHARE,
-                                      MIN_FIT_R2, REFUSAL_THRESHOLD, REPETITION_RISE, decide_findings, is_hacked, peak_status,
+                                      MIN_FIT_POINTS, MIN_FIT_R2, REFUSAL_THRESHOLD, REPETITION_RISE, decide_findings, is_hacked, peak_status,
                                       reward_delta, safe_but_useless_beta, sweep_findings)
 from tether.analysis.frontier import Fit
 from tether.analysis.plots import plot_detectors
@@ -135,6 +135,17 @@ def test_peak_status_around_the_data_and_the_extrapolation_factor(d_max, status)
                                        (MIN_FIT_R2 - 1e-9, "no fit"), (MIN_FIT_R2, "measured")])
 def test_a_fit_with_poor_r2_is_no_fit(r2, status):
     assert peak_status(Fit("bon", alpha=2.5, beta=1.0, r2=r2, n_points=4, d_max=2.0)) == status
+
+
+@pytest.mark.parametrize("n_points, status", [(2, "no fit"), (MIN_FIT_POINTS, "measured")])
+def test_a_fit_through_two_points_is_no_fit_though_exact(n_points, status):
+    """Two coefficients pass through any two points: R² = 1 there says nothing, and the summary says why."""
+    from tether.analysis.findings import FitPeak
+    from tether.analysis.summary import _fits_paragraph
+    fit = Fit("rl", alpha=0.6, beta=0.7, r2=1.0, n_points=n_points, d_max=3.0)
+    assert peak_status(fit) == status
+    text = _fits_paragraph([FitPeak("gold_rl", fit, status, EXTRAPOLATION_FACTOR)])
+    assert (f"has 2 points, fewer than the {MIN_FIT_POINTS} a fit needs: it predicts nothing" in text) == (n_points == 2)
 
 
 def test_summary_says_a_poor_fit_predicts_nothing_and_names_its_curvature_kappa():

@@ -165,7 +165,7 @@ def test_plots_cope_with_missing_data():
 
 
 def test_the_frontier_draws_each_fitted_method_in_its_colour_and_says_no_fit_for_the_others():
-    """PPO, GRPO and best-of-n fit (R² ≈ 1); DPO's gold zig-zags (R² < MIN_FIT_R2); RLOO has one point (no fit at all).
+    """PPO, GRPO and best-of-n fit (R² ≈ 1); DPO's gold zig-zags (R² < MIN_FIT_R2); RLOO has two points (an exact fit, R² = 1, that tests nothing: no fit).
     Read from the figure's artists: one dashed line per fitted method, none for the others, whose legend says "no fit"."""
     def row(kind, beta, d, gold, proxy):
         return {"kind": kind, "label": f"{kind} {beta}", "beta": beta, "kl": d * d, "gold_delta": gold, "proxy_delta": proxy}
@@ -173,11 +173,12 @@ def test_the_frontier_draws_each_fitted_method_in_its_colour_and_says_no_fit_for
     rows = ([row("ppo", b, d, rl(d), d) for b, d in ((1.0, 0.5), (0.1, 1.0), (0.01, 2.0))]
             + [row("grpo", b, d, rl(d, 0.4), d) for b, d in ((1.0, 0.4), (0.1, 1.2), (0.01, 2.4))]
             + [row("dpo", b, d, g, d) for b, d, g in ((1.0, 0.5, 0.4), (0.3, 0.8, -0.3), (0.1, 1.1, 0.5), (0.03, 1.5, -0.4))]
-            + [row("rloo", 0.1, 1.0, 0.2, 0.5)]
+            + [row("rloo", b, d, g, d) for b, d, g in ((1.0, 0.5, 0.1), (0.1, 1.0, 0.2))]
             + [{"kind": "bon", "label": f"best-of-{n}", "n": n, "kl": d * d, "gold_delta": d * (0.5 - 0.25 * d),
                 "proxy_delta": d} for n, d in ((2, 0.44), (4, 0.8), (16, 1.35))])
     fits = frontier_fits(rows)
-    assert peak_status(fits["gold_dpo"]) == "no fit" and "gold_rloo" not in fits
+    assert peak_status(fits["gold_dpo"]) == peak_status(fits["gold_rloo"]) == "no fit"
+    assert fits["gold_rloo"].r2 == pytest.approx(1.0) and fits["gold_rloo"].n_points == 2
     gold_ax = frontier_figure(rows, fits).axes[0]
     fitted = {line.get_gid(): line for line in gold_ax.get_lines() if (line.get_gid() or "").startswith("fit:")}
     assert set(fitted) == {"fit:gold_rl", "fit:gold_grpo", "fit:gold_bon"}
@@ -186,7 +187,7 @@ def test_the_frontier_draws_each_fitted_method_in_its_colour_and_says_no_fit_for
     curve = fitted["fit:gold_grpo"]
     assert curve.get_ydata() == pytest.approx(fits["gold_grpo"].predict(curve.get_xdata()))
     labels = [text.get_text() for text in gold_ax.get_legend().get_texts()]
-    assert "DPO, β = 0.03, 0.1, 0.3, 1 (no fit: R²=" in " ".join(labels) and "RLOO, β = 0.1 (no fit)" in labels
+    assert "DPO, β = 0.03, 0.1, 0.3, 1 (no fit: R²=" in " ".join(labels) and "RLOO, β = 0.1, 1 (no fit: 2 points)" in labels
     assert "GRPO, β = 0.01, 0.1, 1" in labels and any(t.startswith("GRPO fit, R²=1.00") for t in labels)
 
 

@@ -24,6 +24,9 @@ EXTRAPOLATION_FACTOR = 10.0
 """A fit's predicted peak beyond this multiple of its largest measured √KL is reported as out of reach."""
 MIN_FIT_R2 = 0.5
 """A fit explaining less of its points' variance than this (R²) is reported as no fit: it predicts nothing."""
+MIN_FIT_POINTS = 3
+"""A fit through fewer points than this is reported as no fit: Gao's curves have two coefficients, so they pass
+exactly through any two points (R² = 1) and such a fit tests nothing."""
 OPTIMUM_LIMIT_SHARE = 0.9
 """π*'s estimated KL at or above this share of its bound log n is "at the estimate's limit"."""
 RANKING_STANDARD_ERRORS = 2.0
@@ -74,9 +77,9 @@ def best_gold_beta(rows: list[dict]) -> float | None:
 
 
 def peak_status(fit: Fit) -> str:
-    """"no fit" (R² below MIN_FIT_R2 or unknown), "none" (never turns down), "out of reach" (beyond
+    """"no fit" (R² below MIN_FIT_R2 or unknown, or fewer than MIN_FIT_POINTS points), "none" (never turns down), "out of reach" (beyond
     EXTRAPOLATION_FACTOR × the data), "extrapolated" (beyond the largest measured √KL) or "measured" (within the data)."""
-    if fit.r2 is None or fit.r2 < MIN_FIT_R2:
+    if fit.r2 is None or fit.r2 < MIN_FIT_R2 or fit.n_points < MIN_FIT_POINTS:
         return "no fit"
     peak = fit.peak_d
     if peak is None:

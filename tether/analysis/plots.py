@@ -20,7 +20,7 @@ import matplotlib.ticker
 import numpy as np
 from matplotlib.figure import Figure
 
-from tether.analysis.findings import REFUSAL_THRESHOLD, peak_status
+from tether.analysis.findings import MIN_FIT_POINTS, REFUSAL_THRESHOLD, peak_status
 from tether.analysis.frontier import FIT_KINDS, fixed_beta_rows, row_sqrt_kl
 from tether.analysis.schema import ROW_KINDS
 from tether.io import atomic_open
@@ -120,14 +120,18 @@ def _short_name(kind: str) -> str:
 
 def _method_label(kind: str, rows: list[dict], fits: dict, reward: str) -> str:
     """A method's legend entry: its name ("GRPO, β = 0.01, 0.1, 1": the β list where its points are not all
-    annotated), and "no fit" (with the R² that was too low) when no fit of it is drawn."""
+    annotated), and "no fit" (with the R² that was too low, or the too few points) when no fit of it is drawn."""
     label = ROW_KINDS[kind]
     if kind not in ("ppo", "bon"):
         label = f"{_short_name(kind)}, β = " + ", ".join(format(r["beta"], "g") for r in rows if r.get("beta") is not None)
     if drawn_fit(fits, reward, kind) is not None:
         return label
     fit = fits.get(fit_key(reward, kind))
-    return label + (" (no fit)" if fit is None or fit.r2 is None else f" (no fit: R²={fit.r2:.2f})")
+    if fit is None or fit.r2 is None:
+        return label + " (no fit)"
+    if fit.n_points < MIN_FIT_POINTS:
+        return label + f" (no fit: {fit.n_points} points)"
+    return label + f" (no fit: R²={fit.r2:.2f})"
 
 
 def _method_points(ax, rows: list[dict], kind: str, key: str, label: str, beta_shades: dict) -> None:

@@ -20,8 +20,8 @@ from string import Template
 
 from tether.analysis.detectors import (REPETITION_N, REPETITION_THRESHOLD, count_filler, gold_proxy_gap, is_refusal,
                                        is_repetitive)
-from tether.analysis.findings import (MIN_FIT_R2, Findings, ImplicitRanking, decide_findings, peak_status, reward_delta,
-                                      sweep_fits)
+from tether.analysis.findings import (MIN_FIT_POINTS, MIN_FIT_R2, Findings, ImplicitRanking, decide_findings, peak_status,
+                                      reward_delta, sweep_fits)
 from tether.analysis.formats import fmt, pct, signed
 from tether.analysis.frontier import Fit, fixed_beta_rows, row_sqrt_kl
 from tether.analysis.schema import ROW_KINDS, check_sweep, is_number
@@ -185,7 +185,8 @@ def _frontier_section(fits: dict[str, Fit], optimum: list[dict], rows: list[dict
              "Gao, Schulman & Hilton (2022). "
              "Dashed, in each method's colour: its least-squares fit, R_rl(d) = d(α − κ log d) to the points of PPO, "
              "RLOO, GRPO and DPO, R_bon(d) = d(α − κ d) to best-of-n, where KL_bon = log n − (n − 1)/n; a method "
-             f"whose fit explains less than R² = {MIN_FIT_R2:g} of its points is drawn as points only (“no fit”). "
+             f"whose fit explains less than R² = {MIN_FIT_R2:g} of its points, or rests on fewer than "
+             f"{MIN_FIT_POINTS} points (two coefficients pass through any two), is drawn as points only (“no fit”). "
              "A gold curve that rises "
              "then falls while the proxy keeps rising is overoptimisation. A peak beyond the largest measured "
              "√KL is an extrapolation. Dotted: π* ∝ π_ref·exp(r/β), the exact optimum of r − β·KL for each β "

@@ -4,7 +4,7 @@ Every sentence is written from a `tether.analysis.findings.Findings`: the rules 
 thresholds live there; this module only chooses the words for what was decided.
 """
 
-from tether.analysis.findings import (MIN_FIT_R2, BenignRefusals, BestOfNPeak, Findings, FitPeak, ImplicitRanking,
+from tether.analysis.findings import (MIN_FIT_POINTS, MIN_FIT_R2, BenignRefusals, BestOfNPeak, Findings, FitPeak, ImplicitRanking,
                                       OptimumComparison, Reference, RewardModelAccuracy, Rise, decide_findings)
 from tether.analysis.formats import fmt, pct, signed
 from tether.analysis.frontier import row_sqrt_kl
@@ -187,6 +187,8 @@ def _bon_paragraph(b: BestOfNPeak | None) -> str | None:
 def _peak_words(p: FitPeak) -> str:
     fit, peak = p.fit, p.fit.peak_d
     if p.status == "no fit":
+        if fit.n_points < MIN_FIT_POINTS:
+            return f"has {fit.n_points} points, fewer than the {MIN_FIT_POINTS} a fit needs: it predicts nothing"
         return f"does not fit (R² under {MIN_FIT_R2:g}): it predicts nothing"
     if p.status == "none":
         return "predicts no peak (the fitted curve never turns down)"
