@@ -445,3 +445,17 @@ def test_the_report_shows_dpos_implicit_margin_beside_the_reward_models_on_the_s
     data["rows"][-1]["rm_accuracy"] = "half"
     with pytest.raises(InputError, match="rm_accuracy"):
         check_sweep(data)
+
+
+def test_the_headline_says_gold_fell_at_the_smallest_beta_though_another_beta_ended_with_more_proxy():
+    """The smallest β's gold below SFT while its proxy rose is said as such, even when a larger β's proxy ended
+    a little higher (the demo at seed 0: 1.43 against 1.44), not "did not overoptimise"."""
+    data = synthetic_sweep(hack=True)
+    ppo = sorted((r for r in data["rows"] if r["kind"] == "ppo"), key=lambda r: r["beta"])
+    small, other = ppo[0], ppo[1]
+    for key in ("proxy_reward", "proxy_delta"):
+        if key in other:
+            other[key] = small[key] + 0.01
+    headline = re.findall(r'<p class="headline">(.*?)</p>', render_report(data))[1]
+    assert headline.startswith(f"At the smallest β ({small['beta']:g}) gold fell below SFT (")
+    assert f"though the proxy ended highest at β = {other['beta']:g}" in headline and "did not" not in headline

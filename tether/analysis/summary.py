@@ -301,11 +301,17 @@ def headline(f: Findings) -> list[str]:
     o = f.overoptimisation
     if o is not None:
         small = o.smallest.row
-        sentences.append(f"At the smallest β ({small['beta']:g}) the proxy reward rose to {fmt(small['proxy_reward'])} "
-                         f"while gold fell to {fmt(small['gold_reward'])}: the policy hacked the reward model."
-                         if o.occurred else
-                         f"The smallest β ({small['beta']:g}) did not overoptimise: its proxy was not the highest "
-                         f"with gold below SFT.")
+        if o.occurred:
+            sentences.append(f"At the smallest β ({small['beta']:g}) the proxy reward rose to {fmt(small['proxy_reward'])} "
+                             f"while gold fell to {fmt(small['gold_reward'])}: the policy hacked the reward model.")
+        elif o.gold_fell and small in o.hacked:  # hacked, though another β's proxy ended higher
+            sentences.append(f"At the smallest β ({small['beta']:g}) gold fell below SFT ({signed(o.smallest.gold_delta)}) "
+                             f"while the proxy rose ({signed(o.smallest.proxy_delta)}), though the proxy ended highest "
+                             f"at β = {o.top_proxy['beta']:g} ({fmt(o.top_proxy['proxy_reward'])} against "
+                             f"{fmt(small['proxy_reward'])}).")
+        else:
+            sentences.append(f"The smallest β ({small['beta']:g}) did not overoptimise: its gold did not fall below SFT "
+                             f"while its proxy rose.")
     r = f.refusals
     if r.worst is not None:
         sentences.append(f"“Safe but useless” refusals begin at β = {r.onset['beta']:g} "
