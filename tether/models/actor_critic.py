@@ -55,7 +55,7 @@ class ActorCritic(torch.nn.Module):
         policy = load_causal_lm(policy_dir, device, field="policy")
         if lora_r:
             return cls(apply_lora(policy, lora_r, lora_alpha, "CAUSAL_LM"), None, reward_model, value_model)
-        ref = load_causal_lm(ref_dir or policy_dir, device, field="ref_policy").to(ref_dtype).requires_grad_(False)
+        ref = load_causal_lm(ref_dir or policy_dir, device, field="ref_policy", dtype=ref_dtype).requires_grad_(False)
         return cls(policy, ref, reward_model, value_model)
 
     def forward(self, sequences, attention_mask, response_start: int):

@@ -122,8 +122,10 @@ def load_tokenizer(path, field: str = "model"):
     return tokenizer
 
 
-def load_causal_lm(path, device="cpu", trust_remote_code: bool = False, field: str = "model"):
-    """AutoModelForCausalLM in eval mode with dropout off (PPO log-probs must be exact)."""
+def load_causal_lm(path, device="cpu", trust_remote_code: bool = False, field: str = "model",
+                   dtype: torch.dtype | None = None):
+    """AutoModelForCausalLM in eval mode with dropout off (PPO log-probs must be exact), its weights converted to
+    `dtype` (None: as stored) before they move to `device`."""
     from transformers import AutoModelForCausalLM
     path = check_weights(path, field, "causal LM")
     kwargs = dict(trust_remote_code=trust_remote_code)
@@ -131,7 +133,7 @@ def load_causal_lm(path, device="cpu", trust_remote_code: bool = False, field: s
     if gguf:
         kwargs["gguf_file"] = gguf[0].name
     model = load_weights(AutoModelForCausalLM, path, field, **kwargs)
-    return disable_dropout(model).to(device).eval()
+    return disable_dropout(model).to(device=device, dtype=dtype).eval()
 
 
 def disable_dropout(model: torch.nn.Module) -> torch.nn.Module:

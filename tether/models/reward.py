@@ -29,14 +29,15 @@ def reward_model_from_policy(policy_dir, pad_token_id: int, device="cpu"):
     return disable_dropout(model).to(device)
 
 
-def load_reward_model(path, device="cpu", field: str = "model"):
-    """A reward-model directory (sequence classification, one label), in eval mode with dropout off."""
+def load_reward_model(path, device="cpu", field: str = "model", dtype: torch.dtype | None = None):
+    """A reward-model directory (sequence classification, one label), in eval mode with dropout off, its weights
+    converted to `dtype` (None: as stored) before they move to `device`."""
     from transformers import AutoModelForSequenceClassification
     path = check_weights(path, field, "reward model")
     model = load_weights(AutoModelForSequenceClassification, path, field)
     if model.config.num_labels != 1:
         raise InputError(f"a reward model needs num_labels=1, found {model.config.num_labels}", path=path, field=field)
-    return disable_dropout(model).to(device).eval()
+    return disable_dropout(model).to(device=device, dtype=dtype).eval()
 
 
 TRAINING_SETTINGS = "tether.json"  # beside config.json: how `tether rm train` tokenised the pairs

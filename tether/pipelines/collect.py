@@ -124,7 +124,7 @@ def run_collect(cfg: CollectConfig) -> dict:
     dtype = frozen_dtype(cfg.dtype, device)
     gold = resolve_gold(cfg.gold, device=device, dtype=dtype) if cfg.labeler == "gold" else None
     tokenizer = load_tokenizer(cfg.policy, field="policy")
-    model = load_causal_lm(cfg.policy, device, field="policy").to(dtype)
+    model = load_causal_lm(cfg.policy, device, field="policy", dtype=dtype)
     records = read_prompts(cfg.prompts, skip_invalid=cfg.skip_invalid)
     out = prepare_run_dir(cfg.out, cfg)
     set_seed(cfg.seed)

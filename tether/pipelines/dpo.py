@@ -164,7 +164,7 @@ def run_dpo(cfg: DPOConfig) -> dict:
     out = prepare_run_dir(cfg.out, cfg)
     set_seed(cfg.seed)
     policy = load_causal_lm(cfg.policy, device, field="policy")
-    ref = None if cfg.lora_r else load_causal_lm(cfg.ref_policy or cfg.policy, device, field="ref_policy").to(frozen).requires_grad_(False)
+    ref = None if cfg.lora_r else load_causal_lm(cfg.ref_policy or cfg.policy, device, field="ref_policy", dtype=frozen).requires_grad_(False)
     if cfg.lora_r:
         policy = apply_lora(policy, cfg.lora_r, cfg.lora_alpha, "CAUSAL_LM")
     ref_forward = policy if ref is None else ref

@@ -329,7 +329,7 @@ def run_rm_eval(cfg: RMEvalConfig) -> dict:
     device = resolve_device(cfg.device)
     dtype = frozen_dtype(cfg.dtype, device)
     tokenizer = load_tokenizer(cfg.model)
-    model = load_reward_model(cfg.model, device).to(dtype)
+    model = load_reward_model(cfg.model, device, dtype=dtype)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     max_length, truncation = trained_length_rule(cfg.model, model.config, cfg.max_length, cfg.truncation)

@@ -147,8 +147,8 @@ def run_score(cfg: ScoreConfig) -> list[dict]:
     dtype = frozen_dtype(cfg.dtype, device)
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(cfg.policy, field="policy")
-    policy = load_causal_lm(cfg.policy, device, field="policy").to(dtype)
-    ref = load_causal_lm(cfg.ref_policy, device, field="ref_policy").to(dtype)
+    policy = load_causal_lm(cfg.policy, device, field="policy", dtype=dtype)
+    ref = load_causal_lm(cfg.ref_policy, device, field="ref_policy", dtype=dtype)
     reward_fn = RewardFunction([cfg.reward_model], tokenizer, device, dtype=dtype)
     max_length, truncation = trained_length_rule(cfg.reward_model, reward_fn.model.config, cfg.max_length,
                                                  cfg.truncation, field="reward_model")

@@ -17,7 +17,7 @@ class RewardFunction:
     def __init__(self, model_dirs: list[str], policy_tokenizer, device, uncertainty_coef: float = 0.0,
                  dtype: torch.dtype = torch.float32):
         """`dtype`: the reward models' weights (their scores are returned as float32 whatever it is)."""
-        self.models = [load_reward_model(d, device, field="reward_model").to(dtype) for d in model_dirs]
+        self.models = [load_reward_model(d, device, field="reward_model", dtype=dtype) for d in model_dirs]
         self.tokenizers = [load_tokenizer(d, field="reward_model") for d in model_dirs]
         self.same_vocab = [t.get_vocab() == policy_tokenizer.get_vocab() for t in self.tokenizers]
         for model, tok in zip(self.models, self.tokenizers):

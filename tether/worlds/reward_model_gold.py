@@ -58,7 +58,7 @@ class RewardModelGold:
         """g = r_gold(prompt, response) per row, batched (`score_texts`: prompt + response + EOS)."""
         if self._model is None:
             self._tokenizer = load_tokenizer(self.path, field=self.field)
-            self._model = load_reward_model(self.path, self.device, field=self.field).to(self.dtype)
+            self._model = load_reward_model(self.path, self.device, field=self.field, dtype=self.dtype)
         return score_texts(self._model, prompts, responses, self._tokenizer, self.batch_size, self.device)
 
     def preference_prob(self, prompt, y1: str, y2: str) -> float:
